@@ -1,0 +1,37 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Layers, from the bottom: ViTCore (tensor + kernels) → ViTIO (checkpoint files) → ViTMSN (the model) → vitmsn (CLI).
+// GEMM comes from OpenBLAS on Linux and from Accelerate on Apple platforms.
+let package = Package(
+    name: "swift-vitmsn",
+    platforms: [.macOS(.v13)],
+    products: [
+        .library(name: "ViTMSN", targets: ["ViTMSN"]),
+        .executable(name: "vitmsn", targets: ["vitmsn"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "COpenBLAS",
+            pkgConfig: "openblas",
+            providers: [.apt(["libopenblas-dev"])]
+        ),
+        .target(
+            name: "ViTCore",
+            dependencies: [.target(name: "COpenBLAS", condition: .when(platforms: [.linux]))],
+            linkerSettings: [.linkedFramework("Accelerate", .when(platforms: [.macOS]))]
+        ),
+        .target(name: "ViTIO", dependencies: ["ViTCore"]),
+        .target(name: "ViTMSN", dependencies: ["ViTCore", "ViTIO"]),
+        .executableTarget(
+            name: "vitmsn",
+            dependencies: ["ViTMSN", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+        .testTarget(name: "ViTCoreTests", dependencies: ["ViTCore"]),
+        .testTarget(name: "ViTIOTests", dependencies: ["ViTIO"]),
+        .testTarget(name: "ViTMSNTests", dependencies: ["ViTMSN"]),
+    ]
+)

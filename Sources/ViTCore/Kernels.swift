@@ -1,0 +1,112 @@
+/// Row-wise and elementwise kernels on raw pointers. Shapes are passed explicitly; callers own the memory.
+
+/// The activations Transformers' `ACT2FN` offers that a ViT config can name.
+public enum Activation: String, CaseIterable, Sendable {
+    case gelu                          // exact: 0.5·x·(1 + erf(x/√2))
+    case geluNew = "gelu_new"          // tanh approximation
+    case geluPytorchTanh = "gelu_pytorch_tanh"
+    case quickGelu = "quick_gelu"      // x·σ(1.702·x)
+    case relu
+    case silu
+    case swish
+
+    /// Applies the activation to `count` floats in place.
+    public func apply(_ p: UnsafeMutablePointer<Float>, count: Int) {
+        switch self {
+        case .gelu:
+            mapInPlace(p, count: count) { x in
+                0.5 * x * (1 + VectorMath.erf(x * Vector16(repeating: 0.707_106_781_186_547_6)))
+            }
+        case .geluNew, .geluPytorchTanh:
+            mapInPlace(p, count: count) { x in
+                let inner = Vector16(repeating: 0.797_884_560_802_865_4) * (x + 0.044_715 * x * x * x)
+                return 0.5 * x * (1 + VectorMath.tanh(inner))
+            }
+        case .quickGelu:
+            mapInPlace(p, count: count) { x in x * VectorMath.sigmoid(1.702 * x) }
+        case .relu:
+            mapInPlace(p, count: count) { x in x.replacing(with: 0, where: x .< 0) }
+        case .silu, .swish:
+            mapInPlace(p, count: count) { x in x * VectorMath.sigmoid(x) }
+        }
+    }
+}
+
+/// `y = (x − mean) / sqrt(var + eps) · gamma + beta` over each row of `dim` values (biased variance, as
+/// `nn.LayerNorm`). `x` and `y` may alias.
+public func layerNorm(
+    x: UnsafePointer<Float>, gamma: UnsafePointer<Float>, beta: UnsafePointer<Float>,
+    y: UnsafeMutablePointer<Float>, rows: Int, dim: Int, eps: Float
+) {
+    for r in 0..<rows {
+        let xr = x + r * dim
+        let yr = y + r * dim
+        // Rough mean first, then one pass over the deviations that both corrects it and gives the variance:
+        // accurate even when the mean dwarfs the spread (float sums of large values lose the small part).
+        let roughMean = sum(xr, count: dim) / Float(dim)
+        var deviations = Vector16()
+        var squares16 = Vector16()
+        var i = 0
+        let rough16 = Vector16(repeating: roughMean)
+        while i + 16 <= dim {
+            let d = load16(xr + i) - rough16
+            deviations += d
+            squares16 += d * d
+            i += 16
+        }
+        var (deviationSum, squares) = (deviations.sum(), squares16.sum())
+        while i < dim {
+            let d = xr[i] - roughMean
+            deviationSum += d
+            squares += d * d
+            i += 1
+        }
+        let correction = deviationSum / Float(dim)
+        let mean = roughMean + correction
+        let variance = max(squares / Float(dim) - correction * correction, 0)
+        let rstd = 1 / (variance + eps).squareRoot()
+        let m16 = Vector16(repeating: mean)
+        i = 0
+        let r16 = Vector16(repeating: rstd)
+        while i + 16 <= dim {
+            store16((load16(xr + i) - m16) * r16 * load16(gamma + i) + load16(beta + i), yr + i)
+            i += 16
+        }
+        while i < dim {
+            yr[i] = (xr[i] - mean) * rstd * gamma[i] + beta[i]
+            i += 1
+        }
+    }
+}
+
+/// Softmax over each row of `cols` values, in place, subtracting the row maximum first.
+public func softmaxRows(_ p: UnsafeMutablePointer<Float>, rows: Int, cols: Int) {
+    for r in 0..<rows {
+        let row = p + r * cols
+        var maximum = -Float.infinity
+        for i in 0..<cols where row[i] > maximum { maximum = row[i] }
+        let m16 = Vector16(repeating: maximum)
+        mapInPlace(row, count: cols) { VectorMath.exp($0 - m16) }
+        let scale = Vector16(repeating: 1 / sum(row, count: cols))
+        mapInPlace(row, count: cols) { $0 * scale }
+    }
+}
+
+/// `y[i] += x[i]` for `count` floats.
+public func addInPlace(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, count: Int) {
+    var i = 0
+    while i + 16 <= count {
+        store16(load16(y + i) + load16(x + i), y + i)
+        i += 16
+    }
+    while i < count {
+        y[i] += x[i]
+        i += 1
+    }
+}
+
+/// `y[i] *= s` for `count` floats.
+public func scaleInPlace(_ y: UnsafeMutablePointer<Float>, by s: Float, count: Int) {
+    let s16 = Vector16(repeating: s)
+    mapInPlace(y, count: count) { $0 * s16 }
+}

@@ -1,0 +1,108 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Float32 memory behind a `Tensor`: either owned (allocated here) or borrowed from an owner that keeps it
+/// alive, such as a memory-mapped checkpoint. Borrowed memory is never written: writers copy first.
+public final class TensorStorage: @unchecked Sendable {
+    public let base: UnsafeMutablePointer<Float>
+    public let count: Int
+    public let isOwned: Bool
+    private let owner: AnyObject?
+
+    /// Zero-filled owned storage. `calloc` leaves large blocks as untouched zero pages, so placeholders that
+    /// are replaced by mapped weights before use never become resident.
+    public init(count: Int) {
+        precondition(count >= 0, "negative element count")
+        guard let memory = calloc(max(count, 1), MemoryLayout<Float>.stride) else { fatalError("out of memory for \(count) floats") }
+        base = memory.assumingMemoryBound(to: Float.self)
+        self.count = count
+        isOwned = true
+        owner = nil
+    }
+
+    /// Read-only storage that lives inside memory kept alive by `owner`.
+    public init(borrowing pointer: UnsafePointer<Float>, count: Int, owner: AnyObject) {
+        base = UnsafeMutablePointer(mutating: pointer)
+        self.count = count
+        isOwned = false
+        self.owner = owner
+    }
+
+    deinit {
+        if isOwned { free(base) }
+    }
+}
+
+/// A dense, row-major Float32 tensor with value semantics (copy-on-write).
+public struct Tensor: @unchecked Sendable {
+    public private(set) var shape: [Int]
+    public private(set) var storage: TensorStorage
+
+    public var count: Int { storage.count }
+    public var rank: Int { shape.count }
+
+    public init(zeros shape: [Int]) {
+        self.shape = shape
+        storage = TensorStorage(count: Tensor.elementCount(shape))
+    }
+
+    public init(shape: [Int], scalars: [Float]) {
+        precondition(Tensor.elementCount(shape) == scalars.count, "\(scalars.count) values for shape \(shape)")
+        self.init(zeros: shape)
+        scalars.withUnsafeBufferPointer { storage.base.update(from: $0.baseAddress!, count: scalars.count) }
+    }
+
+    public init(shape: [Int], repeating value: Float) {
+        self.init(zeros: shape)
+        storage.base.update(repeating: value, count: count)
+    }
+
+    /// Wraps existing storage without copying (the element count must match the shape).
+    public init(shape: [Int], storage: TensorStorage) {
+        precondition(Tensor.elementCount(shape) == storage.count, "storage of \(storage.count) for shape \(shape)")
+        self.shape = shape
+        self.storage = storage
+    }
+
+    public static func elementCount(_ shape: [Int]) -> Int {
+        shape.reduce(1) { precondition($1 >= 0, "negative dimension in \(shape)"); return $0 * $1 }
+    }
+
+    public var scalars: [Float] { Array(UnsafeBufferPointer(start: storage.base, count: count)) }
+
+    /// Same elements, new shape; shares storage.
+    public func reshaped(_ newShape: [Int]) -> Tensor {
+        Tensor(shape: newShape, storage: storage)
+    }
+
+    public func withUnsafeBufferPointer<R>(_ body: (UnsafeBufferPointer<Float>) throws -> R) rethrows -> R {
+        try body(UnsafeBufferPointer(start: storage.base, count: count))
+    }
+
+    /// Gives writable access, copying first if the storage is shared or borrowed.
+    public mutating func withUnsafeMutableBufferPointer<R>(
+        _ body: (UnsafeMutableBufferPointer<Float>) throws -> R
+    ) rethrows -> R {
+        if !(isKnownUniquelyReferenced(&storage) && storage.isOwned) {
+            let copy = TensorStorage(count: count)
+            copy.base.update(from: storage.base, count: count)
+            storage = copy
+        }
+        return try body(UnsafeMutableBufferPointer(start: storage.base, count: count))
+    }
+
+    /// Largest absolute elementwise difference; shapes must hold the same number of elements.
+    public func maxAbsDifference(_ other: Tensor) -> Float {
+        precondition(count == other.count, "comparing \(shape) with \(other.shape)")
+        var worst: Float = 0
+        for i in 0..<count {
+            let d = abs(storage.base[i] - other.storage.base[i])
+            if d > worst || d.isNaN { worst = d.isNaN ? .nan : d }
+            if worst.isNaN { return .nan }
+        }
+        return worst
+    }
+}

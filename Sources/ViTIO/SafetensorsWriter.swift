@@ -1,0 +1,115 @@
+import Foundation
+import ViTCore
+
+/// One tensor to write: Float32 data stored as `dtype` (converted on the way out), or raw integer bytes.
+public struct SafetensorsRecord {
+    public enum Payload {
+        case float(Tensor)
+        case int64([Int64])
+        case bool([Bool])
+    }
+
+    public let name: String
+    public let dtype: DType
+    public let shape: [Int]
+    public let payload: Payload
+
+    public init(name: String, tensor: Tensor, dtype: DType = .F32) {
+        precondition([.F32, .F16, .BF16].contains(dtype), "floats are written as F32, F16 or BF16")
+        self.name = name
+        self.dtype = dtype
+        shape = tensor.shape
+        payload = .float(tensor)
+    }
+
+    public init(name: String, int64 values: [Int64], shape: [Int]) {
+        precondition(Tensor.elementCount(shape) == values.count)
+        self.name = name
+        dtype = .I64
+        self.shape = shape
+        payload = .int64(values)
+    }
+
+    public init(name: String, bool values: [Bool], shape: [Int]) {
+        precondition(Tensor.elementCount(shape) == values.count)
+        self.name = name
+        dtype = .BOOL
+        self.shape = shape
+        payload = .bool(values)
+    }
+
+    var byteCount: Int { Tensor.elementCount(shape) * dtype.byteSize }
+
+    func encoded() -> Data {
+        var data = Data(capacity: byteCount)
+        switch payload {
+        case .float(let tensor):
+            tensor.withUnsafeBufferPointer { values in
+                switch dtype {
+                case .F32: data.append(contentsOf: UnsafeRawBufferPointer(values))
+                case .F16: data.append(contentsOf: values.flatMap { littleEndianBytes(HalfPrecision.f16Bits(from: $0)) })
+                default: data.append(contentsOf: values.flatMap { littleEndianBytes(HalfPrecision.bf16Bits(from: $0)) })
+                }
+            }
+        case .int64(let values):
+            values.withUnsafeBufferPointer { data.append(contentsOf: UnsafeRawBufferPointer($0)) }
+        case .bool(let values):
+            data.append(contentsOf: values.map { $0 ? 1 : 0 })
+        }
+        return data
+    }
+}
+
+@inline(__always)
+private func littleEndianBytes(_ value: UInt16) -> [UInt8] { [UInt8(value & 0xFF), UInt8(value >> 8)] }
+
+public enum SafetensorsWriter {
+    /// Writes the records to `path` atomically: the bytes go to a temporary file in the same directory,
+    /// which is renamed over `path` only when complete, so a crash never leaves a half-written file behind.
+    public static func write(_ records: [SafetensorsRecord], metadata: [String: String] = ["format": "pt"], to path: String) throws {
+        // Widest element types first, as the reference writer does, so every tensor stays aligned.
+        let ordered = records.sorted { ($0.dtype.byteSize, $1.name) > ($1.dtype.byteSize, $0.name) }
+        var header: [String: Any] = [:]
+        if !metadata.isEmpty { header["__metadata__"] = metadata }
+        var offset = 0
+        for record in ordered {
+            header[record.name] = [
+                "dtype": record.dtype.rawValue,
+                "shape": record.shape,
+                "data_offsets": [offset, offset + record.byteCount],
+            ] as [String: Any]
+            offset += record.byteCount
+        }
+        var headerBytes = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
+        // Pad with spaces so the data section starts 8-byte aligned.
+        headerBytes.append(contentsOf: [UInt8](repeating: 0x20, count: (8 - headerBytes.count % 8) % 8))
+        var file = Data()
+        withUnsafeBytes(of: UInt64(headerBytes.count).littleEndian) { file.append(contentsOf: $0) }
+        file.append(headerBytes)
+        for record in ordered { file.append(record.encoded()) }
+        try writeAtomically(file, to: path)
+    }
+}
+
+/// Writes `data` to a temporary sibling of `path`, flushes it, and renames it into place.
+public func writeAtomically(_ data: Data, to path: String) throws {
+    let url = URL(fileURLWithPath: path)
+    let temporary = url.deletingLastPathComponent()
+        .appendingPathComponent(".\(url.lastPathComponent).tmp-\(ProcessInfo.processInfo.processIdentifier)")
+    do {
+        try data.write(to: temporary)
+        let handle = try FileHandle(forWritingTo: temporary)
+        try handle.synchronize()
+        try handle.close()
+        // rename(2) replaces the target in one step: readers see the old file or the new one, never a mix.
+        guard rename(temporary.path, path) == 0 else {
+            throw CheckpointError(path, "cannot rename into place: \(String(cString: strerror(errno)))")
+        }
+    } catch let error as CheckpointError {
+        try? FileManager.default.removeItem(at: temporary)
+        throw error
+    } catch {
+        try? FileManager.default.removeItem(at: temporary)
+        throw CheckpointError(path, "cannot write: \(error.localizedDescription)")
+    }
+}

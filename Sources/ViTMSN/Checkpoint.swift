@@ -1,0 +1,185 @@
+import Foundation
+import ViTCore
+import ViTIO
+
+/// A Transformers model directory: `config.json` plus `model.safetensors`, or a
+/// `model.safetensors.index.json` with its shards.
+public enum ModelDirectory {
+    public static func config(_ directory: String) throws -> ViTMSNConfig {
+        let path = directory + "/config.json"
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw CheckpointError(directory, "no config.json in the model directory")
+        }
+        do {
+            return try ViTMSNConfig.load(path: path)
+        } catch let error as ConfigError {
+            throw CheckpointError(path, error.description)
+        }
+    }
+
+    public static func weights(_ directory: String) throws -> TensorSource {
+        let single = directory + "/model.safetensors"
+        let index = directory + "/model.safetensors.index.json"
+        if FileManager.default.fileExists(atPath: single) { return try SafetensorsFile(path: single) }
+        if FileManager.default.fileExists(atPath: index) { return try ShardedSafetensors(indexPath: index) }
+        throw CheckpointError(directory, "no model.safetensors or model.safetensors.index.json in the model directory")
+    }
+
+    /// The class `config.json`'s `architectures` names (`ViTMSNModel` when absent).
+    public static func architecture(_ config: ViTMSNConfig) -> String {
+        config.architectures?.first ?? "ViTMSNModel"
+    }
+}
+
+/// A loaded model of either class, as `config.json`'s `architectures` asks.
+public enum AnyViTMSN {
+    case model(ViTMSNModel)
+    case imageClassification(ViTMSNForImageClassification)
+
+    public static func load(directory: String, warn: (String) -> Void = { _ in }) throws -> AnyViTMSN {
+        let config = try ModelDirectory.config(directory)
+        switch ModelDirectory.architecture(config) {
+        case "ViTMSNModel": return .model(try ViTMSNModel.load(directory: directory, warn: warn))
+        case "ViTMSNForImageClassification": return .imageClassification(try ViTMSNForImageClassification.load(directory: directory, warn: warn))
+        case let other: throw CheckpointError(directory + "/config.json", "architectures names '\(other)', expected ViTMSNModel or ViTMSNForImageClassification")
+        }
+    }
+}
+
+extension ViTMSNModel {
+    /// Loads a backbone. Checkpoint names may carry the `vit.` prefix (a classification checkpoint); its
+    /// classifier is then left out with a warning, as Transformers does. A checkpoint with
+    /// `embeddings.mask_token` gives a model with a mask token.
+    public static func load(directory: String, warn: (String) -> Void = { _ in }) throws -> ViTMSNModel {
+        let config = try ModelDirectory.config(directory)
+        let weights = try ModelDirectory.weights(directory)
+        let names = weights.tensorNames
+        let classifierNames = names.filter { $0.hasPrefix("classifier.") }
+        if !classifierNames.isEmpty {
+            warn("Some weights of the model checkpoint were not used when initializing ViTMSNModel: \(classifierNames)")
+        }
+        let useMaskToken = names.contains { stripPrefix($0) == "embeddings.mask_token" }
+        let model = try ViTMSNModel(config: config, useMaskToken: useMaskToken)
+        _ = try loadParameters(of: model, from: weights, modelName: stripPrefix, ignoring: Set(classifierNames), optional: [])
+        return model
+    }
+}
+
+extension ViTMSNForImageClassification {
+    /// Loads a classifier. A backbone checkpoint (no `vit.` prefix, no classifier) is accepted: the classifier
+    /// is then initialised as Transformers initialises it, N(0, initializer_range²) weights and zero bias,
+    /// and a warning says so.
+    public static func load(directory: String, seed: UInt64 = 0, warn: (String) -> Void = { _ in }) throws -> ViTMSNForImageClassification {
+        let config = try ModelDirectory.config(directory)
+        let weights = try ModelDirectory.weights(directory)
+        let model = try ViTMSNForImageClassification(config: config)
+        let classifierNames: Set<String> = ["classifier.weight", "classifier.bias"]
+        let fresh = try loadParameters(
+            of: model, from: weights,
+            modelName: { name in name.hasPrefix("classifier.") || name.hasPrefix("vit.") ? name : "vit." + name },
+            ignoring: [], optional: classifierNames)
+        if let classifier = model.classifier, !fresh.isEmpty {
+            guard fresh == classifierNames else {
+                throw CheckpointError(weights.location, "the checkpoint has only part of the classifier (missing \(fresh.sorted()))")
+            }
+            var generator = SeededGenerator(seed: seed)
+            classifier.initialize(std: Float(config.initializerRange), using: &generator)
+            warn("Some weights of ViTMSNForImageClassification were not initialized from the model checkpoint at \(directory) and are newly initialized: ['classifier.bias', 'classifier.weight']")
+        }
+        return model
+    }
+}
+
+/// Copies every parameter of `module` from `source`, matching `modelName(checkpointName)` to the module's
+/// names. Missing, unexpected and wrongly shaped tensors are all collected and reported in one error.
+/// Returns the `optional` names the checkpoint did not have (left for the caller to initialise).
+func loadParameters(
+    of module: Module, from source: TensorSource,
+    modelName: (String) -> String, ignoring: Set<String>, optional: Set<String>
+) throws -> Set<String> {
+    var checkpointName: [String: String] = [:]
+    for name in source.tensorNames where !ignoring.contains(name) { checkpointName[modelName(name)] = name }
+    var missing: [String] = []
+    var mismatched: [String] = []
+    var expected = Set<String>()
+    for (name, tensor) in module.namedParameters {
+        expected.insert(name)
+        guard let stored = checkpointName[name], let info = source.info(stored) else {
+            if !optional.contains(name) { missing.append(name) }
+            continue
+        }
+        if info.shape != tensor.shape { mismatched.append("\(stored): checkpoint \(info.shape), model \(tensor.shape)") }
+    }
+    let unexpected = checkpointName.filter { !expected.contains($0.key) }.map(\.value).sorted()
+    var problems: [String] = []
+    if !missing.isEmpty { problems.append("missing tensors \(missing)") }
+    if !unexpected.isEmpty { problems.append("unexpected tensors \(unexpected)") }
+    if !mismatched.isEmpty { problems.append("wrongly shaped tensors \(mismatched)") }
+    guard problems.isEmpty else { throw CheckpointError(source.location, problems.joined(separator: "; ")) }
+
+    var fresh = Set<String>()
+    try module.visitParameters { name, tensor in
+        if let stored = checkpointName[name] {
+            tensor = try source.floatTensor(stored)
+        } else {
+            fresh.insert(name)
+        }
+    }
+    return fresh
+}
+
+private func stripPrefix(_ name: String) -> String {
+    name.hasPrefix("vit.") ? String(name.dropFirst(4)) : name
+}
+
+// MARK: - Saving
+
+extension Module {
+    /// Writes every parameter under its checkpoint name, as `dtype` (F32, F16 or BF16), atomically.
+    public func saveSafetensors(path: String, dtype: DType = .F32) throws {
+        let records = namedParameters.map { SafetensorsRecord(name: $0.name, tensor: $0.tensor, dtype: dtype) }
+        try SafetensorsWriter.write(records, to: path)
+    }
+}
+
+/// Writes `config.json` (with `architectures` and `torch_dtype`) and `model.safetensors`: a directory that
+/// Transformers' `from_pretrained` loads.
+func saveModelDirectory(_ module: Module, config: ViTMSNConfig, architecture: String, directory: String, dtype: DType) throws {
+    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    var config = config
+    config.architectures = [architecture]
+    config.extraFields["torch_dtype"] = ["F32": "float32", "F16": "float16", "BF16": "bfloat16"][dtype.rawValue]
+    try module.saveSafetensors(path: directory + "/model.safetensors", dtype: dtype)
+    try config.save(path: directory + "/config.json")
+}
+
+extension ViTMSNModel {
+    public func save(directory: String, dtype: DType = .F32) throws {
+        try saveModelDirectory(self, config: config, architecture: "ViTMSNModel", directory: directory, dtype: dtype)
+    }
+}
+
+extension ViTMSNForImageClassification {
+    public func save(directory: String, dtype: DType = .F32) throws {
+        try saveModelDirectory(self, config: config, architecture: "ViTMSNForImageClassification", directory: directory, dtype: dtype)
+    }
+}
+
+// MARK: - Fresh models
+
+extension ViTMSNModel {
+    /// A model with every parameter drawn from N(0, initializer_range²) (LayerNorms at weight 1, bias 0):
+    /// realistic magnitudes for benchmarks and tests without a checkpoint.
+    public static func randomlyInitialized(config: ViTMSNConfig, seed: UInt64) throws -> ViTMSNModel {
+        let model = try ViTMSNModel(config: config)
+        var generator = SeededGenerator(seed: seed)
+        let std = Float(config.initializerRange)
+        model.visitParameters { name, tensor in
+            guard !name.contains("layernorm") else { return }
+            tensor.withUnsafeMutableBufferPointer { values in
+                for i in values.indices { values[i] = generator.normal(std: std) }
+            }
+        }
+        return model
+    }
+}

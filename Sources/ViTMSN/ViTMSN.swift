@@ -1,0 +1,470 @@
+// ViT-MSN, ported from Hugging Face Transformers 4.57 `models/vit_msn/modeling_vit_msn.py`.
+// One type per Transformers submodule; parameter names are the checkpoint's. Notation in shape comments:
+// B batch, C channels, H×W pixels, P patch, N patches, S = N + 1 tokens, D hidden, I intermediate, L layers.
+import ViTCore
+
+/// An input Transformers would reject, with Transformers' own message where it has one.
+public struct ViTMSNError: Error, CustomStringConvertible, Equatable {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+public struct ViTMSNModelOutput {
+    /// (B, S, D), after the final LayerNorm.
+    public var lastHiddenState: Tensor
+    /// L + 1 tensors (B, S, D): the embeddings, then each layer's output; the last is before the final LayerNorm.
+    public var hiddenStates: [Tensor]?
+    /// L tensors (B, heads, S, S): attention probabilities after the head mask.
+    public var attentions: [Tensor]?
+}
+
+// MARK: - Embeddings
+
+/// Cuts the image into P×P patches and projects each to D (a stride-P convolution, done as one GEMM).
+public final class ViTMSNPatchEmbeddings: Module {
+    public let projection: Linear // weight (D, C, P, P), bias (D)
+    let config: ViTMSNConfig
+
+    init(config: ViTMSNConfig) {
+        self.config = config
+        let p = config.patchSize
+        projection = Linear(
+            config.numChannels * p.height * p.width, config.hiddenSize,
+            weightShape: [config.hiddenSize, config.numChannels, p.height, p.width]
+        )
+    }
+
+    public func visitParameters(_ visit: (String, inout Tensor) throws -> Void) rethrows {
+        try self.visit("projection", projection, visit)
+    }
+
+    /// pixels (B, C, H, W) → patch embeddings (B·N, D), N = (H/P)·(W/P) in row-major grid order.
+    func forward(_ pixels: Tensor, interpolatePosEncoding: Bool) throws -> (embeddings: Buffer, gridHeight: Int, gridWidth: Int) {
+        guard pixels.rank == 4 else {
+            throw ViTMSNError("pixel_values must have shape (batch_size, num_channels, height, width), got \(pixels.shape)")
+        }
+        let (batch, channels, height, width) = (pixels.shape[0], pixels.shape[1], pixels.shape[2], pixels.shape[3])
+        guard channels == config.numChannels else {
+            throw ViTMSNError(
+                "Make sure that the channel dimension of the pixel values match with the one set in the configuration. Expected \(config.numChannels) but got \(channels)."
+            )
+        }
+        if !interpolatePosEncoding, height != config.imageSize.height || width != config.imageSize.width {
+            throw ViTMSNError("Input image size (\(height)*\(width)) doesn't match model (\(config.imageSize.height)*\(config.imageSize.width)).")
+        }
+        let (ph, pw) = (config.patchSize.height, config.patchSize.width)
+        let (gridHeight, gridWidth) = (height / ph, width / pw)
+        guard gridHeight > 0, gridWidth > 0 else {
+            throw ViTMSNError("Input image size (\(height)*\(width)) is smaller than one \(ph)×\(pw) patch.")
+        }
+        let rows = batch * gridHeight * gridWidth
+        let patchLength = channels * ph * pw
+        let patches = Buffer(rows * patchLength) // (B·N, C·P·P), each patch flattened in (c, ky, kx) order
+        pixels.withUnsafeBufferPointer { px in
+            let src = px.baseAddress!
+            for b in 0..<batch {
+                for gy in 0..<gridHeight {
+                    for gx in 0..<gridWidth {
+                        var dst = patches.pointer + ((b * gridHeight + gy) * gridWidth + gx) * patchLength
+                        for c in 0..<channels {
+                            for ky in 0..<ph {
+                                let row = src + ((b * channels + c) * height + gy * ph + ky) * width + gx * pw
+                                dst.update(from: row, count: pw)
+                                dst += pw
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let embeddings = Buffer(rows * config.hiddenSize)
+        projection.forward(patches.pointer, rows: rows, into: embeddings.pointer)
+        return (embeddings, gridHeight, gridWidth)
+    }
+}
+
+/// CLS token + patch embeddings (+ optional mask token) + position embeddings.
+public final class ViTMSNEmbeddings: Module {
+    public var clsToken: Tensor            // (1, 1, D)
+    public var maskToken: Tensor?          // (1, 1, D), only in models built with a mask token
+    public var positionEmbeddings: Tensor  // (1, N_config + 1, D)
+    public let patchEmbeddings: ViTMSNPatchEmbeddings
+    let config: ViTMSNConfig
+
+    init(config: ViTMSNConfig, useMaskToken: Bool) {
+        self.config = config
+        clsToken = Tensor(zeros: [1, 1, config.hiddenSize])
+        maskToken = useMaskToken ? Tensor(zeros: [1, 1, config.hiddenSize]) : nil
+        positionEmbeddings = Tensor(zeros: [1, config.numPatches + 1, config.hiddenSize])
+        patchEmbeddings = ViTMSNPatchEmbeddings(config: config)
+    }
+
+    public func visitParameters(_ visit: (String, inout Tensor) throws -> Void) rethrows {
+        try visit("cls_token", &clsToken)
+        if maskToken != nil { try visit("mask_token", &maskToken!) }
+        try visit("position_embeddings", &positionEmbeddings)
+        try self.visit("patch_embeddings", patchEmbeddings, visit)
+    }
+
+    /// The position table for a gridHeight×gridWidth input: the stored one, or (Transformers ≥ 4.45) its
+    /// patch part resized bicubically. Returns (1 + gridHeight·gridWidth, D).
+    func interpolatePosEncoding(gridHeight: Int, gridWidth: Int, height: Int, width: Int) throws -> Tensor {
+        let numPositions = positionEmbeddings.shape[1] - 1
+        if gridHeight * gridWidth == numPositions && height == width { return positionEmbeddings }
+        guard !config.patchSize.isPair || config.patchSize.height == config.patchSize.width else {
+            throw ViTMSNError("interpolate_pos_encoding needs a square patch_size, got \(config.patchSize.height)×\(config.patchSize.width)")
+        }
+        let side = Int(Double(numPositions).squareRoot())
+        guard side * side == numPositions else {
+            throw ViTMSNError("interpolate_pos_encoding needs a square grid of position embeddings, got \(numPositions) positions")
+        }
+        let dim = config.hiddenSize
+        var table = Tensor(zeros: [1, 1 + gridHeight * gridWidth, dim])
+        positionEmbeddings.withUnsafeBufferPointer { pos in
+            table.withUnsafeMutableBufferPointer { out in
+                out.baseAddress!.update(from: pos.baseAddress!, count: dim) // the CLS position is kept as is
+                bicubicResize(
+                    pos.baseAddress! + dim, inHeight: side, inWidth: side,
+                    into: out.baseAddress! + dim, outHeight: gridHeight, outWidth: gridWidth, channels: dim
+                )
+            }
+        }
+        return table
+    }
+
+    /// pixels (B, C, H, W) → embeddings (B, S, D)
+    func forward(_ pixels: Tensor, boolMaskedPos: Tensor?, interpolatePosEncoding: Bool) throws -> (hidden: Buffer, sequence: Int) {
+        let (patches, gridHeight, gridWidth) = try patchEmbeddings.forward(pixels, interpolatePosEncoding: interpolatePosEncoding)
+        let batch = pixels.shape[0]
+        let numPatches = gridHeight * gridWidth
+        let sequence = numPatches + 1
+        let dim = config.hiddenSize
+
+        if let boolMaskedPos {
+            guard let maskToken else {
+                throw ViTMSNError("bool_masked_pos needs a model with a mask token (embeddings.mask_token), and this one has none")
+            }
+            guard boolMaskedPos.shape == [batch, numPatches] else {
+                throw ViTMSNError("bool_masked_pos must have shape [\(batch), \(numPatches)] (batch, patches), got \(boolMaskedPos.shape)")
+            }
+            // Masked patches take the mask token; they still receive their position embedding below.
+            boolMaskedPos.withUnsafeBufferPointer { mask in
+                maskToken.withUnsafeBufferPointer { token in
+                    for row in 0..<(batch * numPatches) where mask[row] != 0 {
+                        (patches.pointer + row * dim).update(from: token.baseAddress!, count: dim)
+                    }
+                }
+            }
+        }
+
+        let positions = interpolatePosEncoding
+            ? try self.interpolatePosEncoding(
+                gridHeight: gridHeight, gridWidth: gridWidth, height: pixels.shape[2], width: pixels.shape[3])
+            : positionEmbeddings
+        let hidden = Buffer(batch * sequence * dim)
+        positions.withUnsafeBufferPointer { pos in
+            clsToken.withUnsafeBufferPointer { cls in
+                for b in 0..<batch {
+                    let out = hidden.pointer + b * sequence * dim
+                    out.update(from: cls.baseAddress!, count: dim)
+                    (out + dim).update(from: patches.pointer + b * numPatches * dim, count: numPatches * dim)
+                    addInPlace(out, pos.baseAddress!, count: sequence * dim)
+                }
+            }
+        }
+        return (hidden, sequence)
+    }
+}
+
+// MARK: - Encoder
+
+/// Scratch memory for one forward pass through the encoder, reused by every layer.
+final class EncoderWorkspace {
+    let normed, query, key, value, context: Buffer // (B·S, D) each
+    let intermediate: Buffer                        // (B·S, I)
+    let scores: Buffer                              // (S, S): one head's attention when they are not returned
+
+    init(tokens: Int, sequence: Int, config: ViTMSNConfig) {
+        (normed, query, key, value, context) = (
+            Buffer(tokens * config.hiddenSize), Buffer(tokens * config.hiddenSize), Buffer(tokens * config.hiddenSize),
+            Buffer(tokens * config.hiddenSize), Buffer(tokens * config.hiddenSize)
+        )
+        intermediate = Buffer(tokens * config.intermediateSize)
+        scores = Buffer(sequence * sequence)
+    }
+}
+
+/// `attention.attention`: query, key and value projections and the scaled-dot-product core.
+public final class ViTMSNSelfAttention: Module {
+    public let query, key, value: Linear // (D, D) each
+    let heads: Int
+    let headDim: Int
+
+    init(config: ViTMSNConfig) {
+        query = Linear(config.hiddenSize, config.hiddenSize, bias: config.qkvBias)
+        key = Linear(config.hiddenSize, config.hiddenSize, bias: config.qkvBias)
+        value = Linear(config.hiddenSize, config.hiddenSize, bias: config.qkvBias)
+        heads = config.numAttentionHeads
+        headDim = config.headDim
+    }
+
+    public func visitParameters(_ visit: (String, inout Tensor) throws -> Void) rethrows {
+        try self.visit("query", query, visit)
+        try self.visit("key", key, visit)
+        try self.visit("value", value, visit)
+    }
+
+    /// workspace.normed (B·S, D) → workspace.context (B·S, D)
+    func forward(batch: Int, sequence: Int, headMask: [Float]?, attentions: UnsafeMutablePointer<Float>?, workspace w: EncoderWorkspace) {
+        let tokens = batch * sequence
+        query.forward(w.normed.pointer, rows: tokens, into: w.query.pointer)
+        key.forward(w.normed.pointer, rows: tokens, into: w.key.pointer)
+        value.forward(w.normed.pointer, rows: tokens, into: w.value.pointer)
+        multiHeadAttention(
+            query: w.query.pointer, key: w.key.pointer, value: w.value.pointer, context: w.context.pointer,
+            batch: batch, sequence: sequence, heads: heads, headDim: headDim,
+            scale: 1 / Float(headDim).squareRoot(), headMask: headMask,
+            probabilities: attentions, scratch: w.scores.pointer
+        )
+    }
+}
+
+/// `attention.output`: the output projection. Transformers adds the residual in `ViTMSNLayer`; here the
+/// projection accumulates straight into the residual stream.
+public final class ViTMSNSelfOutput: Module {
+    public let dense: Linear // (D, D)
+
+    init(config: ViTMSNConfig) { dense = Linear(config.hiddenSize, config.hiddenSize) }
+
+    public func visitParameters(_ visit: (String, inout Tensor) throws -> Void) rethrows {
+        try self.visit("dense", dense, visit)
+    }
+}
+
+public final class ViTMSNAttention: Module {
+    public let attention: ViTMSNSelfAttention
+    public let output: ViTMSNSelfOutput
+
+    init(config: ViTMSNConfig) {
+        attention = ViTMSNSelfAttention(config: config)
+        output = ViTMSNSelfOutput(config: config)
+    }
+
+    public func visitParameters(_ visit: (String, inout Tensor) throws -> Void) rethrows {
+        try self.visit("attention", attention, visit)
+        try self.visit("output", output, visit)
+    }
+}
+
+/// `intermediate`: D → I projection and the activation.
+public final class ViTMSNIntermediate: Module {
+    public let dense: Linear // (I, D)
+    let activation: Activation
+
+    init(config: ViTMSNConfig) {
+        dense = Linear(config.hiddenSize, config.intermediateSize)
+        activation = config.activation
+    }
+
+    public func visitParameters(_ visit: (String, inout Tensor) throws -> Void) rethrows {
+        try self.visit("dense", dense, visit)
+    }
+}
+
+/// `output`: I → D projection plus the residual.
+public final class ViTMSNOutput: Module {
+    public let dense: Linear // (D, I)
+
+    init(config: ViTMSNConfig) { dense = Linear(config.intermediateSize, config.hiddenSize) }
+
+    public func visitParameters(_ visit: (String, inout Tensor) throws -> Void) rethrows {
+        try self.visit("dense", dense, visit)
+    }
+}
+
+/// One pre-LayerNorm transformer block.
+public final class ViTMSNLayer: Module {
+    public let attention: ViTMSNAttention
+    public let intermediate: ViTMSNIntermediate
+    public let output: ViTMSNOutput
+    public let layernormBefore: LayerNorm
+    public let layernormAfter: LayerNorm
+
+    init(config: ViTMSNConfig) {
+        attention = ViTMSNAttention(config: config)
+        intermediate = ViTMSNIntermediate(config: config)
+        output = ViTMSNOutput(config: config)
+        layernormBefore = LayerNorm(config.hiddenSize, eps: Float(config.layerNormEps))
+        layernormAfter = LayerNorm(config.hiddenSize, eps: Float(config.layerNormEps))
+    }
+
+    public func visitParameters(_ visit: (String, inout Tensor) throws -> Void) rethrows {
+        try self.visit("attention", attention, visit)
+        try self.visit("intermediate", intermediate, visit)
+        try self.visit("output", output, visit)
+        try self.visit("layernorm_before", layernormBefore, visit)
+        try self.visit("layernorm_after", layernormAfter, visit)
+    }
+
+    /// hidden (B·S, D) ← hidden + Attention(LN(hidden)); hidden ← hidden + MLP(LN(hidden))
+    func forward(
+        _ hidden: UnsafeMutablePointer<Float>, batch: Int, sequence: Int,
+        headMask: [Float]?, attentions: UnsafeMutablePointer<Float>?, workspace w: EncoderWorkspace
+    ) {
+        let tokens = batch * sequence
+        layernormBefore.forward(hidden, rows: tokens, into: w.normed.pointer)
+        attention.attention.forward(batch: batch, sequence: sequence, headMask: headMask, attentions: attentions, workspace: w)
+        attention.output.dense.forwardAccumulating(w.context.pointer, rows: tokens, into: hidden)
+        layernormAfter.forward(hidden, rows: tokens, into: w.normed.pointer)
+        intermediate.dense.forward(w.normed.pointer, rows: tokens, into: w.intermediate.pointer)
+        intermediate.activation.apply(w.intermediate.pointer, count: tokens * intermediate.dense.outFeatures)
+        output.dense.forwardAccumulating(w.intermediate.pointer, rows: tokens, into: hidden)
+    }
+}
+
+public final class ViTMSNEncoder: Module {
+    public let layer: [ViTMSNLayer]
+
+    init(config: ViTMSNConfig) {
+        layer = (0..<config.numHiddenLayers).map { _ in ViTMSNLayer(config: config) }
+    }
+
+    public func visitParameters(_ visit: (String, inout Tensor) throws -> Void) rethrows {
+        for (i, block) in layer.enumerated() { try self.visit("layer.\(i)", block, visit) }
+    }
+}
+
+// MARK: - Models
+
+/// The ViT-MSN backbone: embeddings, L pre-LN blocks, final LayerNorm. No pooler.
+public final class ViTMSNModel: Module {
+    public let config: ViTMSNConfig
+    public let embeddings: ViTMSNEmbeddings
+    public let encoder: ViTMSNEncoder
+    public let layernorm: LayerNorm
+
+    /// `useMaskToken` adds `embeddings.mask_token`, needed for `boolMaskedPos` (Transformers' `use_mask_token`).
+    public init(config: ViTMSNConfig, useMaskToken: Bool = false) throws {
+        try config.validate()
+        self.config = config
+        embeddings = ViTMSNEmbeddings(config: config, useMaskToken: useMaskToken)
+        encoder = ViTMSNEncoder(config: config)
+        layernorm = LayerNorm(config.hiddenSize, eps: Float(config.layerNormEps))
+    }
+
+    public func visitParameters(_ visit: (String, inout Tensor) throws -> Void) rethrows {
+        try self.visit("embeddings", embeddings, visit)
+        try self.visit("encoder", encoder, visit)
+        try self.visit("layernorm", layernorm, visit)
+    }
+
+    /// - Parameters:
+    ///   - pixelValues: (B, C, H, W), normalised as the image processor does.
+    ///   - boolMaskedPos: (B, N), nonzero where a patch is replaced by the mask token.
+    ///   - headMask: (heads) or (L, heads); 1 keeps a head, 0 silences it.
+    public func forward(
+        pixelValues: Tensor, boolMaskedPos: Tensor? = nil, headMask: Tensor? = nil,
+        outputAttentions: Bool = false, outputHiddenStates: Bool = false, interpolatePosEncoding: Bool = false
+    ) throws -> ViTMSNModelOutput {
+        let layerHeadMasks = try expandHeadMask(headMask)
+        let (hidden, sequence) = try embeddings.forward(
+            pixelValues, boolMaskedPos: boolMaskedPos, interpolatePosEncoding: interpolatePosEncoding)
+        let batch = pixelValues.shape[0]
+        let dim = config.hiddenSize
+        let tokens = batch * sequence
+        let workspace = EncoderWorkspace(tokens: tokens, sequence: sequence, config: config)
+
+        func snapshot() -> Tensor {
+            var state = Tensor(zeros: [batch, sequence, dim])
+            state.withUnsafeMutableBufferPointer { $0.baseAddress!.update(from: hidden.pointer, count: tokens * dim) }
+            return state
+        }
+        var hiddenStates: [Tensor]? = outputHiddenStates ? [snapshot()] : nil
+        var attentions: [Tensor]? = outputAttentions ? [] : nil
+        for (i, block) in encoder.layer.enumerated() {
+            if outputAttentions {
+                var probabilities = Tensor(zeros: [batch, config.numAttentionHeads, sequence, sequence])
+                probabilities.withUnsafeMutableBufferPointer { p in
+                    block.forward(hidden.pointer, batch: batch, sequence: sequence, headMask: layerHeadMasks?[i], attentions: p.baseAddress!, workspace: workspace)
+                }
+                attentions!.append(probabilities)
+            } else {
+                block.forward(hidden.pointer, batch: batch, sequence: sequence, headMask: layerHeadMasks?[i], attentions: nil, workspace: workspace)
+            }
+            hiddenStates?.append(snapshot())
+        }
+        var last = Tensor(zeros: [batch, sequence, dim])
+        last.withUnsafeMutableBufferPointer { layernorm.forward(hidden.pointer, rows: tokens, into: $0.baseAddress!) }
+        return ViTMSNModelOutput(lastHiddenState: last, hiddenStates: hiddenStates, attentions: attentions)
+    }
+
+    /// Transformers' `get_head_mask`: (heads) applies to every layer, (L, heads) per layer.
+    func expandHeadMask(_ headMask: Tensor?) throws -> [[Float]]? {
+        guard let headMask else { return nil }
+        let (layers, heads) = (config.numHiddenLayers, config.numAttentionHeads)
+        switch headMask.shape {
+        case [heads]:
+            return Array(repeating: headMask.scalars, count: layers)
+        case [layers, heads]:
+            let values = headMask.scalars
+            return (0..<layers).map { Array(values[($0 * heads)..<(($0 + 1) * heads)]) }
+        default:
+            throw ViTMSNError("head_mask must have shape [\(heads)] or [\(layers), \(heads)] (num_hidden_layers, num_attention_heads), got \(headMask.shape)")
+        }
+    }
+}
+
+public struct ImageClassifierOutput {
+    public var loss: Float?
+    /// (B, num_labels), or (B, D) CLS features when the model has no labels.
+    public var logits: Tensor
+    public var hiddenStates: [Tensor]?
+    public var attentions: [Tensor]?
+}
+
+/// The backbone with a linear classifier on the CLS token after the final LayerNorm.
+public final class ViTMSNForImageClassification: Module {
+    public let vit: ViTMSNModel
+    /// `nil` stands for `nn.Identity` when `num_labels == 0`.
+    public let classifier: Linear?
+    public var config: ViTMSNConfig
+
+    public init(config: ViTMSNConfig) throws {
+        vit = try ViTMSNModel(config: config)
+        self.config = config
+        classifier = config.numLabels > 0 ? Linear(config.hiddenSize, config.numLabels) : nil
+    }
+
+    public func visitParameters(_ visit: (String, inout Tensor) throws -> Void) rethrows {
+        try self.visit("vit", vit, visit)
+        if let classifier { try self.visit("classifier", classifier, visit) }
+    }
+
+    /// Same inputs as `ViTMSNModel.forward`, plus `labels` for the loss (see `ClassificationLabels`).
+    /// A problem type inferred from the labels is stored in `config`, as Transformers does.
+    public func forward(
+        pixelValues: Tensor, labels: ClassificationLabels? = nil, headMask: Tensor? = nil,
+        outputAttentions: Bool = false, outputHiddenStates: Bool = false, interpolatePosEncoding: Bool = false
+    ) throws -> ImageClassifierOutput {
+        let outputs = try vit.forward(
+            pixelValues: pixelValues, headMask: headMask, outputAttentions: outputAttentions,
+            outputHiddenStates: outputHiddenStates, interpolatePosEncoding: interpolatePosEncoding)
+        let (batch, sequence, dim) = (outputs.lastHiddenState.shape[0], outputs.lastHiddenState.shape[1], config.hiddenSize)
+        var cls = Tensor(zeros: [batch, dim]) // (B, D): token 0 of each sequence
+        cls.withUnsafeMutableBufferPointer { out in
+            outputs.lastHiddenState.withUnsafeBufferPointer { last in
+                for b in 0..<batch { (out.baseAddress! + b * dim).update(from: last.baseAddress! + b * sequence * dim, count: dim) }
+            }
+        }
+        var logits = cls
+        if let classifier {
+            logits = Tensor(zeros: [batch, classifier.outFeatures])
+            logits.withUnsafeMutableBufferPointer { out in
+                cls.withUnsafeBufferPointer { classifier.forward($0.baseAddress!, rows: batch, into: out.baseAddress!) }
+            }
+        }
+        let loss = try labels.map { try classificationLoss(logits: logits, labels: $0, config: &config) }
+        return ImageClassifierOutput(loss: loss, logits: logits, hiddenStates: outputs.hiddenStates, attentions: outputs.attentions)
+    }
+}

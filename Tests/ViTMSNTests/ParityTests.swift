@@ -1,0 +1,127 @@
+import Foundation
+import ViTCore
+import ViTIO
+import XCTest
+@testable import ViTMSN
+
+/// Tests/Fixtures, written by scripts/make_fixtures.py from Transformers (fp32, eager attention).
+enum Fixtures {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Fixtures")
+
+    static func model(_ name: String) -> String { root.appendingPathComponent("models/\(name)").path }
+    static func inputs(_ name: String) -> String { root.appendingPathComponent("cases/\(name).inputs.safetensors").path }
+    static func expected(_ name: String) -> String { root.appendingPathComponent("cases/\(name).expected.safetensors").path }
+
+    struct Case: Decodable {
+        let name: String
+        let model: String
+        let output_hidden_states: Bool?
+        let output_attentions: Bool?
+        let interpolate_pos_encoding: Bool?
+
+        var options: ForwardOptions {
+            ForwardOptions(
+                outputHiddenStates: output_hidden_states ?? false, outputAttentions: output_attentions ?? false,
+                interpolatePosEncoding: interpolate_pos_encoding ?? false)
+        }
+    }
+
+    struct Manifest: Decodable {
+        struct Tolerance: Decodable { let atol: Float }
+        let tolerance: Tolerance
+        let cases: [Case]
+    }
+
+    static func manifest() throws -> Manifest {
+        try JSONDecoder().decode(Manifest.self, from: Data(contentsOf: root.appendingPathComponent("cases.json")))
+    }
+
+    static func pixels(_ name: String) throws -> Tensor {
+        try SafetensorsFile(path: inputs(name)).floatTensor("pixel_values")
+    }
+}
+
+final class ParityTests: XCTestCase {
+    /// Every fixture case: each output Transformers wrote must be produced, with the same shape, within atol.
+    func testEveryFixtureCaseMatchesTransformers() throws {
+        let manifest = try Fixtures.manifest()
+        XCTAssertGreaterThanOrEqual(manifest.cases.count, 20)
+        for fixture in manifest.cases {
+            let model = try AnyViTMSN.load(directory: Fixtures.model(fixture.model))
+            let inputs = try ForwardInputs(file: SafetensorsFile(path: Fixtures.inputs(fixture.name)))
+            let outputs = Dictionary(uniqueKeysWithValues: try model.namedOutputs(inputs, options: fixture.options))
+            let expected = try SafetensorsFile(path: Fixtures.expected(fixture.name))
+            XCTAssertEqual(Set(outputs.keys), Set(expected.tensorNames), "\(fixture.name): output names")
+            for name in expected.tensorNames {
+                let reference = try expected.floatTensor(name)
+                guard let actual = outputs[name] else { continue }
+                XCTAssertEqual(actual.shape, reference.shape, "\(fixture.name) \(name): shape")
+                let error = actual.maxAbsDifference(reference)
+                XCTAssertLessThanOrEqual(error, manifest.tolerance.atol, "\(fixture.name) \(name): max |Δ| = \(error)")
+            }
+        }
+    }
+
+    func testHalfPrecisionWeightsAreWidenedOnLoad() throws {
+        let model = try ViTMSNModel.load(directory: Fixtures.model("base_bf16"))
+        let source = try ModelDirectory.weights(Fixtures.model("base_bf16"))
+        XCTAssertEqual(source.info("embeddings.cls_token")?.dtype, .BF16)
+        XCTAssertEqual(model.embeddings.clsToken.shape, [1, 1, 32])
+    }
+
+    func testFloat32WeightsAreBorrowedFromTheMappedFile() throws {
+        let model = try ViTMSNModel.load(directory: Fixtures.model("base"))
+        XCTAssertFalse(model.encoder.layer[0].intermediate.dense.weight.storage.isOwned)
+    }
+}
+
+final class ModelErrorTests: XCTestCase {
+    func testChannelMismatchUsesTransformersMessage() throws {
+        let model = try ViTMSNModel.load(directory: Fixtures.model("one_channel"))
+        XCTAssertThrowsError(try model.forward(pixelValues: Tensor(zeros: [1, 3, 16, 16]))) { error in
+            XCTAssertEqual("\(error)", "Make sure that the channel dimension of the pixel values match with the one set in the configuration. Expected 1 but got 3.")
+        }
+    }
+
+    func testImageSizeMismatchUsesTransformersMessage() throws {
+        let model = try ViTMSNModel.load(directory: Fixtures.model("base"))
+        XCTAssertThrowsError(try model.forward(pixelValues: Tensor(zeros: [1, 3, 16, 20]))) { error in
+            XCTAssertEqual("\(error)", "Input image size (16*20) doesn't match model (16*16).")
+        }
+        XCTAssertNoThrow(try model.forward(pixelValues: Tensor(zeros: [1, 3, 16, 20]), interpolatePosEncoding: true))
+    }
+
+    func testMaskedPositionsNeedAMaskToken() throws {
+        let model = try ViTMSNModel.load(directory: Fixtures.model("base"))
+        XCTAssertNil(model.embeddings.maskToken)
+        XCTAssertThrowsError(try model.forward(pixelValues: Tensor(zeros: [1, 3, 16, 16]), boolMaskedPos: Tensor(zeros: [1, 16]))) { error in
+            XCTAssertTrue("\(error)".contains("mask token"), "\(error)")
+        }
+        let masked = try ViTMSNModel.load(directory: Fixtures.model("mask_token"))
+        XCTAssertThrowsError(try masked.forward(pixelValues: Tensor(zeros: [1, 3, 16, 16]), boolMaskedPos: Tensor(zeros: [1, 15]))) { error in
+            XCTAssertTrue("\(error)".contains("[1, 16]"), "\(error)")
+        }
+    }
+
+    func testHeadMaskShapeIsChecked() throws {
+        let model = try ViTMSNModel.load(directory: Fixtures.model("base"))
+        XCTAssertThrowsError(try model.forward(pixelValues: Tensor(zeros: [1, 3, 16, 16]), headMask: Tensor(zeros: [3]))) { error in
+            XCTAssertTrue("\(error)".contains("head_mask must have shape [4] or [2, 4]"), "\(error)")
+        }
+    }
+
+    func testSingleLabelTargetsOutOfRangeAreRejected() throws {
+        let model = try ViTMSNForImageClassification.load(directory: Fixtures.model("classifier_single"))
+        XCTAssertThrowsError(try model.forward(pixelValues: Tensor(zeros: [2, 3, 16, 16]), labels: .classIndices([1, 5]))) { error in
+            XCTAssertEqual("\(error)", "Target 5 is out of bounds.")
+        }
+    }
+
+    func testProblemTypeIsInferredAndStored() throws {
+        let model = try ViTMSNForImageClassification.load(directory: Fixtures.model("classifier_multi"))
+        XCTAssertNil(model.config.problemType)
+        _ = try model.forward(pixelValues: Tensor(zeros: [1, 3, 16, 16]), labels: .values(Tensor(zeros: [1, 4])))
+        XCTAssertEqual(model.config.problemType, .multiLabelClassification)
+    }
+}

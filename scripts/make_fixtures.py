@@ -1,0 +1,170 @@
+"""Writes the parity fixtures under Tests/Fixtures: tiny random-weight ViT-MSN model directories, inputs in
+the `vitmsn forward` format, and the outputs Transformers computes for them (fp32, CPU, eager attention).
+
+Run through `make fixtures` (pinned stack: scripts/requirements.txt). The Swift tests read
+Tests/Fixtures/cases.json and compare with the tolerances stated there.
+"""
+import json
+import shutil
+from pathlib import Path
+
+import torch
+import transformers
+from safetensors.torch import save_file
+from transformers import ViTMSNConfig, ViTMSNForImageClassification, ViTMSNModel
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "Tests" / "Fixtures"
+TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+            image_size=16, patch_size=4, num_channels=3, layer_norm_eps=1e-6)
+
+
+def randomize(model, generator):
+    """Weights far from Transformers' init (zero CLS/positions, unit LayerNorm) so every parameter matters."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(("cls_token", "position_embeddings", "mask_token")):
+                p.copy_(torch.randn(p.shape, generator=generator) * 0.5)
+            elif "layernorm" in name and name.endswith("weight"):
+                p.copy_(1 + torch.randn(p.shape, generator=generator) * 0.1)
+            elif name.endswith("bias"):
+                p.copy_(torch.randn(p.shape, generator=generator) * 0.1)
+            else:
+                fan_in = p[0].numel()
+                p.copy_(torch.randn(p.shape, generator=generator) / fan_in ** 0.5)
+    return model.eval()
+
+
+def build(name, cls=ViTMSNModel, seed=0, use_mask_token=False, extra_config=None, **overrides):
+    config = ViTMSNConfig(**{**TINY, **overrides})
+    config._attn_implementation = "eager"
+    for key, value in (extra_config or {}).items():
+        setattr(config, key, value)
+    model = cls(config, use_mask_token=True) if use_mask_token else cls(config)
+    randomize(model, torch.Generator().manual_seed(seed))
+    directory = OUT / "models" / name
+    shutil.rmtree(directory, ignore_errors=True)
+    model.save_pretrained(directory)
+    return model
+
+
+def run(model, inputs, output_hidden_states=False, output_attentions=False, interpolate_pos_encoding=False):
+    kwargs = dict(pixel_values=inputs["pixel_values"], output_hidden_states=output_hidden_states,
+                  output_attentions=output_attentions)
+    if interpolate_pos_encoding:
+        kwargs["interpolate_pos_encoding"] = True
+    if "bool_masked_pos" in inputs:
+        kwargs["bool_masked_pos"] = inputs["bool_masked_pos"].bool()
+    if "head_mask" in inputs:
+        kwargs["head_mask"] = inputs["head_mask"]
+    if "labels" in inputs:
+        kwargs["labels"] = inputs["labels"]
+    with torch.no_grad():
+        out = model(**kwargs)
+    expected = {}
+    if isinstance(model, ViTMSNForImageClassification):
+        expected["logits"] = out.logits
+        if out.loss is not None:
+            expected["loss"] = out.loss
+    else:
+        expected["last_hidden_state"] = out.last_hidden_state
+    for i, h in enumerate(out.hidden_states or ()):
+        expected[f"hidden_states.{i}"] = h
+    for i, a in enumerate(out.attentions or ()):
+        expected[f"attentions.{i}"] = a
+    return expected
+
+
+CASES = []
+
+
+def case(name, model_name, model, inputs, **flags):
+    expected = run(model, inputs, **flags)
+    directory = OUT / "cases"
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in inputs.items()}, directory / f"{name}.inputs.safetensors")
+    save_file({k: v.contiguous() for k, v in expected.items()}, directory / f"{name}.expected.safetensors")
+    CASES.append(dict(name=name, model=model_name, **flags))
+
+
+def pixels(generator, batch=2, channels=3, height=16, width=16):
+    return torch.randn(batch, channels, height, width, generator=generator)
+
+
+def main():
+    shutil.rmtree(OUT, ignore_errors=True)
+    g = torch.Generator().manual_seed(1234)
+
+    base = build("base", seed=1)
+    case("base", "base", base, {"pixel_values": pixels(g)})
+    case("base_outputs", "base", base, {"pixel_values": pixels(g, batch=3)},
+         output_hidden_states=True, output_attentions=True)
+    case("head_mask_per_head", "base", base,
+         {"pixel_values": pixels(g), "head_mask": torch.tensor([1.0, 0.0, 1.0, 1.0])}, output_attentions=True)
+    case("head_mask_per_layer", "base", base,
+         {"pixel_values": pixels(g), "head_mask": torch.tensor([[1.0, 0.5, 0.0, 1.0], [0.0, 1.0, 2.0, 1.0]])},
+         output_attentions=True, output_hidden_states=True)
+    # Interpolated position embeddings: non-square, same patch count but non-square (still interpolated),
+    # square with the trained size (the early return), larger, and sizes that are not multiples of the patch.
+    for name, (h, w) in {"interp_12x24": (12, 24), "interp_8x32": (8, 32), "interp_16x16": (16, 16),
+                         "interp_32x32": (32, 32), "interp_26x30": (26, 30)}.items():
+        case(name, "base", base, {"pixel_values": pixels(g, batch=1, height=h, width=w)},
+             interpolate_pos_encoding=True, output_hidden_states=True)
+
+    masked = build("mask_token", seed=2, use_mask_token=True)
+    mask = torch.rand(2, 16, generator=g) < 0.4
+    case("mask_bool", "mask_token", masked, {"pixel_values": pixels(g), "bool_masked_pos": mask})
+    case("mask_u8", "mask_token", masked, {"pixel_values": pixels(g), "bool_masked_pos": (~mask).to(torch.uint8)})
+    case("mask_i64_interp", "mask_token", masked,
+         {"pixel_values": pixels(g, height=12, width=20),
+          "bool_masked_pos": (torch.rand(2, 15, generator=g) < 0.5).to(torch.int64)}, interpolate_pos_encoding=True)
+
+    labels = {f"{i}": name for i, name in enumerate(["ankle boot", "bag", "coat", "dress", "pullover"])}
+    single = build("classifier_single", ViTMSNForImageClassification, seed=3, num_hidden_layers=1,
+                   id2label=labels, label2id={v: int(k) for k, v in labels.items()},
+                   extra_config={"my_custom_field": {"kept": [1, 2, 3]}})
+    case("classifier_single", "classifier_single", single,
+         {"pixel_values": pixels(g, batch=4), "labels": torch.tensor([3, -100, 0, 4])},
+         output_hidden_states=True)
+    case("classifier_no_labels", "classifier_single", single, {"pixel_values": pixels(g)})
+
+    regression = build("classifier_regression", ViTMSNForImageClassification, seed=4, num_hidden_layers=1, num_labels=1)
+    case("classifier_regression", "classifier_regression", regression,
+         {"pixel_values": pixels(g, batch=3), "labels": torch.randn(3, generator=g)})
+    regression3 = build("classifier_regression3", ViTMSNForImageClassification, seed=5, num_hidden_layers=1,
+                        num_labels=3, problem_type="regression")
+    case("classifier_regression3", "classifier_regression3", regression3,
+         {"pixel_values": pixels(g), "labels": torch.randn(2, 3, generator=g)})
+    multi = build("classifier_multi", ViTMSNForImageClassification, seed=6, num_hidden_layers=1, num_labels=4)
+    case("classifier_multi", "classifier_multi", multi,
+         {"pixel_values": pixels(g, batch=3), "labels": (torch.rand(3, 4, generator=g) < 0.5).float()})
+    identity = build("classifier_identity", ViTMSNForImageClassification, seed=7, num_hidden_layers=1, num_labels=0)
+    case("classifier_identity", "classifier_identity", identity, {"pixel_values": pixels(g)})
+
+    pair = build("pair_sizes", seed=8, num_hidden_layers=1, image_size=[16, 24], patch_size=[4, 4])
+    case("pair_sizes", "pair_sizes", pair, {"pixel_values": pixels(g, height=16, width=24)})
+    gray = build("one_channel", seed=9, num_hidden_layers=1, num_channels=1, qkv_bias=False)
+    case("one_channel", "one_channel", gray, {"pixel_values": pixels(g, channels=1)})
+    for act in ["gelu_new", "quick_gelu", "relu", "silu"]:
+        model = build(f"act_{act}", seed=10, num_hidden_layers=1, hidden_act=act)
+        case(f"act_{act}", f"act_{act}", model, {"pixel_values": pixels(g)})
+
+    # The base model in other storage formats: half-precision files (expected outputs from the rounded
+    # weights, computed in fp32) and a sharded safetensors set.
+    for dtype, label in [(torch.float16, "f16"), (torch.bfloat16, "bf16")]:
+        rounded = build("base", seed=1)
+        rounded.to(dtype).save_pretrained(OUT / "models" / f"base_{label}")
+        rounded.float()
+        case(f"base_{label}", f"base_{label}", rounded, {"pixel_values": pixels(g)})
+    base.save_pretrained(OUT / "models" / "base_sharded", max_shard_size="30KB")
+    case("base_sharded", "base_sharded", base, {"pixel_values": pixels(g)})
+
+    manifest = dict(
+        generator=f"scripts/make_fixtures.py, transformers {transformers.__version__}, torch {torch.__version__}",
+        tolerance=dict(atol=1e-5), cases=CASES)
+    (OUT / "cases.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    print(f"wrote {len(CASES)} cases to {OUT}")
+
+
+if __name__ == "__main__":
+    main()
