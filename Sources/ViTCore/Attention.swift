@@ -3,20 +3,24 @@
 ///
 /// For every (batch, head): `P = softmax(scale · Q Kᵀ)` (S×S), `P *= headMask[head]`, `context = P V`.
 /// - probabilities: if given, (B, heads, S, S) receives `P` (after the head mask), as Transformers' eager
-///   attention returns it; otherwise `scratch` (at least S·S floats) holds one head at a time.
+///   attention returns it; otherwise `scratch` (S·S floats per thread) holds one head at a time.
+/// The (batch, head) pairs are split across `parallelism`.
 public func multiHeadAttention(
     query: UnsafePointer<Float>, key: UnsafePointer<Float>, value: UnsafePointer<Float>,
     context: UnsafeMutablePointer<Float>,
     batch: Int, sequence: Int, heads: Int, headDim: Int, scale: Float,
     headMask: [Float]?,
     probabilities: UnsafeMutablePointer<Float>?,
-    scratch: UnsafeMutablePointer<Float>
+    scratch: UnsafeMutablePointer<Float>,
+    parallelism: Parallelism = .serial
 ) {
     let width = heads * headDim
-    for b in 0..<batch {
-        for h in 0..<heads {
+    parallelism.forEachChunk(of: batch * heads) { chunk, pairs in
+        let threadScratch = scratch + chunk * sequence * sequence
+        for pair in pairs {
+            let (b, h) = (pair / heads, pair % heads)
             let offset = b * sequence * width + h * headDim
-            let scores = probabilities.map { $0 + (b * heads + h) * sequence * sequence } ?? scratch
+            let scores = probabilities.map { $0 + pair * sequence * sequence } ?? threadScratch
             // scores (S, S) = scale · Q_h (S, hd) · K_hᵀ (hd, S)
             gemm(
                 transposeA: false, transposeB: true, m: sequence, n: sequence, k: headDim, alpha: scale,

@@ -27,18 +27,32 @@ public func gemm(
     )
 }
 
-/// `y[rows, out] = x[rows, in] · wᵀ + bias`, with `w` stored (out, in) as PyTorch's `nn.Linear` does.
+/// BLAS threads are turned off once, before the first product: the callers split work across cores.
+let singleThreadedBLAS: Void = {
+    #if !canImport(Accelerate)
+    openblas_set_num_threads(1)
+    #endif
+}()
+
+/// `y[rows, out] = x[rows, in] · wᵀ + bias` (or `y += …` when `accumulate`), with `w` stored (out, in) as
+/// PyTorch's `nn.Linear` does. Rows are split across `parallelism`.
 public func linearForward(
     x: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
-    y: UnsafeMutablePointer<Float>, rows: Int, inFeatures: Int, outFeatures: Int
+    y: UnsafeMutablePointer<Float>, rows: Int, inFeatures: Int, outFeatures: Int,
+    accumulate: Bool = false, parallelism: Parallelism = .serial
 ) {
-    if let bias {
-        // Seed every output row with the bias and let the GEMM accumulate onto it (beta = 1).
-        for r in 0..<rows { (y + r * outFeatures).update(from: bias, count: outFeatures) }
+    parallelism.forEachRowBlock(of: rows) { chunk in
+        let (x, y) = (x + chunk.lowerBound * inFeatures, y + chunk.lowerBound * outFeatures)
+        if let bias {
+            // Start from the bias (or add it to what is there) and let the GEMM accumulate (beta = 1).
+            for r in 0..<chunk.count {
+                if accumulate { addInPlace(y + r * outFeatures, bias, count: outFeatures) } else { (y + r * outFeatures).update(from: bias, count: outFeatures) }
+            }
+        }
+        gemm(
+            transposeA: false, transposeB: true, m: chunk.count, n: outFeatures, k: inFeatures,
+            a: x, lda: inFeatures, b: weight, ldb: inFeatures,
+            beta: bias == nil && !accumulate ? 0 : 1, c: y, ldc: outFeatures
+        )
     }
-    gemm(
-        transposeA: false, transposeB: true, m: rows, n: outFeatures, k: inFeatures,
-        a: x, lda: inFeatures, b: weight, ldb: inFeatures,
-        beta: bias == nil ? 0 : 1, c: y, ldc: outFeatures
-    )
 }

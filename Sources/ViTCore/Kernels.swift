@@ -25,7 +25,7 @@ public enum Activation: String, CaseIterable, Sendable {
         case .quickGelu:
             mapInPlace(p, count: count) { x in x * VectorMath.sigmoid(1.702 * x) }
         case .relu:
-            mapInPlace(p, count: count) { x in x.replacing(with: 0, where: x .< 0) }
+            mapInPlace(p, count: count) { x in maximum(x, Vector16()) }
         case .silu, .swish:
             mapInPlace(p, count: count) { x in x * VectorMath.sigmoid(x) }
         }

@@ -47,31 +47,17 @@ public final class Linear: Module {
         if bias != nil { try visit("bias", &bias!) }
     }
 
-    /// y (rows, out) = x (rows, in) · Wᵀ + b
-    public func forward(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>) {
+    /// y (rows, out) = x (rows, in) · Wᵀ + b, or y += x · Wᵀ + b when `accumulate` (a residual add fused
+    /// into the GEMM).
+    public func forward(
+        _ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>,
+        accumulate: Bool = false, parallelism: Parallelism = .serial
+    ) {
         weight.withUnsafeBufferPointer { w in
-            if let bias {
-                bias.withUnsafeBufferPointer { b in
-                    linearForward(x: x, weight: w.baseAddress!, bias: b.baseAddress!, y: y, rows: rows, inFeatures: inFeatures, outFeatures: outFeatures)
-                }
-            } else {
-                linearForward(x: x, weight: w.baseAddress!, bias: nil, y: y, rows: rows, inFeatures: inFeatures, outFeatures: outFeatures)
-            }
-        }
-    }
-
-    /// residual (rows, out) += x (rows, in) · Wᵀ + b: the projection and the residual add in one GEMM.
-    public func forwardAccumulating(_ x: UnsafePointer<Float>, rows: Int, into residual: UnsafeMutablePointer<Float>) {
-        if let bias {
-            bias.withUnsafeBufferPointer { b in
-                for r in 0..<rows { addInPlace(residual + r * outFeatures, b.baseAddress!, count: outFeatures) }
-            }
-        }
-        weight.withUnsafeBufferPointer { w in
-            gemm(
-                transposeA: false, transposeB: true, m: rows, n: outFeatures, k: inFeatures,
-                a: x, lda: inFeatures, b: w.baseAddress!, ldb: inFeatures, beta: 1, c: residual, ldc: outFeatures
-            )
+            let b = bias?.storage.base
+            linearForward(
+                x: x, weight: w.baseAddress!, bias: b.map { UnsafePointer($0) }, y: y, rows: rows,
+                inFeatures: inFeatures, outFeatures: outFeatures, accumulate: accumulate, parallelism: parallelism)
         }
     }
 
@@ -102,10 +88,15 @@ public final class LayerNorm: Module {
     }
 
     /// y (rows, dim) = LayerNorm(x (rows, dim)); `x` and `y` may alias.
-    public func forward(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>) {
+    public func forward(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>, parallelism: Parallelism = .serial) {
+        let dim = weight.count
         weight.withUnsafeBufferPointer { g in
             bias.withUnsafeBufferPointer { b in
-                layerNorm(x: x, gamma: g.baseAddress!, beta: b.baseAddress!, y: y, rows: rows, dim: g.count, eps: eps)
+                parallelism.forEachChunk(of: rows, minimumChunk: 16) { chunk in
+                    layerNorm(
+                        x: x + chunk.lowerBound * dim, gamma: g.baseAddress!, beta: b.baseAddress!,
+                        y: y + chunk.lowerBound * dim, rows: chunk.count, dim: dim, eps: eps)
+                }
             }
         }
     }

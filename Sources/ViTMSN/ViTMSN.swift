@@ -40,7 +40,7 @@ public final class ViTMSNPatchEmbeddings: Module {
     }
 
     /// pixels (B, C, H, W) → patch embeddings (B·N, D), N = (H/P)·(W/P) in row-major grid order.
-    func forward(_ pixels: Tensor, interpolatePosEncoding: Bool) throws -> (embeddings: Buffer, gridHeight: Int, gridWidth: Int) {
+    func forward(_ pixels: Tensor, interpolatePosEncoding: Bool, parallelism: Parallelism) throws -> (embeddings: Buffer, gridHeight: Int, gridWidth: Int) {
         guard pixels.rank == 4 else {
             throw ViTMSNError("pixel_values must have shape (batch_size, num_channels, height, width), got \(pixels.shape)")
         }
@@ -79,7 +79,7 @@ public final class ViTMSNPatchEmbeddings: Module {
             }
         }
         let embeddings = Buffer(rows * config.hiddenSize)
-        projection.forward(patches.pointer, rows: rows, into: embeddings.pointer)
+        projection.forward(patches.pointer, rows: rows, into: embeddings.pointer, parallelism: parallelism)
         return (embeddings, gridHeight, gridWidth)
     }
 }
@@ -134,8 +134,9 @@ public final class ViTMSNEmbeddings: Module {
     }
 
     /// pixels (B, C, H, W) → embeddings (B, S, D)
-    func forward(_ pixels: Tensor, boolMaskedPos: Tensor?, interpolatePosEncoding: Bool) throws -> (hidden: Buffer, sequence: Int) {
-        let (patches, gridHeight, gridWidth) = try patchEmbeddings.forward(pixels, interpolatePosEncoding: interpolatePosEncoding)
+    func forward(_ pixels: Tensor, boolMaskedPos: Tensor?, interpolatePosEncoding: Bool, parallelism: Parallelism) throws -> (hidden: Buffer, sequence: Int) {
+        let (patches, gridHeight, gridWidth) = try patchEmbeddings.forward(
+            pixels, interpolatePosEncoding: interpolatePosEncoding, parallelism: parallelism)
         let batch = pixels.shape[0]
         let numPatches = gridHeight * gridWidth
         let sequence = numPatches + 1
@@ -183,15 +184,17 @@ public final class ViTMSNEmbeddings: Module {
 final class EncoderWorkspace {
     let normed, query, key, value, context: Buffer // (B·S, D) each
     let intermediate: Buffer                        // (B·S, I)
-    let scores: Buffer                              // (S, S): one head's attention when they are not returned
+    let scores: Buffer                              // (threads, S, S): one head per thread when attentions are not returned
+    let parallelism: Parallelism
 
-    init(tokens: Int, sequence: Int, config: ViTMSNConfig) {
+    init(tokens: Int, sequence: Int, config: ViTMSNConfig, parallelism: Parallelism) {
+        self.parallelism = parallelism
         (normed, query, key, value, context) = (
             Buffer(tokens * config.hiddenSize), Buffer(tokens * config.hiddenSize), Buffer(tokens * config.hiddenSize),
             Buffer(tokens * config.hiddenSize), Buffer(tokens * config.hiddenSize)
         )
         intermediate = Buffer(tokens * config.intermediateSize)
-        scores = Buffer(sequence * sequence)
+        scores = Buffer(parallelism.threads * sequence * sequence)
     }
 }
 
@@ -218,14 +221,14 @@ public final class ViTMSNSelfAttention: Module {
     /// workspace.normed (B·S, D) → workspace.context (B·S, D)
     func forward(batch: Int, sequence: Int, headMask: [Float]?, attentions: UnsafeMutablePointer<Float>?, workspace w: EncoderWorkspace) {
         let tokens = batch * sequence
-        query.forward(w.normed.pointer, rows: tokens, into: w.query.pointer)
-        key.forward(w.normed.pointer, rows: tokens, into: w.key.pointer)
-        value.forward(w.normed.pointer, rows: tokens, into: w.value.pointer)
+        query.forward(w.normed.pointer, rows: tokens, into: w.query.pointer, parallelism: w.parallelism)
+        key.forward(w.normed.pointer, rows: tokens, into: w.key.pointer, parallelism: w.parallelism)
+        value.forward(w.normed.pointer, rows: tokens, into: w.value.pointer, parallelism: w.parallelism)
         multiHeadAttention(
             query: w.query.pointer, key: w.key.pointer, value: w.value.pointer, context: w.context.pointer,
             batch: batch, sequence: sequence, heads: heads, headDim: headDim,
             scale: 1 / Float(headDim).squareRoot(), headMask: headMask,
-            probabilities: attentions, scratch: w.scores.pointer
+            probabilities: attentions, scratch: w.scores.pointer, parallelism: w.parallelism
         )
     }
 }
@@ -270,6 +273,15 @@ public final class ViTMSNIntermediate: Module {
     public func visitParameters(_ visit: (String, inout Tensor) throws -> Void) rethrows {
         try self.visit("dense", dense, visit)
     }
+
+    /// y (rows, I) = act(x (rows, D) · Wᵀ + b); each chunk of rows is activated while it is still in cache.
+    func forward(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>, parallelism: Parallelism) {
+        let width = dense.outFeatures
+        parallelism.forEachRowBlock(of: rows) { chunk in
+            dense.forward(x + chunk.lowerBound * dense.inFeatures, rows: chunk.count, into: y + chunk.lowerBound * width)
+            activation.apply(y + chunk.lowerBound * width, count: chunk.count * width)
+        }
+    }
 }
 
 /// `output`: I → D projection plus the residual.
@@ -313,13 +325,13 @@ public final class ViTMSNLayer: Module {
         headMask: [Float]?, attentions: UnsafeMutablePointer<Float>?, workspace w: EncoderWorkspace
     ) {
         let tokens = batch * sequence
-        layernormBefore.forward(hidden, rows: tokens, into: w.normed.pointer)
+        let parallelism = w.parallelism
+        layernormBefore.forward(hidden, rows: tokens, into: w.normed.pointer, parallelism: parallelism)
         attention.attention.forward(batch: batch, sequence: sequence, headMask: headMask, attentions: attentions, workspace: w)
-        attention.output.dense.forwardAccumulating(w.context.pointer, rows: tokens, into: hidden)
-        layernormAfter.forward(hidden, rows: tokens, into: w.normed.pointer)
-        intermediate.dense.forward(w.normed.pointer, rows: tokens, into: w.intermediate.pointer)
-        intermediate.activation.apply(w.intermediate.pointer, count: tokens * intermediate.dense.outFeatures)
-        output.dense.forwardAccumulating(w.intermediate.pointer, rows: tokens, into: hidden)
+        attention.output.dense.forward(w.context.pointer, rows: tokens, into: hidden, accumulate: true, parallelism: parallelism)
+        layernormAfter.forward(hidden, rows: tokens, into: w.normed.pointer, parallelism: parallelism)
+        intermediate.forward(w.normed.pointer, rows: tokens, into: w.intermediate.pointer, parallelism: parallelism)
+        output.dense.forward(w.intermediate.pointer, rows: tokens, into: hidden, accumulate: true, parallelism: parallelism)
     }
 }
 
@@ -340,6 +352,8 @@ public final class ViTMSNEncoder: Module {
 /// The ViT-MSN backbone: embeddings, L pre-LN blocks, final LayerNorm. No pooler.
 public final class ViTMSNModel: Module {
     public let config: ViTMSNConfig
+    /// How the forward pass splits its work across cores (all of them by default).
+    public var parallelism = Parallelism()
     public let embeddings: ViTMSNEmbeddings
     public let encoder: ViTMSNEncoder
     public let layernorm: LayerNorm
@@ -369,11 +383,11 @@ public final class ViTMSNModel: Module {
     ) throws -> ViTMSNModelOutput {
         let layerHeadMasks = try expandHeadMask(headMask)
         let (hidden, sequence) = try embeddings.forward(
-            pixelValues, boolMaskedPos: boolMaskedPos, interpolatePosEncoding: interpolatePosEncoding)
+            pixelValues, boolMaskedPos: boolMaskedPos, interpolatePosEncoding: interpolatePosEncoding, parallelism: parallelism)
         let batch = pixelValues.shape[0]
         let dim = config.hiddenSize
         let tokens = batch * sequence
-        let workspace = EncoderWorkspace(tokens: tokens, sequence: sequence, config: config)
+        let workspace = EncoderWorkspace(tokens: tokens, sequence: sequence, config: config, parallelism: parallelism)
 
         func snapshot() -> Tensor {
             var state = Tensor(zeros: [batch, sequence, dim])
@@ -395,7 +409,7 @@ public final class ViTMSNModel: Module {
             hiddenStates?.append(snapshot())
         }
         var last = Tensor(zeros: [batch, sequence, dim])
-        last.withUnsafeMutableBufferPointer { layernorm.forward(hidden.pointer, rows: tokens, into: $0.baseAddress!) }
+        last.withUnsafeMutableBufferPointer { layernorm.forward(hidden.pointer, rows: tokens, into: $0.baseAddress!, parallelism: parallelism) }
         return ViTMSNModelOutput(lastHiddenState: last, hiddenStates: hiddenStates, attentions: attentions)
     }
 

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import ViTIO
 import ViTMSN
 
@@ -28,5 +29,10 @@ struct Forward: ParsableCommand {
             interpolatePosEncoding: interpolatePosEncoding)
         let outputs = try AnyViTMSN.load(directory: model, warn: warn).namedOutputs(request, options: options, warn: warn)
         try SafetensorsWriter.write(outputs.map { SafetensorsRecord(name: $0.0, tensor: $0.1) }, to: output)
+        for (name, tensor) in outputs where !name.contains(".") {
+            let preview = tensor.scalars.prefix(4).map { String(format: "%.4f", $0) }.joined(separator: ", ")
+            print("\(name) \(tensor.shape): [\(preview)\(tensor.count > 4 ? ", …" : "")]")
+        }
+        print("wrote \(outputs.count) tensors to \(output)")
     }
 }

@@ -1,0 +1,43 @@
+# Entry points; each installs what it needs. See README.md.
+SWIFT ?= swift
+VENV := .venv/bin/python
+CLI := .build/release/vitmsn
+
+.PHONY: setup build test demo fixtures parity bench clean
+
+# Debian packages the build links against (CI and fresh machines start without OpenBLAS).
+setup:
+	@scripts/install_system_deps.sh
+
+build: setup
+	$(SWIFT) build -c release
+
+test: setup
+	$(SWIFT) test
+
+# The main job: run the CLI on a model that ships with the repo, then time the forward pass.
+demo: build
+	$(CLI) forward --model Tests/Fixtures/models/classifier_single \
+		--inputs Tests/Fixtures/cases/classifier_single.inputs.safetensors --output out/demo.safetensors
+	$(CLI) bench --preset small --batch 8 --seconds 5
+
+$(VENV):
+	scripts/setup_venv.sh
+
+# Regenerates the committed parity fixtures with the pinned Transformers.
+fixtures: $(VENV)
+	scripts/setup_venv.sh
+	$(VENV) scripts/make_fixtures.py
+
+# Full-size parity against Transformers (vit-msn-small and -base shapes), on demand.
+parity: build $(VENV)
+	scripts/setup_venv.sh
+	$(VENV) scripts/parity_full.py
+
+# Swift against PyTorch on the same shapes, interleaved.
+bench: build $(VENV)
+	scripts/setup_venv.sh
+	$(VENV) scripts/bench_peers.py --preset small --batch 1 --batch 8 --preset base
+
+clean:
+	rm -rf .build out

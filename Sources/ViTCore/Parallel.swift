@@ -1,0 +1,51 @@
+import Dispatch
+import Foundation
+
+/// The forward pass's one level of parallelism: work is split into contiguous chunks run on `threads`
+/// threads, and every BLAS call inside a chunk is single-threaded, so cores are never oversubscribed.
+/// Elementwise, row-wise and per-head work gives the same bits for any split; GEMMs may not, because
+/// OpenBLAS picks its kernels by matrix size, so results can move in the last bit with the thread count.
+public struct Parallelism: Sendable {
+    public let threads: Int
+
+    public init(threads: Int = ProcessInfo.processInfo.activeProcessorCount) {
+        self.threads = max(1, threads)
+        singleThreadedBLAS
+    }
+
+    public static let serial = Parallelism(threads: 1)
+
+    /// Runs `body` over `0..<count` in at most `threads` contiguous chunks of at least `minimumChunk` items.
+    public func forEachChunk(of count: Int, minimumChunk: Int = 1, _ body: (Range<Int>) -> Void) {
+        forEachChunk(of: count, minimumChunk: minimumChunk) { _, range in body(range) }
+    }
+
+    /// Chunks of GEMM rows that start at multiples of 64, so every chunk but the last fills whole BLAS tiles.
+    public func forEachRowBlock(of rows: Int, _ body: (Range<Int>) -> Void) {
+        let block = 64
+        forEachChunk(of: (rows + block - 1) / block) { _, blocks in
+            body((blocks.lowerBound * block)..<min(blocks.upperBound * block, rows))
+        }
+    }
+
+    /// The same, also telling `body` which chunk (0 ..< threads) it runs, for per-thread scratch memory.
+    public func forEachChunk(of count: Int, minimumChunk: Int = 1, _ body: (_ chunk: Int, _ range: Range<Int>) -> Void) {
+        let chunks = min(threads, max(1, count / max(minimumChunk, 1)))
+        guard chunks > 1 else {
+            if count > 0 { body(0, 0..<count) }
+            return
+        }
+        withoutActuallyEscaping(body) { body in
+            let box = UncheckedSendable(body)
+            DispatchQueue.concurrentPerform(iterations: chunks) { chunk in
+                box.value(chunk, (chunk * count / chunks)..<((chunk + 1) * count / chunks))
+            }
+        }
+    }
+}
+
+/// Carries a non-Sendable closure into `concurrentPerform`: the chunks touch disjoint memory.
+private struct UncheckedSendable<Value>: @unchecked Sendable {
+    let value: Value
+    init(_ value: Value) { self.value = value }
+}

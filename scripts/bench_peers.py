@@ -1,0 +1,73 @@
+"""Side-by-side fp32 forward benchmark: the Swift CLI (`vitmsn bench`) and PyTorch (sdpa and eager
+attention) on the same shapes, interleaved round by round so machine noise hits all alike.
+Prints images/s (median over rounds) and Swift's ratio to each peer.
+
+    .venv/bin/python scripts/bench_peers.py --preset small --batch 8 --seconds 8 --rounds 3
+"""
+import argparse
+import json
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+from transformers import ViTMSNConfig, ViTMSNModel
+
+PRESETS = {  # (hidden, layers, heads, intermediate, patch): the released checkpoints' shapes
+    "small": (384, 12, 6, 1536, 16), "base": (768, 12, 12, 3072, 16), "large": (1024, 24, 16, 4096, 16),
+    "base-4": (768, 12, 12, 3072, 4), "large-7": (1024, 24, 16, 4096, 7),
+}
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def torch_images_per_second(model, pixels, seconds):
+    with torch.inference_mode():
+        model(pixel_values=pixels)
+        times, start = [], time.perf_counter()
+        while len(times) < 3 or time.perf_counter() - start < seconds:
+            t0 = time.perf_counter()
+            model(pixel_values=pixels)
+            times.append(time.perf_counter() - t0)
+    return pixels.shape[0] / statistics.median(times)
+
+
+def swift_images_per_second(binary, preset, batch, seconds):
+    out = subprocess.run([str(binary), "bench", "--preset", preset, "--batch", str(batch), "--seconds", str(seconds), "--json"],
+                         check=True, capture_output=True, text=True).stdout
+    return json.loads(out)["images_per_s"]
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--preset", action="append", choices=PRESETS)
+    parser.add_argument("--batch", type=int, action="append")
+    parser.add_argument("--seconds", type=float, default=6)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--binary", default=ROOT / ".build" / "release" / "vitmsn")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"| model | batch | Swift img/s | PyTorch sdpa | PyTorch eager | Swift / sdpa | Swift / eager |")
+    print(f"|---|---|---|---|---|---|---|")
+    for preset in args.preset or ["small"]:
+        hidden, layers, heads, intermediate, patch = PRESETS[preset]
+        models = {}
+        for attention in ["sdpa", "eager"]:
+            config = ViTMSNConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                                  intermediate_size=intermediate, patch_size=patch, attn_implementation=attention)
+            models[attention] = ViTMSNModel(config).eval()
+        for batch in args.batch or [8]:
+            pixels = torch.randn(batch, 3, 224, 224)
+            results = {"swift": [], "sdpa": [], "eager": []}
+            for _ in range(args.rounds):
+                results["swift"].append(swift_images_per_second(args.binary, preset, batch, args.seconds))
+                for attention, model in models.items():
+                    results[attention].append(torch_images_per_second(model, pixels, args.seconds))
+            m = {k: statistics.median(v) for k, v in results.items()}
+            print(f"| {preset} | {batch} | {m['swift']:.2f} | {m['sdpa']:.2f} | {m['eager']:.2f} "
+                  f"| {m['swift'] / m['sdpa']:.2f}× | {m['swift'] / m['eager']:.2f}× |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""Full-size parity, on demand (`make parity`): random-weight models of the vit-msn-small and vit-msn-base
+shapes are built with Transformers (fp32, eager attention), run through `vitmsn forward`, and every hidden
+state is compared. Then `vitmsn convert` rewrites each model and Transformers must load the Swift-written
+directory with from_pretrained and reproduce its own outputs.
+
+Prints one table row per checked tensor group with the maximum absolute error; fails above --atol.
+"""
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import ViTMSNConfig, ViTMSNForImageClassification, ViTMSNModel
+
+ROOT = Path(__file__).resolve().parent.parent
+PRESETS = {"small": dict(hidden_size=384, num_attention_heads=6, intermediate_size=1536), "base": {}}
+
+
+def randomize(model, generator):
+    """Transformers' init plus perturbed LayerNorms and non-zero CLS/positions, so that every tensor matters."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(("cls_token", "position_embeddings")):
+                p.copy_(torch.randn(p.shape, generator=generator) * 0.5)
+            elif "layernorm" in name:
+                p.copy_((1 if name.endswith("weight") else 0) + torch.randn(p.shape, generator=generator) * 0.1)
+            else:
+                p.copy_(torch.randn(p.shape, generator=generator) * 0.02)
+    return model.eval()
+
+
+def vitmsn(*args):
+    subprocess.run([str(ROOT / ".build" / "release" / "vitmsn"), *map(str, args)], check=True)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--atol", type=float, default=1e-4)
+    parser.add_argument("--out", type=Path, default=ROOT / "out" / "parity")
+    args = parser.parse_args()
+    worst_overall = 0.0
+    print("| model | input | tensor | max abs error |\n|---|---|---|---|")
+    for preset, sizes in PRESETS.items():
+        generator = torch.Generator().manual_seed(0)
+        config = ViTMSNConfig(**sizes, attn_implementation="eager")
+        model = randomize(ViTMSNModel(config), generator)
+        directory = args.out / preset
+        model.save_pretrained(directory)
+        cases = {"224x224": dict(pixel_values=torch.randn(2, 3, 224, 224, generator=generator)),
+                 "160x256-interpolated": dict(pixel_values=torch.randn(1, 3, 160, 256, generator=generator),
+                                              interpolate_pos_encoding=True)}
+        for label, inputs in cases.items():
+            with torch.no_grad():
+                expected = model(**inputs, output_hidden_states=True)
+            save_file({"pixel_values": inputs["pixel_values"]}, directory / f"{label}.inputs.safetensors")
+            flags = ["--interpolate-pos-encoding"] if inputs.get("interpolate_pos_encoding") else []
+            vitmsn("forward", "--model", directory, "--inputs", directory / f"{label}.inputs.safetensors",
+                   "--output", directory / f"{label}.swift.safetensors", "--output-hidden-states", *flags)
+            actual = load_file(directory / f"{label}.swift.safetensors")
+            hidden = max((actual[f"hidden_states.{i}"] - h).abs().max().item() for i, h in enumerate(expected.hidden_states))
+            last = (actual["last_hidden_state"] - expected.last_hidden_state).abs().max().item()
+            worst_overall = max(worst_overall, hidden, last)
+            print(f"| {preset} | {label} | hidden_states (all {len(expected.hidden_states)}) | {hidden:.2e} |")
+            print(f"| {preset} | {label} | last_hidden_state | {last:.2e} |", flush=True)
+
+        # Swift writes the model back; Transformers must load it and compute exactly what it computed before.
+        for cls, saved in [(ViTMSNModel, model)]:
+            converted = args.out / f"{preset}-swift"
+            vitmsn("convert", directory, converted)
+            reloaded = cls.from_pretrained(converted, attn_implementation="eager").eval()
+            with torch.no_grad():
+                pixels = cases["224x224"]["pixel_values"]
+                difference = (reloaded(pixel_values=pixels).last_hidden_state - saved(pixel_values=pixels).last_hidden_state).abs().max().item()
+            worst_overall = max(worst_overall, difference)
+            print(f"| {preset} | written by `vitmsn convert`, loaded by Transformers | last_hidden_state | {difference:.2e} |")
+        # A classifier directory written by Swift loads as ViTMSNForImageClassification with the same logits.
+        classifier = randomize(ViTMSNForImageClassification(ViTMSNConfig(**sizes, num_labels=3, attn_implementation="eager")), generator)
+        classifier.save_pretrained(args.out / f"{preset}-classifier")
+        vitmsn("convert", args.out / f"{preset}-classifier", args.out / f"{preset}-classifier-swift")
+        reloaded = ViTMSNForImageClassification.from_pretrained(args.out / f"{preset}-classifier-swift", attn_implementation="eager").eval()
+        with torch.no_grad():
+            pixels = cases["224x224"]["pixel_values"]
+            difference = (reloaded(pixel_values=pixels).logits - classifier(pixel_values=pixels).logits).abs().max().item()
+        worst_overall = max(worst_overall, difference)
+        print(f"| {preset} | classifier written by `vitmsn convert`, loaded by Transformers | logits | {difference:.2e} |")
+    print(f"\nworst error {worst_overall:.2e} (tolerance {args.atol})")
+    sys.exit(0 if worst_overall <= args.atol else 1)
+
+
+if __name__ == "__main__":
+    main()
