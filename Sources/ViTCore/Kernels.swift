@@ -1,3 +1,5 @@
+import CKernels
+
 /// Row-wise and elementwise kernels on raw pointers. Shapes are passed explicitly; callers own the memory.
 
 /// The activations Transformers' `ACT2FN` offers that a ViT config can name.
@@ -12,23 +14,14 @@ public enum Activation: String, CaseIterable, Sendable {
 
     /// Applies the activation to `count` floats in place.
     public func apply(_ p: UnsafeMutablePointer<Float>, count: Int) {
-        switch self {
-        case .gelu:
-            mapInPlace(p, count: count) { x in
-                0.5 * x * (1 + VectorMath.erf(x * Vector16(repeating: 0.707_106_781_186_547_6)))
-            }
-        case .geluNew, .geluPytorchTanh:
-            mapInPlace(p, count: count) { x in
-                let inner = Vector16(repeating: 0.797_884_560_802_865_4) * (x + 0.044_715 * x * x * x)
-                return 0.5 * x * (1 + VectorMath.tanh(inner))
-            }
-        case .quickGelu:
-            mapInPlace(p, count: count) { x in x * VectorMath.sigmoid(1.702 * x) }
-        case .relu:
-            mapInPlace(p, count: count) { x in maximum(x, Vector16()) }
-        case .silu, .swish:
-            mapInPlace(p, count: count) { x in x * VectorMath.sigmoid(x) }
+        let kind: vitmsn_activation = switch self {
+        case .gelu: VITMSN_GELU
+        case .geluNew, .geluPytorchTanh: VITMSN_GELU_TANH
+        case .quickGelu: VITMSN_QUICK_GELU
+        case .relu: VITMSN_RELU
+        case .silu, .swish: VITMSN_SILU
         }
+        vitmsn_activate(kind, p, count)
     }
 }
 
@@ -81,15 +74,7 @@ public func layerNorm(
 
 /// Softmax over each row of `cols` values, in place, subtracting the row maximum first.
 public func softmaxRows(_ p: UnsafeMutablePointer<Float>, rows: Int, cols: Int) {
-    for r in 0..<rows {
-        let row = p + r * cols
-        var maximum = -Float.infinity
-        for i in 0..<cols where row[i] > maximum { maximum = row[i] }
-        let m16 = Vector16(repeating: maximum)
-        mapInPlace(row, count: cols) { VectorMath.exp($0 - m16) }
-        let scale = Vector16(repeating: 1 / sum(row, count: cols))
-        mapInPlace(row, count: cols) { $0 * scale }
-    }
+    vitmsn_softmax_rows(p, rows, cols)
 }
 
 /// `y[i] += x[i]` for `count` floats.
@@ -107,6 +92,5 @@ public func addInPlace(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Floa
 
 /// `y[i] *= s` for `count` floats.
 public func scaleInPlace(_ y: UnsafeMutablePointer<Float>, by s: Float, count: Int) {
-    let s16 = Vector16(repeating: s)
-    mapInPlace(y, count: count) { $0 * s16 }
+    for i in 0..<count { y[i] *= s }
 }

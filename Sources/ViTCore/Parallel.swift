@@ -20,9 +20,10 @@ public struct Parallelism: Sendable {
         forEachChunk(of: count, minimumChunk: minimumChunk) { _, range in body(range) }
     }
 
-    /// Chunks of GEMM rows that start at multiples of 64, so every chunk but the last fills whole BLAS tiles.
+    /// Chunks of GEMM rows that start at multiples of 16 (the M unroll of OpenBLAS's x86 sgemm kernels), so
+    /// every chunk but the last fills whole tiles while the chunks stay balanced.
     public func forEachRowBlock(of rows: Int, _ body: (Range<Int>) -> Void) {
-        let block = 64
+        let block = 16
         forEachChunk(of: (rows + block - 1) / block) { _, blocks in
             body((blocks.lowerBound * block)..<min(blocks.upperBound * block, rows))
         }

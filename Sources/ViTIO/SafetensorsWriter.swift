@@ -23,19 +23,16 @@ public struct SafetensorsRecord {
     }
 
     public init(name: String, int64 values: [Int64], shape: [Int]) {
-        precondition(Tensor.elementCount(shape) == values.count)
-        self.name = name
-        dtype = .I64
-        self.shape = shape
-        payload = .int64(values)
+        self.init(name: name, dtype: .I64, shape: shape, payload: .int64(values), count: values.count)
     }
 
     public init(name: String, bool values: [Bool], shape: [Int]) {
-        precondition(Tensor.elementCount(shape) == values.count)
-        self.name = name
-        dtype = .BOOL
-        self.shape = shape
-        payload = .bool(values)
+        self.init(name: name, dtype: .BOOL, shape: shape, payload: .bool(values), count: values.count)
+    }
+
+    private init(name: String, dtype: DType, shape: [Int], payload: Payload, count: Int) {
+        precondition(Tensor.elementCount(shape) == count, "\(count) values for shape \(shape)")
+        (self.name, self.dtype, self.shape, self.payload) = (name, dtype, shape, payload)
     }
 
     var byteCount: Int { Tensor.elementCount(shape) * dtype.byteSize }

@@ -36,6 +36,14 @@ public enum AnyViTMSN {
     case model(ViTMSNModel)
     case imageClassification(ViTMSNForImageClassification)
 
+    /// The encoder either way (its `parallelism` sets the cores a forward pass uses).
+    public var backbone: ViTMSNModel {
+        switch self {
+        case .model(let model): model
+        case .imageClassification(let model): model.vit
+        }
+    }
+
     public static func load(directory: String, warn: (String) -> Void = { _ in }) throws -> AnyViTMSN {
         let config = try ModelDirectory.config(directory)
         switch ModelDirectory.architecture(config) {

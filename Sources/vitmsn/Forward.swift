@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import ViTCore
 import ViTIO
 import ViTMSN
 
@@ -21,13 +22,16 @@ struct Forward: ParsableCommand {
     @Flag(help: "Also write hidden_states.0 … hidden_states.L.") var outputHiddenStates = false
     @Flag(help: "Also write attentions.0 … attentions.{L-1}.") var outputAttentions = false
     @Flag(help: "Resize the position embeddings to the input size.") var interpolatePosEncoding = false
+    @OptionGroup var threading: ThreadOptions
 
     func run() throws {
         let request = try ForwardInputs(file: SafetensorsFile(path: inputs))
         let options = ForwardOptions(
             outputHiddenStates: outputHiddenStates, outputAttentions: outputAttentions,
             interpolatePosEncoding: interpolatePosEncoding)
-        let outputs = try AnyViTMSN.load(directory: model, warn: warn).namedOutputs(request, options: options, warn: warn)
+        let loaded = try AnyViTMSN.load(directory: model, warn: warn)
+        loaded.backbone.parallelism = threading.parallelism
+        let outputs = try loaded.namedOutputs(request, options: options, warn: warn)
         try SafetensorsWriter.write(outputs.map { SafetensorsRecord(name: $0.0, tensor: $0.1) }, to: output)
         for (name, tensor) in outputs where !name.contains(".") {
             let preview = tensor.scalars.prefix(4).map { String(format: "%.4f", $0) }.joined(separator: ", ")

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import ViTCore
 
 @main
 struct VitMSN: ParsableCommand {
@@ -18,4 +19,15 @@ struct CLIError: Error, CustomStringConvertible {
 
 func warn(_ message: String) {
     FileHandle.standardError.write(Data("warning: \(message)\n".utf8))
+}
+
+/// `--threads N`, shared by every command that runs the model.
+struct ThreadOptions: ParsableArguments {
+    @Option(help: "Cores to use (default: all).") var threads: Int?
+
+    func validate() throws {
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1, got \(threads)") }
+    }
+
+    var parallelism: Parallelism { threads.map { Parallelism(threads: $0) } ?? Parallelism() }
 }

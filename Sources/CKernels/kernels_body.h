@@ -1,0 +1,91 @@
+// The kernels' bodies, included once per instruction set by kernels.c with KERNEL_TARGET (a function
+// attribute) and KERNEL(name) (a name suffix) defined. Plain scalar loops: the compiler vectorises them
+// for the target; the reductions opt into reassociation explicitly.
+
+KERNEL_TARGET static inline float KERNEL(exp_one)(float input) {
+    float x = input < -87.3f ? -87.3f : (input > 88.3f ? 88.3f : input);
+    // n = round(x·log2 e) by the 1.5·2²³ shifter; r = x − n·ln 2 in two parts; e^r by Cephes' polynomial.
+    const float shifter = 12582912.0f;
+    float shifted = x * 1.44269504f + shifter;
+    float n = shifted - shifter;
+    float r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    float er = p * r * r + r + 1.0f;
+    uint32_t bits;
+    memcpy(&bits, &shifted, 4);
+    bits = (bits - 0x4B400000u + 127u) << 23;
+    float scale;
+    memcpy(&scale, &bits, 4);
+    return er * scale;
+}
+
+// Abramowitz & Stegun 7.1.26, the form PyTorch's vectorised CPU GELU uses.
+KERNEL_TARGET static inline float KERNEL(erf_one)(float x) {
+    float ax = fabsf(x);
+    float t = 1.0f / (1.0f + 0.3275911f * ax);
+    float poly = 1.061405429f;
+    poly = poly * t - 1.453152027f;
+    poly = poly * t + 1.421413741f;
+    poly = poly * t - 0.284496736f;
+    poly = poly * t + 0.254829592f;
+    return copysignf(1.0f - poly * t * KERNEL(exp_one)(-ax * ax), x);
+}
+
+KERNEL_TARGET static inline float KERNEL(sigmoid_one)(float x) { return 1.0f / (1.0f + KERNEL(exp_one)(-x)); }
+
+KERNEL_TARGET static void KERNEL(activate)(vitmsn_activation kind, float *restrict x, size_t n) {
+    switch (kind) {
+    case VITMSN_GELU:
+        for (size_t i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + KERNEL(erf_one)(x[i] * 0.70710678118654752f));
+        break;
+    case VITMSN_GELU_TANH:
+        for (size_t i = 0; i < n; i++) {
+            float v = x[i];
+            float inner = 0.7978845608028654f * (v + 0.044715f * v * v * v);
+            float tanh_inner = 1.0f - 2.0f / (KERNEL(exp_one)(2.0f * inner) + 1.0f);
+            x[i] = 0.5f * v * (1.0f + tanh_inner);
+        }
+        break;
+    case VITMSN_QUICK_GELU:
+        for (size_t i = 0; i < n; i++) x[i] = x[i] * KERNEL(sigmoid_one)(1.702f * x[i]);
+        break;
+    case VITMSN_RELU:
+        for (size_t i = 0; i < n; i++) x[i] = x[i] < 0.0f ? 0.0f : x[i];  // NaN stays NaN, as torch.relu
+        break;
+    case VITMSN_SILU:
+        for (size_t i = 0; i < n; i++) x[i] = x[i] * KERNEL(sigmoid_one)(x[i]);
+        break;
+    }
+}
+
+KERNEL_TARGET static void KERNEL(softmax_rows)(float *restrict x, size_t rows, size_t cols) {
+    for (size_t r = 0; r < rows; r++) {
+        float *row = x + r * cols;
+        float maximum = -INFINITY;
+        for (size_t i = 0; i < cols; i++) maximum = row[i] > maximum ? row[i] : maximum;
+        float total = 0.0f;
+        {
+#pragma clang fp reassociate(on)
+            for (size_t i = 0; i < cols; i++) {
+                row[i] = KERNEL(exp_one)(row[i] - maximum);
+                total += row[i];
+            }
+        }
+        float inverse = 1.0f / total;
+        for (size_t i = 0; i < cols; i++) row[i] *= inverse;
+    }
+}
+
+KERNEL_TARGET static void KERNEL(exp)(const float *restrict x, float *restrict y, size_t n) {
+    for (size_t i = 0; i < n; i++) y[i] = KERNEL(exp_one)(x[i]);
+}
+
+KERNEL_TARGET static void KERNEL(erf)(const float *restrict x, float *restrict y, size_t n) {
+    for (size_t i = 0; i < n; i++) y[i] = KERNEL(erf_one)(x[i]);
+}
