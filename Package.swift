@@ -1,7 +1,8 @@
 // swift-tools-version:6.0
 import PackageDescription
 
-// Layers, from the bottom: ViTCore (tensor + kernels) → ViTIO (checkpoint files) → ViTMSN (the model) → vitmsn (CLI).
+// Layers, from the bottom: ViTCore (tensor + kernels) → ViTIO (checkpoint files) → ViTMSN (the model) → vitmsn (CLI);
+// ViTVision (image decoding and preprocessing) sits beside ViTIO.
 // GEMM comes from OpenBLAS on Linux and from Accelerate on Apple platforms.
 let package = Package(
     name: "swift-vitmsn",
@@ -26,13 +27,19 @@ let package = Package(
             linkerSettings: [.linkedFramework("Accelerate", .when(platforms: [.macOS]))]
         ),
         .target(name: "ViTIO", dependencies: ["ViTCore"]),
+        .target(
+            name: "CImageCodecs",
+            linkerSettings: [.linkedLibrary("jpeg"), .linkedLibrary("png16")]
+        ),
+        .target(name: "ViTVision", dependencies: ["ViTCore", "CImageCodecs"]),
         .target(name: "ViTMSN", dependencies: ["ViTCore", "ViTIO"]),
         .executableTarget(
             name: "vitmsn",
-            dependencies: ["ViTMSN", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["ViTMSN", "ViTVision", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .testTarget(name: "ViTCoreTests", dependencies: ["ViTCore"]),
         .testTarget(name: "ViTIOTests", dependencies: ["ViTIO"]),
         .testTarget(name: "ViTMSNTests", dependencies: ["ViTMSN"]),
+        .testTarget(name: "ViTVisionTests", dependencies: ["ViTVision"]),
     ]
 )

@@ -1,0 +1,150 @@
+import CImageCodecs
+import Foundation
+
+/// 8-bit interleaved pixels, in one of the modes Pillow gives JPEG and PNG files.
+public struct Image: Equatable, Sendable {
+    public enum Mode: String, Sendable {
+        case L, LA, RGB, RGBA, CMYK
+
+        public var channels: Int {
+            switch self {
+            case .L: 1
+            case .LA: 2
+            case .RGB: 3
+            case .RGBA, .CMYK: 4
+            }
+        }
+    }
+
+    public var width: Int
+    public var height: Int
+    public var mode: Mode
+    /// height × width × channels bytes, row-major.
+    public var pixels: [UInt8]
+
+    public init(width: Int, height: Int, mode: Mode, pixels: [UInt8]) {
+        precondition(pixels.count == width * height * mode.channels, "\(pixels.count) bytes for \(width)×\(height) \(mode)")
+        (self.width, self.height, self.mode, self.pixels) = (width, height, mode, pixels)
+    }
+}
+
+/// Why an image could not be read; the message names the file.
+public struct ImageError: Error, CustomStringConvertible, Equatable {
+    public let path: String
+    public let reason: String
+    public init(_ path: String, _ reason: String) { (self.path, self.reason) = (path, reason) }
+    public var description: String { "\(path): \(reason)" }
+}
+
+/// How transparency is removed when an image becomes RGB.
+public enum AlphaHandling: String, Sendable {
+    /// Drop the alpha channel, as Pillow's `convert("RGB")` (Transformers 4.x).
+    case drop
+    /// Composite onto white, as Pillow's `alpha_composite` (Transformers 5's `convert_to_rgb`).
+    case white
+}
+
+public enum ImageDecoder {
+    /// Pillow's `Image.MAX_IMAGE_PIXELS`: larger images are refused as likely decompression bombs.
+    public static let defaultMaxPixels = 89_478_485 * 2
+
+    /// Decodes a JPEG or PNG file (told apart by content, not name) in the mode Pillow would open it.
+    /// The EXIF orientation of JPEGs is applied as `ImageOps.exif_transpose` does unless told otherwise.
+    public static func decode(path: String, applyExifOrientation: Bool = true, maxPixels: Int = defaultMaxPixels) throws -> Image {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ImageError(path, FileManager.default.fileExists(atPath: path) ? "cannot be read" : "no such file")
+        }
+        return try decode(data: data, path: path, applyExifOrientation: applyExifOrientation, maxPixels: maxPixels)
+    }
+
+    public static func decode(data: Data, path: String = "<memory>", applyExifOrientation: Bool = true, maxPixels: Int = defaultMaxPixels) throws -> Image {
+        let bytes = [UInt8](data)
+        let decoder: (UnsafePointer<UInt8>?, Int, Int64, UnsafeMutablePointer<vitmsn_image>?, UnsafeMutablePointer<CChar>?, Int) -> Int32
+        if bytes.starts(with: [0xFF, 0xD8]) {
+            decoder = vitmsn_decode_jpeg
+        } else if bytes.starts(with: [0x89, 0x50, 0x4E, 0x47]) {
+            decoder = vitmsn_decode_png
+        } else {
+            throw ImageError(path, "unsupported format (not JPEG or PNG)")
+        }
+        var decoded = vitmsn_image()
+        var message = [CChar](repeating: 0, count: 512)
+        let status = decoder(bytes, bytes.count, Int64(maxPixels), &decoded, &message, message.count)
+        guard status == 0 else { throw ImageError(path, String(decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)) }
+        defer { vitmsn_image_free(&decoded) }
+        let mode: Image.Mode = decoded.is_cmyk != 0 ? .CMYK : [1: .L, 2: .LA, 3: .RGB, 4: .RGBA][Int(decoded.channels)]!
+        let count = Int(decoded.width) * Int(decoded.height) * mode.channels
+        let image = Image(width: Int(decoded.width), height: Int(decoded.height), mode: mode,
+                          pixels: Array(UnsafeBufferPointer(start: decoded.pixels, count: count)))
+        return applyExifOrientation ? image.transposed(exifOrientation: Int(decoded.exif_orientation)) : image
+    }
+}
+
+extension Image {
+    /// The image as Pillow's `convert("RGB")` gives it (or with alpha composited on white).
+    public func converted(toRGBWith alpha: AlphaHandling = .drop) -> Image {
+        if mode == .RGB { return self }
+        var rgb = [UInt8](repeating: 0, count: width * height * 3)
+        let channels = mode.channels
+        for i in 0..<(width * height) {
+            let p = i * channels
+            var (r, g, b): (UInt8, UInt8, UInt8)
+            switch mode {
+            case .L, .LA: (r, g, b) = (pixels[p], pixels[p], pixels[p])
+            case .RGB, .RGBA: (r, g, b) = (pixels[p], pixels[p + 1], pixels[p + 2])
+            case .CMYK:
+                // Pillow's cmyk2rgb: (255 − k) − c·(255 − k)/255, rounded as its MULDIV255.
+                let notK = 255 - Int(pixels[p + 3])
+                func ink(_ c: UInt8) -> UInt8 {
+                    let t = Int(c) * notK + 128
+                    return UInt8(clamping: notK - (((t >> 8) + t) >> 8))
+                }
+                (r, g, b) = (ink(pixels[p]), ink(pixels[p + 1]), ink(pixels[p + 2]))
+            }
+            if alpha == .white, mode == .LA || mode == .RGBA {
+                let a = Int(pixels[p + channels - 1])
+                (r, g, b) = (onWhite(r, a), onWhite(g, a), onWhite(b, a))
+            }
+            (rgb[3 * i], rgb[3 * i + 1], rgb[3 * i + 2]) = (r, g, b)
+        }
+        return Image(width: width, height: height, mode: .RGB, pixels: rgb)
+    }
+
+    /// Applies EXIF orientation 2–8 the way `ImageOps.exif_transpose` does (1 and 0 leave it as is).
+    public func transposed(exifOrientation: Int) -> Image {
+        guard (2...8).contains(exifOrientation) else { return self }
+        let swaps = exifOrientation >= 5
+        let (outWidth, outHeight) = swaps ? (height, width) : (width, height)
+        let channels = mode.channels
+        var out = [UInt8](repeating: 0, count: pixels.count)
+        for y in 0..<outHeight {
+            for x in 0..<outWidth {
+                // The source pixel of output (x, y) for each orientation.
+                let (sx, sy): (Int, Int) = switch exifOrientation {
+                case 2: (width - 1 - x, y)                  // mirror horizontally
+                case 3: (width - 1 - x, height - 1 - y)     // rotate 180°
+                case 4: (x, height - 1 - y)                 // mirror vertically
+                case 5: (y, x)                              // transpose
+                case 6: (y, height - 1 - x)                 // rotate 90° clockwise to display
+                case 7: (width - 1 - y, height - 1 - x)     // transverse
+                default: (width - 1 - y, x)                 // 8: rotate 90° counter-clockwise to display
+                }
+                let source = (sy * width + sx) * channels
+                let target = (y * outWidth + x) * channels
+                for c in 0..<channels { out[target + c] = pixels[source + c] }
+            }
+        }
+        return Image(width: outWidth, height: outHeight, mode: mode, pixels: out)
+    }
+}
+
+/// Pillow's `alpha_composite` of a pixel with alpha `a` over opaque white, in its fixed-point arithmetic.
+@inline(__always)
+private func onWhite(_ value: UInt8, _ a: Int) -> UInt8 {
+    guard a > 0 else { return 255 }
+    let precisionBits = 7
+    let coef1 = a * 255 * 255 * (1 << precisionBits) / (a * 255 + 255 * (255 - a))
+    let coef2 = 255 * (1 << precisionBits) - coef1
+    let t = Int(value) * coef1 + 255 * coef2 + (0x80 << precisionBits)
+    return UInt8(clamping: ((((t >> 8) + t) >> 8)) >> precisionBits)
+}

