@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 import transformers
 from safetensors.torch import save_file
-from transformers import ViTMSNConfig, ViTMSNForImageClassification, ViTMSNModel
+from transformers import ViTImageProcessor, ViTMSNConfig, ViTMSNForImageClassification, ViTMSNModel
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "Tests" / "Fixtures"
@@ -92,7 +92,8 @@ def pixels(generator, batch=2, channels=3, height=16, width=16):
 
 
 def main():
-    shutil.rmtree(OUT, ignore_errors=True)
+    for owned in ["models", "cases"]:  # Tests/Fixtures/images belongs to make_image_fixtures.py
+        shutil.rmtree(OUT / owned, ignore_errors=True)
     g = torch.Generator().manual_seed(1234)
 
     base = build("base", seed=1)
@@ -158,6 +159,14 @@ def main():
         case(f"base_{label}", f"base_{label}", rounded, {"pixel_values": pixels(g)})
     base.save_pretrained(OUT / "models" / "base_sharded", max_shard_size="30KB")
     case("base_sharded", "base_sharded", base, {"pixel_values": pixels(g)})
+
+    # Image processors: the current form written by Transformers, and the legacy form the released
+    # facebook/vit-msn-* checkpoints ship (ViTFeatureExtractor, "size": int, ImageNet mean/std).
+    ViTImageProcessor(size={"height": 16, "width": 16}, resample=2, image_mean=[0.485, 0.456, 0.406],
+                      image_std=[0.229, 0.224, 0.225]).save_pretrained(OUT / "models" / "classifier_single")
+    legacy = {"do_normalize": True, "do_resize": True, "feature_extractor_type": "ViTFeatureExtractor",
+              "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225], "resample": 2, "size": 16}
+    (OUT / "models" / "base" / "preprocessor_config.json").write_text(json.dumps(legacy, indent=2, sort_keys=True) + "\n")
 
     manifest = dict(
         generator=f"scripts/make_fixtures.py, transformers {transformers.__version__}, torch {torch.__version__}",

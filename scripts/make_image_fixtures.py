@@ -78,7 +78,9 @@ def variants(p):
     save("rgb.png", chelsea, format="PNG")
     save("gray.png", p["camera"].crop((0, 0, 130, 110)), format="PNG")
     save("gray_alpha.png", Image.merge("LA", [p["camera"].crop((0, 0, 90, 70)), p["camera"].crop((200, 200, 290, 270))]), format="PNG")
-    save("rgba.png", p["horse"].convert("RGBA").crop((100, 80, 220, 180)), format="PNG")
+    save("rgba.png", p["horse"].convert("RGBA").crop((100, 80, 220, 180)), format="PNG")  # binary alpha
+    translucent = Image.merge("RGBA", [*chelsea.crop((0, 0, 100, 70)).split(), p["camera"].crop((300, 300, 400, 370))])
+    save("rgba_translucent.png", translucent, format="PNG")
     save("palette.png", chelsea.quantize(64), format="PNG")
     save("palette_4bit.png", china.quantize(16), format="PNG", bits=4)
     save("bilevel.png", p["camera"].crop((0, 0, 77, 53)).convert("1"), format="PNG")
@@ -129,6 +131,10 @@ def main():
             entry["pixel_values"][f"{height}x{width}"] = fnv1a(values.astype("<f4").tobytes())
             if (height, width) == SMALL:
                 tensors[f"{name}/pixel_values"] = values
+        if "A" in opened.mode:  # Transformers 5's convert_to_rgb: alpha_composite onto white
+            rgba = ImageOps.exif_transpose(opened).convert("RGBA")
+            white = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+            entry["rgb_on_white"] = fnv1a(np.asarray(white).tobytes())
         manifest.append(entry)
     save_file(tensors, OUT / "images.safetensors")
     processor_config = dict(image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225], resample=2)

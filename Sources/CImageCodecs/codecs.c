@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include <jpeglib.h>
+#include <jerror.h>  // message codes (JWRN_JPEG_EOF)
 #include <png.h>
 
 static int fail(char *message, size_t message_size, const char *text) {
@@ -73,7 +74,15 @@ static void jpeg_exit(j_common_ptr cinfo) {
     longjmp(failure->jump, 1);
 }
 
-static void jpeg_silence(j_common_ptr cinfo, int level) { (void)cinfo; (void)level; }
+// Warnings are tolerated (as Pillow tolerates them) except premature end of data: libjpeg would pad the
+// missing rows with gray, where Pillow raises "image file is truncated".
+static void jpeg_warning(j_common_ptr cinfo, int level) {
+    if (level == -1 && cinfo->err->msg_code == JWRN_JPEG_EOF) {
+        struct jpeg_failure *failure = (struct jpeg_failure *)cinfo->err;
+        snprintf(failure->text, sizeof failure->text, "image file is truncated");
+        longjmp(failure->jump, 1);
+    }
+}
 
 int vitmsn_decode_jpeg(const uint8_t *data, size_t size, int64_t max_pixels, vitmsn_image *out, char *message, size_t message_size) {
     struct jpeg_decompress_struct cinfo;
@@ -82,7 +91,7 @@ int vitmsn_decode_jpeg(const uint8_t *data, size_t size, int64_t max_pixels, vit
     memset(out, 0, sizeof *out);
     cinfo.err = jpeg_std_error(&failure.manager);
     failure.manager.error_exit = jpeg_exit;
-    failure.manager.emit_message = jpeg_silence;  // warnings (e.g. extraneous bytes) are not failures
+    failure.manager.emit_message = jpeg_warning;
     if (setjmp(failure.jump)) {
         jpeg_destroy_decompress(&cinfo);
         free(pixels);

@@ -148,3 +148,12 @@ private func onWhite(_ value: UInt8, _ a: Int) -> UInt8 {
     let t = Int(value) * coef1 + 255 * coef2 + (0x80 << precisionBits)
     return UInt8(clamping: ((((t >> 8) + t) >> 8)) >> precisionBits)
 }
+
+extension ImageDecoder {
+    /// What `transformers.image_utils.load_image` gives for a file: EXIF orientation applied, then RGB.
+    public static func loadRGB(
+        path: String, applyExifOrientation: Bool = true, alpha: AlphaHandling = .drop, maxPixels: Int = defaultMaxPixels
+    ) throws -> Image {
+        try decode(path: path, applyExifOrientation: applyExifOrientation, maxPixels: maxPixels).converted(toRGBWith: alpha)
+    }
+}

@@ -18,6 +18,15 @@ public struct ImageProcessor: Sendable {
 
     public init() {}
 
+    /// The processor saved with a model (`DIR/preprocessor_config.json`).
+    public static func load(modelDirectory directory: String) throws -> ImageProcessor {
+        let path = directory + "/preprocessor_config.json"
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw ImageError(directory, "no preprocessor_config.json in the model directory")
+        }
+        return try load(path: path)
+    }
+
     public static func load(path: String) throws -> ImageProcessor {
         guard let data = FileManager.default.contents(atPath: path),
               let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any]

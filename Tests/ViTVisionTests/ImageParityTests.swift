@@ -18,6 +18,7 @@ enum ImageFixtures {
         let rgb_size: [Int]
         let resized: [String: String]
         let pixel_values: [String: String]
+        let rgb_on_white: String?
     }
 
     struct Manifest: Decodable {
@@ -70,6 +71,15 @@ final class ImageParityTests: XCTestCase {
             let rgb = try ImageDecoder.decode(path: ImageFixtures.path(entry.file)).converted(toRGBWith: .drop)
             XCTAssertEqual([rgb.height, rgb.width], entry.rgb_size, entry.file)
             XCTAssertEqual(fnv1a(rgb.pixels), entry.rgb, "\(entry.file): exif_transpose + convert(\"RGB\") differs")
+        }
+    }
+
+    func testAlphaCompositedOnWhiteEqualsPillow() throws {
+        let withAlpha = try ImageFixtures.manifest().images.filter { $0.rgb_on_white != nil }
+        XCTAssertEqual(withAlpha.map(\.file), ["gray_alpha.png", "rgba.png", "rgba_translucent.png"])
+        for entry in withAlpha {
+            let rgb = try ImageDecoder.loadRGB(path: ImageFixtures.path(entry.file), alpha: .white)
+            XCTAssertEqual(fnv1a(rgb.pixels), entry.rgb_on_white, entry.file)
         }
     }
 

@@ -1,0 +1,33 @@
+import Foundation
+
+/// A one-line progress bar on stderr (images/s and ETA), redrawn at most ten times a second; silent when
+/// stderr is not a terminal, where a final summary line is printed instead.
+final class ProgressBar {
+    private let total: Int
+    private let label: String
+    private let start = Date()
+    private var lastDraw = Date.distantPast
+    private let interactive = isatty(FileHandle.standardError.fileDescriptor) != 0
+
+    init(total: Int, label: String) { (self.total, self.label) = (total, label) }
+
+    func update(done: Int) {
+        guard interactive, Date().timeIntervalSince(lastDraw) > 0.1 || done == total else { return }
+        lastDraw = Date()
+        let elapsed = Date().timeIntervalSince(start)
+        let rate = elapsed > 0 ? Double(done) / elapsed : 0
+        let eta = rate > 0 ? Int(Double(total - done) / rate) : 0
+        let width = 30
+        let filled = total > 0 ? width * done / total : width
+        let bar = String(repeating: "█", count: filled) + String(repeating: "·", count: width - filled)
+        let line = String(format: "\r%@ %@ %d/%d  %.1f img/s  ETA %d:%02d ", label, bar, done, total, rate, eta / 60, eta % 60)
+        FileHandle.standardError.write(Data(line.utf8))
+    }
+
+    func finish(done: Int) {
+        update(done: done)
+        let elapsed = Date().timeIntervalSince(start)
+        let summary = String(format: "%@ %d images in %.1f s (%.1f img/s)\n", label, done, elapsed, Double(done) / max(elapsed, 1e-9))
+        FileHandle.standardError.write(Data(((interactive ? "\n" : "") + summary).utf8))
+    }
+}

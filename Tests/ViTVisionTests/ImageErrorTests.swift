@@ -1,0 +1,130 @@
+import Foundation
+import XCTest
+@testable import ViTVision
+
+private func temporaryFile(_ name: String, _ bytes: [UInt8]) throws -> String {
+    let path = FileManager.default.temporaryDirectory.appendingPathComponent("vitmsn-img-\(UUID().uuidString)-\(name)").path
+    try Data(bytes).write(to: URL(fileURLWithPath: path))
+    return path
+}
+
+private func fixtureBytes(_ file: String) throws -> [UInt8] {
+    try [UInt8](Data(contentsOf: URL(fileURLWithPath: ImageFixtures.path(file))))
+}
+
+final class ImageErrorTests: XCTestCase {
+    func testUnreadableFilesNameThePathAndReason() throws {
+        let jpeg = try fixtureBytes("baseline_444.jpg"), png = try fixtureBytes("rgb.png")
+        var badCRC = png
+        badCRC[29] ^= 0xFF // inside IHDR, whose CRC then fails
+        let cases: [(String, String)] = [
+            (try temporaryFile("truncated.jpg", Array(jpeg.prefix(jpeg.count / 2))), "truncated"),
+            (try temporaryFile("truncated.png", Array(png.prefix(png.count / 2))), "truncated"),
+            (try temporaryFile("header-only.jpg", Array(jpeg.prefix(20))), "truncated"),
+            (try temporaryFile("crc.png", badCRC), "CRC"),
+            (try temporaryFile("text.png", Array("not an image".utf8)), "unsupported format"),
+            (try temporaryFile("empty.jpg", []), "unsupported format"),
+            ("/nonexistent/photo.jpg", "no such file"),
+        ]
+        for (path, reason) in cases {
+            XCTAssertThrowsError(try ImageDecoder.decode(path: path), path) { error in
+                let message = "\(error)"
+                XCTAssertTrue(message.hasPrefix(path), message)
+                XCTAssertTrue(message.contains(reason), "expected '\(reason)' in \(message)")
+            }
+        }
+    }
+
+    func testThePixelLimitRefusesLargeImagesBeforeDecoding() throws {
+        for file in ["baseline_444.jpg", "rgb.png"] {
+            XCTAssertThrowsError(try ImageDecoder.decode(path: ImageFixtures.path(file), maxPixels: 160 * 120 - 1)) { error in
+                XCTAssertTrue("\(error)".contains("exceeds the limit of 19199 pixels"), "\(error)")
+            }
+            XCTAssertNoThrow(try ImageDecoder.decode(path: ImageFixtures.path(file), maxPixels: 160 * 120))
+        }
+        XCTAssertEqual(ImageDecoder.defaultMaxPixels, 178_956_970, "twice Pillow's MAX_IMAGE_PIXELS, where Pillow refuses")
+    }
+
+    func testExifOrientationCanBeIgnored() throws {
+        let path = ImageFixtures.path("exif_orientation_6.jpg")
+        let applied = try ImageDecoder.decode(path: path)
+        let raw = try ImageDecoder.decode(path: path, applyExifOrientation: false)
+        XCTAssertEqual([raw.width, raw.height], [120, 80])
+        XCTAssertEqual([applied.width, applied.height], [80, 120])
+        XCTAssertEqual(raw.transposed(exifOrientation: 6), applied)
+    }
+
+    /// Truncations and byte flips of real files, thousands of times: every decode returns an image or
+    /// throws ImageError; none crashes or reads outside the file (run under ASan to see the latter).
+    func testMutatedFilesDecodeOrThrow() throws {
+        var generator = SystemRandomNumberGenerator()
+        var (decoded, rejected) = (0, 0)
+        for file in ["baseline_420.jpg", "progressive.jpg", "gray.jpg", "cmyk.jpg", "rgb.png", "palette_4bit.png", "gray_alpha.png", "rgb16.png"] {
+            let original = try fixtureBytes(file)
+            for trial in 0..<400 {
+                var bytes = original
+                if trial % 4 == 0 {
+                    bytes = Array(bytes.prefix(Int.random(in: 0..<bytes.count, using: &generator)))
+                } else {
+                    for _ in 0..<Int.random(in: 1...8, using: &generator) {
+                        let limit = Bool.random(using: &generator) ? min(bytes.count, 400) : bytes.count
+                        bytes[Int.random(in: 0..<limit, using: &generator)] ^= UInt8.random(in: 1...255, using: &generator)
+                    }
+                }
+                do {
+                    let image = try ImageDecoder.decode(data: Data(bytes), path: file)
+                    XCTAssertEqual(image.pixels.count, image.width * image.height * image.mode.channels)
+                    decoded += 1
+                } catch is ImageError {
+                    rejected += 1
+                }
+            }
+        }
+        XCTAssertEqual(decoded + rejected, 3200)
+        XCTAssertGreaterThan(rejected, 800)
+    }
+}
+
+final class ImageProcessorConfigTests: XCTestCase {
+    func testLegacyAndCurrentConfigForms() throws {
+        let legacy = try ImageProcessor.load(modelDirectory: ImageFixtures.root.deletingLastPathComponent().appendingPathComponent("models/base").path)
+        XCTAssertEqual([legacy.height, legacy.width], [16, 16])
+        XCTAssertEqual(legacy.imageMean, [0.485, 0.456, 0.406])
+        XCTAssertEqual(legacy.resample, .bilinear)
+        XCTAssertEqual(legacy.rescaleFactor, 1.0 / 255.0, "absent in the legacy form: the default")
+        let current = try ImageProcessor(json: ["size": ["height": 32, "width": 48], "resample": 3, "do_convert_rgb": true, "rescale_factor": 0.5])
+        XCTAssertEqual([current.height, current.width], [32, 48])
+        XCTAssertEqual(current.resample, .bicubic)
+        XCTAssertEqual(current.doConvertRGB, true)
+        XCTAssertEqual(current.rescaleFactor, 0.5)
+    }
+
+    func testBadConfigsAreRejected() {
+        let cases: [([String: Any], String)] = [
+            (["size": ["shortest_edge": 224]], "must contain the keys `height` and `width`"),
+            (["resample": 9], "Pillow's filters are 0–5"),
+            (["image_mean": "red"], "'image_mean' has the wrong type"),
+            (["image_std": [0.2, 0, 0.2]], "std non-zero"),
+            (["size": 0], "size must be positive"),
+        ]
+        for (json, reason) in cases {
+            XCTAssertThrowsError(try ImageProcessor(json: json)) { XCTAssertTrue("\($0)".contains(reason), "\($0)") }
+        }
+        XCTAssertThrowsError(try ImageProcessor.load(modelDirectory: "/nonexistent")) {
+            XCTAssertTrue("\($0)".contains("no preprocessor_config.json"), "\($0)")
+        }
+    }
+
+    func testNonRGBImagesFailAsInTransformersUnlessConverted() throws {
+        let gray = try ImageDecoder.decode(path: ImageFixtures.path("gray.png"))
+        var processor = ImageProcessor()
+        XCTAssertThrowsError(try processor.pixelValues(gray)) {
+            XCTAssertTrue("\($0)".contains("Unsupported number of image dimensions: 2"), "\($0)")
+        }
+        let rgba = try ImageDecoder.decode(path: ImageFixtures.path("rgba.png"))
+        XCTAssertThrowsError(try processor.pixelValues(rgba)) { XCTAssertTrue("\($0)".contains("Unable to infer channel dimension format")) }
+        processor.doConvertRGB = true
+        XCTAssertEqual(try processor.pixelValues(gray).shape, [3, 224, 224])
+        XCTAssertEqual(try processor.pixelValues([gray, rgba]).shape, [2, 3, 224, 224])
+    }
+}
