@@ -64,22 +64,29 @@ extension Image {
     private func convolved(horizontally: Bool, taps: FixedPointTaps) -> Image {
         let channels = mode.channels
         let (outWidth, outHeight) = horizontally ? (taps.outSize, height) : (width, taps.outSize)
+        // Successive taps are neighbouring pixels in a row, or neighbouring rows.
+        let tapStride = horizontally ? channels : width * channels
         var out = [UInt8](repeating: 0, count: outWidth * outHeight * channels)
         let half = Int32(1 << (FixedPointTaps.precisionBits - 1))
         pixels.withUnsafeBufferPointer { src in
             out.withUnsafeMutableBufferPointer { dst in
-                for y in 0..<outHeight {
-                    for x in 0..<outWidth {
-                        let o = horizontally ? x : y
-                        let first = taps.first[o]
-                        let weights = taps.weights[(o * taps.kernelSize)..<(o * taps.kernelSize + taps.count[o])]
-                        for c in 0..<channels {
-                            var acc = half
-                            for (k, w) in weights.enumerated() {
-                                let (sx, sy) = horizontally ? (first + k, y) : (x, first + k)
-                                acc &+= Int32(src[(sy * width + sx) * channels + c]) &* w
+                taps.weights.withUnsafeBufferPointer { weights in
+                    for y in 0..<outHeight {
+                        for x in 0..<outWidth {
+                            let o = horizontally ? x : y
+                            let (first, count) = (taps.first[o], taps.count[o])
+                            let start = horizontally ? (y * width + first) * channels : (first * width + x) * channels
+                            let kernel = weights.baseAddress! + o * taps.kernelSize
+                            let target = (y * outWidth + x) * channels
+                            for c in 0..<channels {
+                                var acc = half
+                                var pixel = src.baseAddress! + start + c
+                                for k in 0..<count {
+                                    acc &+= Int32(pixel.pointee) &* kernel[k]
+                                    pixel += tapStride
+                                }
+                                dst[target + c] = FixedPointTaps.clip8(acc)
                             }
-                            dst[(y * outWidth + x) * channels + c] = FixedPointTaps.clip8(acc)
                         }
                     }
                 }

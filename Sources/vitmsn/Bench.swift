@@ -2,20 +2,24 @@ import ArgumentParser
 import Foundation
 import ViTCore
 import ViTMSN
+import ViTVision
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Time the fp32 forward pass: median ms per batch, images/s and GFLOP/s."
+        abstract: "Time the fp32 forward pass (median ms per batch, images/s, GFLOP/s), or image preprocessing."
     )
 
     @Option(help: "Model directory to time.") var model: String?
     @Option(help: "Shape preset with random weights: small, base, large, base-4, large-7.") var preset: String?
+    @Option(help: "Time decoding + preprocessing of this image file on one core (needs --model for the processor).")
+    var preprocess: String?
     @Option(help: "Images per batch.") var batch = 8
     @Option(help: "Seconds of timed runs (after one warm-up run); at least 3 runs are timed.") var seconds = 10.0
     @OptionGroup var threading: ThreadOptions
     @Flag(help: "Print one JSON object instead of text.") var json = false
 
     func run() throws {
+        if let preprocess { return try timePreprocessing(preprocess) }
         let backbone: ViTMSNModel
         switch (model, preset) {
         case (let directory?, nil): backbone = try ViTMSNModel.load(directory: directory, warn: warn)
@@ -28,22 +32,44 @@ struct Bench: ParsableCommand {
         let shape = [batch, config.numChannels, config.imageSize.height, config.imageSize.width]
         let pixels = Tensor(shape: shape, scalars: (0..<Tensor.elementCount(shape)).map { _ in generator.normal() })
 
-        _ = try backbone.forward(pixelValues: pixels)
+        let median = try medianSeconds { _ = try backbone.forward(pixelValues: pixels) }
+        let gflops = config.forwardFLOPs(height: shape[2], width: shape[3]) * Double(batch) / median / 1e9
+        print(summary: [
+            ("batch", batch), ("median_ms", median * 1000), ("images_per_s", Double(batch) / median), ("gflops", gflops),
+            ("threads", backbone.parallelism.threads), ("kernels", VectorMath.instructionSet),
+        ])
+    }
+
+    /// Decode + `load_image` conversion + `ViTImageProcessor`, on one core, as Python does it per image.
+    private func timePreprocessing(_ path: String) throws {
+        guard let model else { throw CLIError("--preprocess needs --model (for preprocessor_config.json)") }
+        let processor = try ImageProcessor.load(modelDirectory: model)
+        let median = try medianSeconds { _ = try processor.pixelValues(ImageDecoder.loadRGB(path: path)) }
+        print(summary: [("image", path), ("median_ms", median * 1000), ("images_per_s", 1 / median)])
+    }
+
+    /// One warm-up run, then runs until `seconds` have passed (at least three); the median duration.
+    private func medianSeconds(_ body: () throws -> Void) throws -> Double {
+        try body()
         var times: [Double] = []
         let start = Date()
         while times.count < 3 || Date().timeIntervalSince(start) < seconds {
             let t0 = Date()
-            _ = try backbone.forward(pixelValues: pixels)
+            try body()
             times.append(Date().timeIntervalSince(t0))
         }
-        let median = times.sorted()[times.count / 2]
-        let gflops = config.forwardFLOPs(height: shape[2], width: shape[3]) * Double(batch) / median / 1e9
-        let imagesPerSecond = Double(batch) / median
+        return times.sorted()[times.count / 2]
+    }
+
+    private func print(summary fields: [(String, Any)]) {
         if json {
-            print("{\"batch\": \(batch), \"runs\": \(times.count), \"median_ms\": \(median * 1000), \"images_per_s\": \(imagesPerSecond), \"gflops\": \(gflops), \"kernels\": \"\(VectorMath.instructionSet)\", \"threads\": \(backbone.parallelism.threads)}")
+            let object = Dictionary(uniqueKeysWithValues: fields)
+            let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data()
+            Swift.print(String(decoding: data, as: UTF8.self))
         } else {
-            print(String(format: "batch %d: median %.1f ms over %d runs, %.2f images/s, %.1f GFLOP/s (%d threads, %@ kernels)",
-                         batch, median * 1000, times.count, imagesPerSecond, gflops, backbone.parallelism.threads, VectorMath.instructionSet))
+            Swift.print(fields.map { name, value in
+                "\(name) \(value is Double ? String(format: "%.2f", value as! Double) : "\(value)")"
+            }.joined(separator: ", "))
         }
     }
 }
