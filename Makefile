@@ -3,7 +3,7 @@ SWIFT ?= swift
 VENV := .venv/bin/python
 CLI := .build/release/vitmsn
 
-.PHONY: setup build test demo fixtures parity bench clean
+.PHONY: setup build test demo fixtures parity bench fuzz clean
 
 # Debian packages the build links against (CI and fresh machines start without OpenBLAS).
 setup:
@@ -40,6 +40,10 @@ parity: build $(VENV)
 bench: build $(VENV)
 	scripts/setup_venv.sh
 	$(VENV) scripts/bench_peers.py --preset small --batch 1 --batch 8 --preset base
+
+# libFuzzer + ASan on the image decoders for a fixed budget (SECONDS=60 by default).
+fuzz: setup
+	scripts/fuzz.sh $(or $(SECONDS),60)
 
 clean:
 	rm -rf .build out
