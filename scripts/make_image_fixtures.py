@@ -85,21 +85,28 @@ def variants(p):
     save("palette_4bit.png", china.quantize(16), format="PNG", bits=4)
     save("bilevel.png", p["camera"].crop((0, 0, 77, 53)).convert("1"), format="PNG")
     rgb16 = (np.asarray(chelsea.crop((0, 0, 64, 48)), dtype=np.uint16) * 257 + 3).astype(">u2")
-    out["rgb16.png"] = encode_png16(rgb16)
+    out["rgb16.png"] = encode_png(rgb16, bit_depth=16, color_type=2)
+    gray16 = (np.asarray(p["camera"].crop((0, 0, 50, 40)), dtype=np.uint16) * 3).astype(">u2")  # values past 255
+    out["gray16.png"] = encode_png(gray16[..., None], bit_depth=16, color_type=0)
+    out["interlaced.png"] = encode_png(np.asarray(china.crop((0, 0, 45, 37))), bit_depth=8, color_type=2, interlace=True)
     return out
 
 
-def encode_png16(array):
-    """16-bit RGB PNG by hand (Pillow cannot write one)."""
+ADAM7 = [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)]
+
+
+def encode_png(array, bit_depth, color_type, interlace=False):
+    """A PNG by hand, for what Pillow cannot write: 16-bit colour, and Adam7 interlacing."""
     import struct
     import zlib
-    height, width, _ = array.shape
-    raw = b"".join(b"\x00" + array[y].tobytes() for y in range(height))
+    height, width = array.shape[:2]
+    passes = [array[y0::dy, x0::dx] for x0, y0, dx, dy in ADAM7] if interlace else [array]
+    raw = b"".join(b"\x00" + row.tobytes() for image in passes if image.size for row in image)
 
     def chunk(kind, body):
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, int(interlace))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
 
 
 def main():
@@ -116,7 +123,7 @@ def main():
         (OUT / name).write_bytes(data)
         opened = Image.open(io.BytesIO(data))
         opened.load()
-        decoded = np.asarray(opened.convert("RGB") if opened.mode in ("P", "1") else opened)
+        decoded = np.asarray(opened.convert("RGB") if opened.mode in ("P", "1") else opened.convert("L") if opened.mode == "I;16" else opened)
         rgb = ImageOps.exif_transpose(opened).convert("RGB")  # transformers.image_utils.load_image
         entry = dict(file=name, pillow_mode=opened.mode, decoded=fnv1a(np.ascontiguousarray(decoded).tobytes()),
                      decoded_shape=list(decoded.shape), rgb=fnv1a(np.asarray(rgb).tobytes()),

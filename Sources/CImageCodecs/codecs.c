@@ -189,21 +189,29 @@ int vitmsn_decode_png(const uint8_t *data, size_t size, int64_t max_pixels, vitm
         return 1;
     }
     // As Pillow opens them: palettes become RGB (tRNS ignored, as convert("RGB") ignores it), low-depth
-    // gray is scaled to 8 bits, 16-bit samples keep their high byte.
+    // gray is scaled to 8 bits, 16-bit colour keeps its high byte. 16-bit gray is Pillow's "I;16", whose
+    // conversion to 8 bits clips at 255 rather than scaling: it is read whole and clipped below.
+    int gray16 = color == PNG_COLOR_TYPE_GRAY && depth == 16;
     if (color == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(png);
     if (color == PNG_COLOR_TYPE_GRAY && depth < 8) png_set_expand_gray_1_2_4_to_8(png);
-    if (depth == 16) png_set_strip_16(png);
+    if (depth == 16 && !gray16) png_set_strip_16(png);
     png_set_interlace_handling(png);
     png_read_update_info(png, info);
     int channels = png_get_channels(png, info);
     size_t stride = png_get_rowbytes(png, info);
-    if (stride != (size_t)width * channels) png_error(png, "unexpected row layout");
+    if (stride != (size_t)width * channels * (gray16 ? 2 : 1)) png_error(png, "unexpected row layout");
     pixels = malloc(stride * height);
     rows = malloc(sizeof(png_bytep) * height);
     if (!pixels || !rows) png_error(png, "out of memory");
     for (png_uint_32 y = 0; y < height; y++) rows[y] = pixels + stride * y;
     png_read_image(png, rows);
     png_read_end(png, NULL);
+    if (gray16) {  // big-endian samples, clipped to 8 bits in place (the write index never passes the read one)
+        for (size_t i = 0; i < (size_t)width * height; i++) {
+            unsigned value = (pixels[2 * i] << 8) | pixels[2 * i + 1];
+            pixels[i] = value > 255 ? 255 : (uint8_t)value;
+        }
+    }
     out->width = (int)width;
     out->height = (int)height;
     out->channels = channels;

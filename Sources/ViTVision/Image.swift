@@ -45,19 +45,25 @@ public enum AlphaHandling: String, Sendable {
 }
 
 public enum ImageDecoder {
-    /// Pillow's `Image.MAX_IMAGE_PIXELS`: larger images are refused as likely decompression bombs.
-    public static let defaultMaxPixels = 89_478_485 * 2
+    /// Pillow's `Image.MAX_IMAGE_PIXELS`. As in Pillow, larger images get a warning and images of more than
+    /// twice as many pixels are refused (before any pixel memory is taken) as likely decompression bombs.
+    public static let defaultMaxPixels = 89_478_485
 
     /// Decodes a JPEG or PNG file (told apart by content, not name) in the mode Pillow would open it.
     /// The EXIF orientation of JPEGs is applied as `ImageOps.exif_transpose` does unless told otherwise.
-    public static func decode(path: String, applyExifOrientation: Bool = true, maxPixels: Int = defaultMaxPixels) throws -> Image {
+    public static func decode(
+        path: String, applyExifOrientation: Bool = true, maxPixels: Int = defaultMaxPixels, warn: (String) -> Void = { _ in }
+    ) throws -> Image {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw ImageError(path, FileManager.default.fileExists(atPath: path) ? "cannot be read" : "no such file")
         }
-        return try decode(data: data, path: path, applyExifOrientation: applyExifOrientation, maxPixels: maxPixels)
+        return try decode(data: data, path: path, applyExifOrientation: applyExifOrientation, maxPixels: maxPixels, warn: warn)
     }
 
-    public static func decode(data: Data, path: String = "<memory>", applyExifOrientation: Bool = true, maxPixels: Int = defaultMaxPixels) throws -> Image {
+    public static func decode(
+        data: Data, path: String = "<memory>", applyExifOrientation: Bool = true, maxPixels: Int = defaultMaxPixels,
+        warn: (String) -> Void = { _ in }
+    ) throws -> Image {
         let bytes = [UInt8](data)
         let decoder: (UnsafePointer<UInt8>?, Int, Int64, UnsafeMutablePointer<vitmsn_image>?, UnsafeMutablePointer<CChar>?, Int) -> Int32
         if bytes.starts(with: [0xFF, 0xD8]) {
@@ -69,9 +75,12 @@ public enum ImageDecoder {
         }
         var decoded = vitmsn_image()
         var message = [CChar](repeating: 0, count: 512)
-        let status = decoder(bytes, bytes.count, Int64(maxPixels), &decoded, &message, message.count)
+        let status = decoder(bytes, bytes.count, 2 * Int64(maxPixels), &decoded, &message, message.count)
         guard status == 0 else { throw ImageError(path, String(decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)) }
         defer { vitmsn_image_free(&decoded) }
+        if Int(decoded.width) * Int(decoded.height) > maxPixels {
+            warn("\(path): image of \(decoded.width)×\(decoded.height) pixels exceeds the limit of \(maxPixels) pixels, could be a decompression bomb")
+        }
         let mode: Image.Mode = decoded.is_cmyk != 0 ? .CMYK : [1: .L, 2: .LA, 3: .RGB, 4: .RGBA][Int(decoded.channels)]!
         let count = Int(decoded.width) * Int(decoded.height) * mode.channels
         let image = Image(width: Int(decoded.width), height: Int(decoded.height), mode: mode,
@@ -152,8 +161,9 @@ private func onWhite(_ value: UInt8, _ a: Int) -> UInt8 {
 extension ImageDecoder {
     /// What `transformers.image_utils.load_image` gives for a file: EXIF orientation applied, then RGB.
     public static func loadRGB(
-        path: String, applyExifOrientation: Bool = true, alpha: AlphaHandling = .drop, maxPixels: Int = defaultMaxPixels
+        path: String, applyExifOrientation: Bool = true, alpha: AlphaHandling = .drop, maxPixels: Int = defaultMaxPixels,
+        warn: (String) -> Void = { _ in }
     ) throws -> Image {
-        try decode(path: path, applyExifOrientation: applyExifOrientation, maxPixels: maxPixels).converted(toRGBWith: alpha)
+        try decode(path: path, applyExifOrientation: applyExifOrientation, maxPixels: maxPixels, warn: warn).converted(toRGBWith: alpha)
     }
 }

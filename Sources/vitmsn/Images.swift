@@ -10,7 +10,7 @@ struct ImageOptions: ParsableArguments {
     var noExifTranspose = false
     @Option(help: "Transparency: drop (Pillow's convert(\"RGB\")) or white (composite on white).")
     var alpha: String = "drop"
-    @Option(help: "Refuse images with more pixels than this (Pillow's decompression-bomb limit by default).")
+    @Option(help: "Warn above this many pixels and refuse above twice as many (Pillow's MAX_IMAGE_PIXELS by default).")
     var maxPixels = ImageDecoder.defaultMaxPixels
 
     func validate() throws {
@@ -28,7 +28,8 @@ struct ImageOptions: ParsableArguments {
         DispatchQueue.concurrentPerform(iterations: paths.count) { i in
             let result: Result<Tensor, ImageError>
             do {
-                let image = try ImageDecoder.loadRGB(path: paths[i], applyExifOrientation: !noExifTranspose, alpha: handling, maxPixels: maxPixels)
+                let image = try ImageDecoder.loadRGB(
+                    path: paths[i], applyExifOrientation: !noExifTranspose, alpha: handling, maxPixels: maxPixels, warn: warn)
                 result = .success(try processor.pixelValues(image))
             } catch let error as ImageError {
                 result = .failure(ImageError(paths[i], error.reason))

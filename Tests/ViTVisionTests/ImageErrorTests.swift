@@ -35,14 +35,22 @@ final class ImageErrorTests: XCTestCase {
         }
     }
 
-    func testThePixelLimitRefusesLargeImagesBeforeDecoding() throws {
-        for file in ["baseline_444.jpg", "rgb.png"] {
-            XCTAssertThrowsError(try ImageDecoder.decode(path: ImageFixtures.path(file), maxPixels: 160 * 120 - 1)) { error in
-                XCTAssertTrue("\(error)".contains("exceeds the limit of 19199 pixels"), "\(error)")
+    /// As Pillow: a warning above the limit, a refusal (before decoding) above twice the limit.
+    func testThePixelLimitWarnsThenRefuses() throws {
+        for file in ["baseline_444.jpg", "rgb.png"] { // 160×120 = 19,200 pixels
+            let path = ImageFixtures.path(file)
+            XCTAssertThrowsError(try ImageDecoder.decode(path: path, maxPixels: 9_599)) { error in
+                XCTAssertTrue("\(error)".contains("exceeds the limit of 19198 pixels"), "\(error)")
             }
-            XCTAssertNoThrow(try ImageDecoder.decode(path: ImageFixtures.path(file), maxPixels: 160 * 120))
+            var warnings: [String] = []
+            XCTAssertNoThrow(try ImageDecoder.decode(path: path, maxPixels: 9_600) { warnings.append($0) })
+            XCTAssertEqual(warnings.count, 1)
+            XCTAssertTrue(warnings.first?.contains("decompression bomb") ?? false)
+            warnings = []
+            XCTAssertNoThrow(try ImageDecoder.decode(path: path, maxPixels: 19_200) { warnings.append($0) })
+            XCTAssertEqual(warnings, [])
         }
-        XCTAssertEqual(ImageDecoder.defaultMaxPixels, 178_956_970, "twice Pillow's MAX_IMAGE_PIXELS, where Pillow refuses")
+        XCTAssertEqual(ImageDecoder.defaultMaxPixels, 89_478_485, "Pillow's MAX_IMAGE_PIXELS")
     }
 
     func testExifOrientationCanBeIgnored() throws {
