@@ -6,6 +6,7 @@ directory with from_pretrained and reproduce its own outputs.
 Prints one table row per checked tensor group with the maximum absolute error; fails above --atol.
 """
 import argparse
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -33,6 +34,28 @@ def randomize(model, generator):
 
 def vitmsn(*args):
     subprocess.run([str(ROOT / ".build" / "release" / "vitmsn"), *map(str, args)], check=True)
+
+
+def check_embed_on_photos(out):
+    """Image files to embeddings end to end: `vitmsn embed` against transformers' load_image +
+    ViTImageProcessor (PIL path, the released checkpoints' legacy config) + ViTMSNModel."""
+    from transformers import ViTImageProcessor
+    from transformers.image_utils import load_image
+    directory = out / "small"
+    legacy = {"do_normalize": True, "do_resize": True, "feature_extractor_type": "ViTFeatureExtractor",
+              "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225], "resample": 2, "size": 224}
+    (directory / "preprocessor_config.json").write_text(json.dumps(legacy))
+    photos = sorted(str(p) for p in (ROOT / "Tests" / "Fixtures" / "images").glob("*") if p.suffix in (".jpg", ".png"))
+    vitmsn("embed", "--model", directory, *photos, "--output", out / "photos.embeddings.safetensors", "--batch-size", 8)
+    swift = load_file(out / "photos.embeddings.safetensors")["embeddings"]
+    processor = ViTImageProcessor.from_pretrained(directory)
+    model = ViTMSNModel.from_pretrained(directory, attn_implementation="eager").eval()
+    with torch.no_grad():
+        pixels = processor([load_image(p) for p in photos], return_tensors="pt")["pixel_values"]
+        reference = model(pixel_values=pixels).last_hidden_state[:, 0]
+    error = (swift - reference).abs().max().item()
+    print(f"| small | {len(photos)} photos (JPEG/PNG), files → CLS embedding | embeddings | {error:.2e} |")
+    return error
 
 
 def main():
@@ -85,6 +108,7 @@ def main():
             difference = (reloaded(pixel_values=pixels).logits - classifier(pixel_values=pixels).logits).abs().max().item()
         worst_overall = max(worst_overall, difference)
         print(f"| {preset} | classifier written by `vitmsn convert`, loaded by Transformers | logits | {difference:.2e} |")
+    worst_overall = max(worst_overall, check_embed_on_photos(args.out))
     print(f"\nworst error {worst_overall:.2e} (tolerance {args.atol})")
     sys.exit(0 if worst_overall <= args.atol else 1)
 
