@@ -17,10 +17,12 @@ test: setup
 	VITMSN_KERNELS=generic $(SWIFT) test --disable-swift-testing
 	$(SWIFT) test --disable-swift-testing --skip-build
 
-# The main job: run the CLI on a model that ships with the repo, then time the forward pass.
+# The main job: classify and embed real photos with a model that ships with the repo (a tiny random-weight
+# classifier until the pretrained default model lands), then time the ViT-S/16 forward pass.
+DEMO_MODEL := Tests/Fixtures/models/classifier_single
 demo: build
-	$(CLI) forward --model Tests/Fixtures/models/classifier_single \
-		--inputs Tests/Fixtures/cases/classifier_single.inputs.safetensors --output out/demo.safetensors
+	$(CLI) classify --model $(DEMO_MODEL) --top-k 3 Tests/Fixtures/images/flower_original.jpg Tests/Fixtures/images/progressive.jpg
+	$(CLI) embed --model $(DEMO_MODEL) --dir Tests/Fixtures/images --output out/demo-embeddings.safetensors
 	$(CLI) bench --preset small --batch 8 --seconds 5
 
 $(VENV):
