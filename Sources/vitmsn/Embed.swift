@@ -100,7 +100,10 @@ struct Embed: ParsableCommand {
     }
 
     private func imageFiles(in folder: String) throws -> [String] {
-        guard let walker = FileManager.default.enumerator(atPath: folder) else { throw CLIError("\(folder): cannot list the folder") }
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: folder, isDirectory: &isDirectory), isDirectory.boolValue,
+              let walker = FileManager.default.enumerator(atPath: folder)
+        else { throw CLIError("\(folder): not a folder that can be listed") }
         return walker.compactMap { $0 as? String }
             .filter { ["jpg", "jpeg", "png"].contains(URL(fileURLWithPath: $0).pathExtension.lowercased()) }
             .sorted()
