@@ -45,8 +45,9 @@ public struct Parallelism: Sendable {
     }
 }
 
-/// Carries a non-Sendable closure into `concurrentPerform`: the chunks touch disjoint memory.
-private struct UncheckedSendable<Value>: @unchecked Sendable {
-    let value: Value
-    init(_ value: Value) { self.value = value }
+/// Carries a value into concurrent code whose callers guarantee the accesses are disjoint (chunks of one
+/// buffer, one slot per iteration) or serialised.
+public struct UncheckedSendable<Value>: @unchecked Sendable {
+    public let value: Value
+    public init(_ value: Value) { self.value = value }
 }

@@ -94,6 +94,17 @@ public struct Tensor: @unchecked Sendable {
         return try body(UnsafeMutableBufferPointer(start: storage.base, count: count))
     }
 
+    /// Tensors of one shape stacked along a new first axis: (count, shape…).
+    public static func stacked(_ tensors: [Tensor]) -> Tensor {
+        precondition(!tensors.isEmpty && tensors.allSatisfy { $0.shape == tensors[0].shape }, "stacking needs tensors of one shape")
+        let size = tensors[0].count
+        var result = Tensor(zeros: [tensors.count] + tensors[0].shape)
+        result.withUnsafeMutableBufferPointer { out in
+            for (i, tensor) in tensors.enumerated() { (out.baseAddress! + i * size).update(from: tensor.storage.base, count: size) }
+        }
+        return result
+    }
+
     /// Largest absolute elementwise difference; shapes must hold the same number of elements.
     public func maxAbsDifference(_ other: Tensor) -> Float {
         precondition(count == other.count, "comparing \(shape) with \(other.shape)")

@@ -116,14 +116,6 @@ public struct ImageProcessor: Sendable {
 
     /// A batch (B, 3, H, W) from images of any size (each is resized to the processor's size).
     public func pixelValues(_ images: [Image]) throws -> Tensor {
-        let single = try images.map(pixelValues)
-        guard let first = single.first else { return Tensor(zeros: [0, 3, height, width]) }
-        var batch = Tensor(zeros: [single.count] + first.shape)
-        batch.withUnsafeMutableBufferPointer { out in
-            for (b, values) in single.enumerated() {
-                values.withUnsafeBufferPointer { (out.baseAddress! + b * first.count).update(from: $0.baseAddress!, count: first.count) }
-            }
-        }
-        return batch
+        images.isEmpty ? Tensor(zeros: [0, 3, height, width]) : Tensor.stacked(try images.map(pixelValues))
     }
 }

@@ -34,7 +34,7 @@ struct Classify: ParsableCommand {
             let good = zip(paths, results).compactMap { path, r in (try? r.get()).map { (path, $0) } }
             failures += results.compactMap { if case .failure(let e) = $0 { e } else { nil } }
             guard !good.isEmpty else { continue }
-            let logits = try classifier.forward(pixelValues: stack(good.map(\.1))).logits.scalars
+            let logits = try classifier.forward(pixelValues: Tensor.stacked(good.map(\.1))).logits.scalars
             let labels = classifier.config.numLabels
             for (b, (path, _)) in good.enumerated() {
                 let row = logits[(b * labels)..<((b + 1) * labels)]

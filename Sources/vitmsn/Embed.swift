@@ -55,7 +55,7 @@ struct Embed: ParsableCommand {
             let good = zip(batch, results).compactMap { path, r in (try? r.get()).map { (path, $0) } }
             failures += results.compactMap { if case .failure(let e) = $0 { e } else { nil } }
             if !good.isEmpty {
-                let hidden = try encoder.forward(pixelValues: stack(good.map(\.1))).lastHiddenState
+                let hidden = try encoder.forward(pixelValues: Tensor.stacked(good.map(\.1))).lastHiddenState
                 embedded += zip(good.map(\.0), pool(hidden)).map { ($0, $1) }
             }
             progress.update(done: embedded.count + failures.count)
@@ -134,8 +134,8 @@ private final class DecodedBatches: @unchecked Sendable {
     }
 
     func start(_ index: Int, _ work: @escaping (Int) -> Void) {
-        let job = UncheckedJob(work: work)
-        DispatchQueue.global().async { job.work(index) }
+        let job = UncheckedSendable(work)
+        DispatchQueue.global().async { job.value(index) }
     }
 
     func store(_ index: Int, _ results: [Result<Tensor, ImageError>]) {
@@ -147,8 +147,4 @@ private final class DecodedBatches: @unchecked Sendable {
         ready[index].wait()
         return lock.withLock { slots[index]! }
     }
-}
-
-private struct UncheckedJob: @unchecked Sendable {
-    let work: (Int) -> Void
 }

@@ -24,8 +24,8 @@ struct ImageOptions: ParsableArguments {
         let results = UnsafeMutableBufferPointer<Result<Tensor, ImageError>>.allocate(capacity: paths.count)
         defer { results.deallocate() }
         let handling = AlphaHandling(rawValue: alpha)!
-        let box = UncheckedBox(results)
-        DispatchQueue.concurrentPerform(iterations: paths.count) { i in
+        let box = UncheckedSendable(results)
+        DispatchQueue.concurrentPerform(iterations: paths.count) { i in  // each iteration fills its own slot
             let result: Result<Tensor, ImageError>
             do {
                 let image = try ImageDecoder.loadRGB(
@@ -40,24 +40,6 @@ struct ImageOptions: ParsableArguments {
         }
         return Array(results)
     }
-}
-
-/// Each concurrent iteration writes its own slot.
-private struct UncheckedBox<Value>: @unchecked Sendable {
-    let value: Value
-    init(_ value: Value) { self.value = value }
-}
-
-/// Stacks (3, H, W) tensors into (B, 3, H, W).
-func stack(_ images: [Tensor]) -> Tensor {
-    let shape = images[0].shape
-    var batch = Tensor(zeros: [images.count] + shape)
-    batch.withUnsafeMutableBufferPointer { out in
-        for (i, image) in images.enumerated() {
-            image.withUnsafeBufferPointer { (out.baseAddress! + i * image.count).update(from: $0.baseAddress!, count: image.count) }
-        }
-    }
-    return batch
 }
 
 /// Reports unreadable images on stderr; returns whether any failed.

@@ -1,4 +1,5 @@
 import ArgumentParser
+import ViTCore
 import ViTIO
 import ViTVision
 
@@ -20,7 +21,7 @@ struct Preprocess: ParsableCommand {
         let failed = report(results.compactMap { if case .failure(let e) = $0 { e } else { nil } })
         guard !good.isEmpty else { throw ExitCode(1) }
         try SafetensorsWriter.write([
-            SafetensorsRecord(name: "pixel_values", tensor: stack(good.map(\.1))),
+            SafetensorsRecord(name: "pixel_values", tensor: Tensor.stacked(good.map(\.1))),
             SafetensorsRecord(name: "input_index", int64: good.map { Int64($0.0) }, shape: [good.count]),
         ], to: output)
         print("wrote pixel_values \([good.count, 3, processor.height, processor.width]) to \(output)")
