@@ -91,6 +91,43 @@ def pixels(generator, batch=2, channels=3, height=16, width=16):
     return torch.randn(batch, channels, height, width, generator=generator)
 
 
+def write_hostile_checkpoints(directory):
+    """Small torch.save files that must be refused, each for one reason the Swift tests check."""
+    import io
+    import os
+    import zipfile
+    directory.mkdir(parents=True, exist_ok=True)
+    valid = io.BytesIO()
+    torch.save({"w": torch.arange(6, dtype=torch.float32)}, valid)
+    (directory / "valid.bin").write_bytes(valid.getvalue())
+
+    def rewrite(name, replace):
+        """The valid archive with some entries' contents replaced (zipfile writes matching CRCs)."""
+        out = io.BytesIO()
+        with zipfile.ZipFile(io.BytesIO(valid.getvalue())) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as dst:
+            for info in src.infolist():
+                data = src.read(info.filename)
+                for suffix, new in replace.items():
+                    if info.filename.endswith(suffix):
+                        data = new(data)
+                dst.writestr(info.filename, data)
+        (directory / name).write_bytes(out.getvalue())
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, ("echo this must never run",))
+
+    evil = io.BytesIO()
+    torch.save({"w": Exploit()}, evil)
+    (directory / "forbidden_global.bin").write_bytes(evil.getvalue())
+    rewrite("short_storage.bin", {"/data/0": lambda data: data[:8]})
+    rewrite("recursion_bomb.bin", {"data.pkl": lambda _: b"\x80\x02" + b"]" * 1000 + b"a" * 999 + b"."})
+    rewrite("unknown_opcode.bin", {"data.pkl": lambda _: b"\x80\x02cos\nsystem\n(S'id'\ntR."[:2] + b"i" + b"os\nsystem\n."})
+    legacy = io.BytesIO()
+    torch.save({"w": torch.zeros(2)}, legacy, _use_new_zipfile_serialization=False)
+    (directory / "legacy.bin").write_bytes(legacy.getvalue())
+
+
 def main():
     for owned in ["models", "cases"]:  # Tests/Fixtures/images belongs to make_image_fixtures.py
         shutil.rmtree(OUT / owned, ignore_errors=True)
@@ -159,6 +196,30 @@ def main():
         case(f"base_{label}", f"base_{label}", rounded, {"pixel_values": pixels(g)})
     base.save_pretrained(OUT / "models" / "base_sharded", max_shard_size="30KB")
     case("base_sharded", "base_sharded", base, {"pixel_values": pixels(g)})
+
+    # PyTorch pickles (`save_pretrained(safe_serialization=False)`) of the same models, and a hand-made state
+    # dict whose tensors are strided views and share storages, as torch.save keeps them.
+    base.save_pretrained(OUT / "models" / "base_bin", safe_serialization=False)
+    case("base_bin", "base_bin", base, {"pixel_values": pixels(g)})
+    base.save_pretrained(OUT / "models" / "base_bin_sharded", safe_serialization=False, max_shard_size="30KB")
+    case("base_bin_sharded", "base_bin_sharded", base, {"pixel_values": pixels(g)})
+    single.save_pretrained(OUT / "models" / "classifier_bin", safe_serialization=False)
+    case("classifier_bin", "classifier_bin", single, {"pixel_values": pixels(g), "labels": torch.tensor([1, 4])})
+    half = build("base", seed=1)
+    half.to(torch.float16).save_pretrained(OUT / "models" / "base_f16_bin", safe_serialization=False)
+    half.float()
+    case("base_f16_bin", "base_f16_bin", half, {"pixel_values": pixels(g)})
+    strided = {k: v.clone() for k, v in base.state_dict().items()}
+    q = "encoder.layer.0.attention.attention.query.weight"
+    strided[q] = strided[q].t().contiguous().t()  # a transposed view: stride (1, 32)
+    packed = torch.cat([strided["layernorm.weight"], strided["layernorm.bias"]])
+    strided["layernorm.weight"], strided["layernorm.bias"] = packed[:32], packed[32:]  # one storage, two offsets
+    directory = OUT / "models" / "base_bin_strided"
+    directory.mkdir(parents=True)
+    base.config.save_pretrained(directory)
+    torch.save(strided, directory / "pytorch_model.bin")
+    case("base_bin_strided", "base_bin_strided", base, {"pixel_values": pixels(g)})
+    write_hostile_checkpoints(OUT / "torch")
 
     # Image processors: the current form written by Transformers, and the legacy form the released
     # facebook/vit-msn-* checkpoints ship (ViTFeatureExtractor, "size": int, ImageNet mean/std).

@@ -149,19 +149,7 @@ public final class SafetensorsFile: TensorSource {
         }
         var tensor = Tensor(zeros: info.shape)
         tensor.withUnsafeMutableBufferPointer { out in
-            for i in 0..<count {
-                switch info.dtype {
-                case .F32: out[i] = raw.loadUnaligned(fromByteOffset: 4 * i, as: Float.self)
-                case .F64: out[i] = Float(raw.loadUnaligned(fromByteOffset: 8 * i, as: Double.self))
-                case .F16: out[i] = HalfPrecision.float(fromF16: raw.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))
-                case .BF16: out[i] = HalfPrecision.float(fromBF16: raw.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))
-                case .I64: out[i] = Float(raw.loadUnaligned(fromByteOffset: 8 * i, as: Int64.self))
-                case .I32: out[i] = Float(raw.loadUnaligned(fromByteOffset: 4 * i, as: Int32.self))
-                case .I16: out[i] = Float(raw.loadUnaligned(fromByteOffset: 2 * i, as: Int16.self))
-                case .I8: out[i] = Float(raw.load(fromByteOffset: i, as: Int8.self))
-                case .U8, .BOOL: out[i] = Float(raw[i])
-                }
-            }
+            for i in 0..<count { out[i] = readElement(raw, i, info.dtype) }
         }
         return tensor
     }

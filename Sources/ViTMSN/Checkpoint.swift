@@ -17,12 +17,18 @@ public enum ModelDirectory {
         }
     }
 
+    /// The weights, in Transformers' order of preference: safetensors first, then PyTorch pickles.
     public static func weights(_ directory: String) throws -> TensorSource {
-        let single = directory + "/model.safetensors"
-        let index = directory + "/model.safetensors.index.json"
-        if FileManager.default.fileExists(atPath: single) { return try SafetensorsFile(path: single) }
-        if FileManager.default.fileExists(atPath: index) { return try ShardedSafetensors(indexPath: index) }
-        throw CheckpointError(directory, "no model.safetensors or model.safetensors.index.json in the model directory")
+        let candidates: [(String, (String) throws -> TensorSource)] = [
+            ("model.safetensors", { try SafetensorsFile(path: $0) }),
+            ("model.safetensors.index.json", { try ShardedCheckpoint(indexPath: $0) }),
+            ("pytorch_model.bin", { try TorchCheckpoint(path: $0) }),
+            ("pytorch_model.bin.index.json", { try ShardedCheckpoint(indexPath: $0) }),
+        ]
+        for (file, open) in candidates where FileManager.default.fileExists(atPath: directory + "/" + file) {
+            return try open(directory + "/" + file)
+        }
+        throw CheckpointError(directory, "no model.safetensors, pytorch_model.bin or shard index in the model directory")
     }
 
     /// The class `config.json`'s `architectures` names (`ViTMSNModel` when absent).

@@ -154,7 +154,7 @@ final class SafetensorsTests: XCTestCase {
     }
 }
 
-final class ShardedSafetensorsTests: XCTestCase {
+final class ShardedCheckpointTests: XCTestCase {
     func makeShards(weightMap: String, shards: [String: [SafetensorsRecord]]) throws -> String {
         let directory = URL(fileURLWithPath: try temporaryPath("x")).deletingLastPathComponent().path
         for (name, records) in shards { try SafetensorsWriter.write(records, to: directory + "/" + name) }
@@ -166,7 +166,7 @@ final class ShardedSafetensorsTests: XCTestCase {
     func testShardsAreResolvedAndChecked() throws {
         let a = SafetensorsRecord(name: "a", tensor: Tensor(shape: [1], scalars: [1]))
         let b = SafetensorsRecord(name: "b", tensor: Tensor(shape: [1], scalars: [2]))
-        let good = try ShardedSafetensors(indexPath: makeShards(
+        let good = try ShardedCheckpoint(indexPath: makeShards(
             weightMap: #"{"a": "one.safetensors", "b": "two.safetensors"}"#,
             shards: ["one.safetensors": [a], "two.safetensors": [b]]))
         XCTAssertEqual(good.tensorNames, ["a", "b"])
@@ -179,7 +179,7 @@ final class ShardedSafetensorsTests: XCTestCase {
             (#"[]"#, [:], "weight_map"),
         ]
         for (map, shards, reason) in failures {
-            XCTAssertThrowsError(try ShardedSafetensors(indexPath: makeShards(weightMap: map, shards: shards))) { error in
+            XCTAssertThrowsError(try ShardedCheckpoint(indexPath: makeShards(weightMap: map, shards: shards))) { error in
                 XCTAssertTrue("\(error)".contains(reason), "expected '\(reason)' in: \(error)")
             }
         }

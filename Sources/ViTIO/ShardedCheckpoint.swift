@@ -1,10 +1,11 @@
 import Foundation
 import ViTCore
 
-/// A model split over several safetensors files by a `model.safetensors.index.json` (`weight_map`).
-public final class ShardedSafetensors: TensorSource {
+/// A model split over several files by an index (`model.safetensors.index.json` or
+/// `pytorch_model.bin.index.json`, each with a `weight_map` from tensor to shard file).
+public final class ShardedCheckpoint: TensorSource {
     public let indexPath: String
-    private let shards: [String: SafetensorsFile]
+    private let shards: [String: TensorSource]
     private let shardOfTensor: [String: String]
 
     public var tensorNames: [String] { shardOfTensor.keys.sorted() }
@@ -27,13 +28,13 @@ public final class ShardedSafetensors: TensorSource {
             }
             shardOfTensor[tensor] = shard
         }
-        var shards: [String: SafetensorsFile] = [:]
+        var shards: [String: TensorSource] = [:]
         for shard in Set(shardOfTensor.values).sorted() {
             let shardPath = directory.appendingPathComponent(shard).path
             guard FileManager.default.fileExists(atPath: shardPath) else {
                 throw CheckpointError(indexPath, "shard '\(shard)' is listed in the index but missing")
             }
-            shards[shard] = try SafetensorsFile(path: shardPath)
+            shards[shard] = shard.hasSuffix(".safetensors") ? try SafetensorsFile(path: shardPath) : try TorchCheckpoint(path: shardPath)
         }
         for (tensor, shard) in shardOfTensor where shards[shard]?.info(tensor) == nil {
             throw CheckpointError(indexPath, "tensor '\(tensor)' is mapped to '\(shard)', which does not contain it")

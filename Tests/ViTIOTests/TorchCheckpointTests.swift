@@ -1,0 +1,105 @@
+import Foundation
+import ViTCore
+import XCTest
+@testable import ViTIO
+
+/// Tests/Fixtures/torch and the .bin model fixtures, written by scripts/make_fixtures.py with torch.save.
+private func fixture(_ path: String) -> String {
+    URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Fixtures/\(path)").path
+}
+
+private func writeTemporary(_ bytes: [UInt8]) throws -> String {
+    let path = FileManager.default.temporaryDirectory.appendingPathComponent("vitmsn-torch-\(UUID().uuidString).bin").path
+    try Data(bytes).write(to: URL(fileURLWithPath: path))
+    return path
+}
+
+final class TorchCheckpointTests: XCTestCase {
+    func testValidCheckpointIsReadInPlace() throws {
+        let checkpoint = try TorchCheckpoint(path: fixture("torch/valid.bin"))
+        XCTAssertEqual(checkpoint.tensorNames, ["w"])
+        let w = try checkpoint.floatTensor("w")
+        XCTAssertEqual(w.scalars, [0, 1, 2, 3, 4, 5])
+        XCTAssertFalse(w.storage.isOwned, "contiguous aligned F32 is borrowed from the mapped file")
+        XCTAssertEqual(checkpoint.info("w")?.dtype, .F32)
+    }
+
+    func testStateDictNamesAndDtypes() throws {
+        let bin = try TorchCheckpoint(path: fixture("models/base_f16_bin/pytorch_model.bin"))
+        let reference = try SafetensorsFile(path: fixture("models/base_f16/model.safetensors"))
+        XCTAssertEqual(bin.tensorNames, reference.tensorNames)
+        for name in bin.tensorNames {
+            XCTAssertEqual(bin.info(name)?.dtype, .F16, name)
+            XCTAssertEqual(try bin.floatTensor(name).scalars, try reference.floatTensor(name).scalars, name)
+        }
+    }
+
+    func testHostileFilesAreRefusedWithTheReason() throws {
+        let refusedOnOpen: [(String, String)] = [
+            ("torch/forbidden_global.bin", "refusing global 'posix.system'"),
+            ("torch/recursion_bomb.bin", "nested deeper than 64 levels"),
+            ("torch/unknown_opcode.bin", "opcode 0x69"),
+            ("torch/legacy.bin", "legacy torch.save format of PyTorch < 1.6; re-save it"),
+        ]
+        for (file, reason) in refusedOnOpen {
+            XCTAssertThrowsError(try TorchCheckpoint(path: fixture(file)), file) { error in
+                XCTAssertTrue("\(error)".contains(reason), "expected '\(reason)' in \(error)")
+                XCTAssertTrue("\(error)".hasPrefix(fixture(file)), "names the file: \(error)")
+            }
+        }
+        let short = try TorchCheckpoint(path: fixture("torch/short_storage.bin"))
+        XCTAssertThrowsError(try short.floatTensor("w")) { XCTAssertTrue("\($0)".contains("fewer than its 6 F32 elements"), "\($0)") }
+    }
+
+    func testTruncatedAndCorruptArchives() throws {
+        let valid = try [UInt8](Data(contentsOf: URL(fileURLWithPath: fixture("torch/valid.bin"))))
+        XCTAssertThrowsError(try TorchCheckpoint(path: writeTemporary(Array(valid.prefix(valid.count / 2))))) {
+            XCTAssertTrue("\($0)".contains("end-of-central-directory"), "\($0)")
+        }
+        // Flip one byte of the tensor data: the CRC check catches it when the tensor is read.
+        let checkpoint = try TorchCheckpoint(path: fixture("torch/valid.bin"))
+        let dataStart = try XCTUnwrap(checkpoint.info("w")).dataRange.lowerBound
+        var flipped = valid
+        flipped[dataStart + 5] ^= 0x40
+        let corrupt = try TorchCheckpoint(path: writeTemporary(flipped))
+        XCTAssertThrowsError(try corrupt.floatTensor("w")) { XCTAssertTrue("\($0)".contains("CRC-32"), "\($0)") }
+        XCTAssertThrowsError(try TorchCheckpoint(path: writeTemporary(Array("PK\u{3}\u{4}nonsense".utf8)))) {
+            XCTAssertTrue("\($0)".contains("zip"), "\($0)")
+        }
+        XCTAssertThrowsError(try TorchCheckpoint(path: writeTemporary(Array("hello".utf8)))) {
+            XCTAssertTrue("\($0)".contains("not a PyTorch checkpoint"), "\($0)")
+        }
+    }
+
+    /// Thousands of truncations and byte flips of real .bin files: every load and every tensor read either
+    /// succeeds or throws CheckpointError.
+    func testMutatedCheckpointsLoadOrThrow() throws {
+        var generator = SeededGenerator(seed: 11)
+        var (loaded, rejected) = (0, 0)
+        for file in ["torch/valid.bin", "models/classifier_bin/pytorch_model.bin"] {
+            let original = try [UInt8](Data(contentsOf: URL(fileURLWithPath: fixture(file))))
+            let path = try writeTemporary(original)
+            for trial in 0..<1500 {
+                var bytes = original
+                if trial % 3 == 0 {
+                    bytes = Array(bytes.prefix(Int.random(in: 0..<bytes.count, using: &generator)))
+                } else {
+                    for _ in 0..<Int.random(in: 1...4, using: &generator) {
+                        bytes[Int.random(in: 0..<bytes.count, using: &generator)] ^= UInt8.random(in: 1...255, using: &generator)
+                    }
+                }
+                try Data(bytes).write(to: URL(fileURLWithPath: path))
+                do {
+                    let checkpoint = try TorchCheckpoint(path: path)
+                    for name in checkpoint.tensorNames { _ = try checkpoint.floatTensor(name) }
+                    loaded += 1
+                } catch is CheckpointError {
+                    rejected += 1
+                }
+            }
+        }
+        XCTAssertEqual(loaded + rejected, 3000)
+        XCTAssertGreaterThan(rejected, 1500)
+    }
+}
