@@ -91,6 +91,43 @@ def pixels(generator, batch=2, channels=3, height=16, width=16):
     return torch.randn(batch, channels, height, width, generator=generator)
 
 
+def write_msn_checkpoint(g):
+    """An original-MSN-style training checkpoint (facebookresearch/msn layout: DDP `module.` keys, fused qkv,
+    projection head fc.*, prototypes, optimizer state) of a tiny ViT, and what Transformers computes with
+    the same weights. Hidden size 64 so that heads = hidden / 64, as in every released MSN model."""
+    model = build("msn_reference", seed=12, hidden_size=64, num_attention_heads=1, num_hidden_layers=1)
+    shutil.rmtree(OUT / "models" / "msn_reference")
+    sd = model.state_dict()
+    msn = {"module.cls_token": sd["embeddings.cls_token"], "module.pos_embed": sd["embeddings.position_embeddings"],
+           "module.patch_embed.proj.weight": sd["embeddings.patch_embeddings.projection.weight"],
+           "module.patch_embed.proj.bias": sd["embeddings.patch_embeddings.projection.bias"],
+           "module.norm.weight": sd["layernorm.weight"], "module.norm.bias": sd["layernorm.bias"]}
+    for i in range(model.config.num_hidden_layers):
+        hf, orig = f"encoder.layer.{i}.", f"module.blocks.{i}."
+        for kind in ["weight", "bias"]:
+            msn[orig + f"norm1.{kind}"] = sd[hf + f"layernorm_before.{kind}"]
+            msn[orig + f"norm2.{kind}"] = sd[hf + f"layernorm_after.{kind}"]
+            msn[orig + f"attn.proj.{kind}"] = sd[hf + f"attention.output.dense.{kind}"]
+            msn[orig + f"mlp.fc1.{kind}"] = sd[hf + f"intermediate.dense.{kind}"]
+            msn[orig + f"mlp.fc2.{kind}"] = sd[hf + f"output.dense.{kind}"]
+            msn[orig + f"attn.qkv.{kind}"] = torch.cat([sd[hf + f"attention.attention.{p}.{kind}"] for p in ["query", "key", "value"]])
+    head = {"fc.fc1.weight": torch.randn(48, 64, generator=g), "fc.fc1.bias": torch.zeros(48),
+            "fc.bn1.weight": torch.ones(48), "fc.bn1.bias": torch.zeros(48), "fc.bn1.running_mean": torch.zeros(48),
+            "fc.bn1.running_var": torch.ones(48), "fc.bn1.num_batches_tracked": torch.tensor(5),
+            "fc.fc3.weight": torch.randn(16, 48, generator=g), "fc.fc3.bias": torch.zeros(16)}
+    msn.update({"module." + k: v for k, v in head.items()})
+    checkpoint = {"encoder": msn, "target_encoder": msn, "prototypes": torch.randn(10, 16, generator=g),
+                  "opt": {"state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.randn(4, generator=g)}},
+                          "param_groups": [{"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.04,
+                                            "amsgrad": False, "params": [0, 1]}]},
+                  "epoch": 7, "loss": 3.25, "batch_size": 64, "world_size": 1, "lr": 1e-3, "temperature": 0.1, "amp": None}
+    (OUT / "torch").mkdir(parents=True, exist_ok=True)
+    torch.save(checkpoint, OUT / "torch" / "msn_tiny.pth.tar")
+    inputs = {"pixel_values": pixels(g)}
+    save_file(inputs, OUT / "cases" / "msn_checkpoint.inputs.safetensors")
+    save_file({k: v.contiguous() for k, v in run(model, inputs).items()}, OUT / "cases" / "msn_checkpoint.expected.safetensors")
+
+
 def write_hostile_checkpoints(directory):
     """Small torch.save files that must be refused, each for one reason the Swift tests check."""
     import io
@@ -110,7 +147,7 @@ def write_hostile_checkpoints(directory):
                 for suffix, new in replace.items():
                     if info.filename.endswith(suffix):
                         data = new(data)
-                dst.writestr(info.filename, data)
+                dst.writestr(zipfile.ZipInfo(info.filename, date_time=(2024, 1, 1, 0, 0, 0)), data)
         (directory / name).write_bytes(out.getvalue())
 
     class Exploit:
@@ -220,6 +257,7 @@ def main():
     torch.save(strided, directory / "pytorch_model.bin")
     case("base_bin_strided", "base_bin_strided", base, {"pixel_values": pixels(g)})
     write_hostile_checkpoints(OUT / "torch")
+    write_msn_checkpoint(g)
 
     # Image processors: the current form written by Transformers, and the legacy form the released
     # facebook/vit-msn-* checkpoints ship (ViTFeatureExtractor, "size": int, ImageNet mean/std).

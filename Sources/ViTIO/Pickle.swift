@@ -17,8 +17,8 @@ public indirect enum PickleValue {
     case storage(TorchStorage)
     case tensor(TorchTensor)
 
-    var stringValue: String? { if case .string(let s) = self { s } else { nil } }
-    var intValue: Int64? { if case .int(let i) = self { i } else { nil } }
+    public var stringValue: String? { if case .string(let s) = self { s } else { nil } }
+    public var intValue: Int64? { if case .int(let i) = self { i } else { nil } }
 }
 
 public final class PickleList {
