@@ -9,7 +9,8 @@ struct Bench: ParsableCommand {
         abstract: "Time the fp32 forward pass (median ms per batch, images/s, GFLOP/s), or image preprocessing."
     )
 
-    @Option(help: "Model directory to time.") var model: String?
+    @Option(help: "Model directory, or a model id in the Hugging Face cache, to time.") var model: String?
+    @Option(help: "Branch, tag or commit of a model id.") var revision: String?
     @Option(help: "Shape preset with random weights: small, base, large, base-4, large-7.") var preset: String?
     @Option(help: "Time decoding + preprocessing of this image file on one core (needs --model for the processor).")
     var preprocess: String?
@@ -22,7 +23,7 @@ struct Bench: ParsableCommand {
         if let preprocess { return try timePreprocessing(preprocess) }
         let backbone: ViTMSNModel
         switch (model, preset) {
-        case (let directory?, nil): backbone = try ViTMSNModel.load(directory: directory, warn: warn)
+        case (let reference?, nil): backbone = try ViTMSNModel.load(directory: HubCache().resolve(reference, revision: revision), warn: warn)
         case (nil, let name?): backbone = try ViTMSNModel.randomlyInitialized(config: ViTMSNConfig.preset(name), seed: 0)
         default: throw CLIError("give exactly one of --model and --preset")
         }
@@ -43,7 +44,7 @@ struct Bench: ParsableCommand {
     /// Decode + `load_image` conversion + `ViTImageProcessor`, on one core, as Python does it per image.
     private func timePreprocessing(_ path: String) throws {
         guard let model else { throw CLIError("--preprocess needs --model (for preprocessor_config.json)") }
-        let processor = try ImageProcessor.load(modelDirectory: model)
+        let processor = try ImageProcessor.load(modelDirectory: HubCache().resolve(model, revision: revision))
         let median = try medianSeconds { _ = try processor.pixelValues(ImageDecoder.loadRGB(path: path)) }
         print(summary: [("image", path), ("median_ms", median * 1000), ("images_per_s", 1 / median)])
     }

@@ -7,7 +7,7 @@ import ViTVision
 struct Classify: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Print the top labels of image files with their probabilities.")
 
-    @Option(help: "A ViTMSNForImageClassification model directory (with preprocessor_config.json).") var model: String
+    @OptionGroup var modelOptions: ModelOptions
     @Argument(help: "JPEG or PNG files.") var images: [String]
     @Option(help: "How many labels to print per image.") var topK = 5
     @Option(help: "Images per forward pass.") var batchSize = 8
@@ -20,6 +20,7 @@ struct Classify: ParsableCommand {
     }
 
     func run() throws {
+        let model = try modelOptions.directory()
         guard case .imageClassification(let classifier) = try AnyViTMSN.load(directory: model, warn: warn) else {
             throw CLIError("\(model) is a ViTMSNModel (no classification head): fine-tune it or give a ViTMSNForImageClassification directory")
         }

@@ -20,6 +20,7 @@ struct Convert: ParsableCommand {
     @Option(help: "MSN checkpoints: attention heads (default hidden_size / 64, as in every released model).") var heads: Int?
 
     func run() throws {
+        let source = try HubCache().resolve(source)
         guard let storage = ["f32": DType.F32, "f16": .F16, "bf16": .BF16][dtype.lowercased()] else {
             throw CLIError("--dtype must be f32, f16 or bf16, got '\(dtype)'")
         }

@@ -17,7 +17,7 @@ struct Embed: ParsableCommand {
             """
     )
 
-    @Option(help: "Model directory (with preprocessor_config.json).") var model: String
+    @OptionGroup var modelOptions: ModelOptions
     @Argument(help: "JPEG or PNG files.") var images: [String] = []
     @Option(help: "A folder to embed every .jpg/.jpeg/.png below.") var dir: String?
     @Option(help: "File to write.") var output: String
@@ -35,6 +35,7 @@ struct Embed: ParsableCommand {
     }
 
     func run() throws {
+        let model = try modelOptions.directory()
         let paths = try images + (dir.map(imageFiles) ?? [])
         guard !paths.isEmpty else { throw CLIError("\(dir ?? ""): no .jpg, .jpeg or .png files") }
         let encoder = try AnyViTMSN.load(directory: model, warn: warn).backbone

@@ -16,7 +16,7 @@ struct Forward: ParsableCommand {
             """
     )
 
-    @Option(help: "Model directory (config.json + model.safetensors).") var model: String
+    @OptionGroup var modelOptions: ModelOptions
     @Option(help: "Safetensors file with the input tensors.") var inputs: String
     @Option(help: "Safetensors file to write.") var output: String
     @Flag(help: "Also write hidden_states.0 … hidden_states.L.") var outputHiddenStates = false
@@ -25,6 +25,7 @@ struct Forward: ParsableCommand {
     @OptionGroup var threading: ThreadOptions
 
     func run() throws {
+        let model = try modelOptions.directory()
         let request = try ForwardInputs(file: SafetensorsFile(path: inputs))
         let options = ForwardOptions(
             outputHiddenStates: outputHiddenStates, outputAttentions: outputAttentions,

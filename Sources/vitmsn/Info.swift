@@ -12,6 +12,7 @@ struct Info: ParsableCommand {
     @Flag(help: "List every tensor.") var tensors = false
 
     func run() throws {
+        let path = try HubCache().resolve(path)
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else { throw CLIError("\(path): no such file or directory") }
         let source: TensorSource

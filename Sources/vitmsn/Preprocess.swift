@@ -9,12 +9,13 @@ struct Preprocess: ParsableCommand {
         discussion: "OUTPUT holds pixel_values (F32, B×3×H×W) for the images that could be read, and input_index (I64 [B]) saying which argument each row came from."
     )
 
-    @Option(help: "Model directory with preprocessor_config.json.") var model: String
+    @OptionGroup var modelOptions: ModelOptions
     @Argument(help: "JPEG or PNG files.") var images: [String]
     @Option(help: "Safetensors file to write.") var output: String
     @OptionGroup var imageOptions: ImageOptions
 
     func run() throws {
+        let model = try modelOptions.directory()
         let processor = try ImageProcessor.load(modelDirectory: model)
         let results = imageOptions.pixelValues(images, processor: processor)
         let good = results.enumerated().compactMap { i, r in (try? r.get()).map { (i, $0) } }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import ViTCore
+import ViTMSN
 
 @main
 struct VitMSN: ParsableCommand {
@@ -30,4 +31,12 @@ struct ThreadOptions: ParsableArguments {
     }
 
     var parallelism: Parallelism { threads.map { Parallelism(threads: $0) } ?? Parallelism() }
+}
+
+/// `--model DIR|ID [--revision R]`: a model directory, or a model id found in the Hugging Face cache.
+struct ModelOptions: ParsableArguments {
+    @Option(help: "Model directory, or a model id (org/name) in the Hugging Face cache.") var model: String
+    @Option(help: "Branch, tag or commit of a model id (default main).") var revision: String?
+
+    func directory() throws -> String { try HubCache().resolve(model, revision: revision) }
 }
