@@ -26,7 +26,8 @@ let package = Package(
             dependencies: ["CKernels", .target(name: "COpenBLAS", condition: .when(platforms: [.linux]))],
             linkerSettings: [.linkedFramework("Accelerate", .when(platforms: [.macOS]))]
         ),
-        .target(name: "ViTIO", dependencies: ["ViTCore"]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        .target(name: "ViTIO", dependencies: ["ViTCore", "CZlib"]),
         .target(
             name: "CImageCodecs",
             linkerSettings: [.linkedLibrary("jpeg"), .linkedLibrary("png16")]

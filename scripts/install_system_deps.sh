@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the Swift package links against, when they are missing.
 set -euo pipefail
-packages=(libopenblas-dev libjpeg-dev libpng-dev pkg-config)
+packages=(libopenblas-dev libjpeg-dev libpng-dev zlib1g-dev pkg-config)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 [ ${#missing[@]} -eq 0 ] && exit 0

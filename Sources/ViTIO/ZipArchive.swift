@@ -1,3 +1,5 @@
+import CZlib
+
 /// The uncompressed ("stored") zip archives `torch.save` writes, read through the mapped file: the central
 /// directory (zip64 included) gives each entry's byte range, checked against the file before it is trusted.
 /// Entries are handed out in place, after their CRC-32 is verified.
@@ -107,36 +109,16 @@ public final class ZipArchive {
     }
 }
 
-/// CRC-32 (IEEE 802.3, as zip uses), slicing by eight bytes.
+/// CRC-32 (IEEE 802.3, as zip uses) through zlib's vectorised implementation.
 enum CRC32 {
-    static let tables: [[UInt32]] = {
-        var tables = [[UInt32]](repeating: [UInt32](repeating: 0, count: 256), count: 8)
-        for i in 0..<256 {
-            var c = UInt32(i)
-            for _ in 0..<8 { c = c & 1 != 0 ? 0xEDB8_8320 ^ (c >> 1) : c >> 1 }
-            tables[0][i] = c
-        }
-        for i in 0..<256 {
-            for t in 1..<8 { tables[t][i] = (tables[t - 1][i] >> 8) ^ tables[0][Int(tables[t - 1][i] & 0xFF)] }
-        }
-        return tables
-    }()
-
     static func checksum(_ data: UnsafeRawBufferPointer) -> UInt32 {
-        var crc: UInt32 = 0xFFFF_FFFF
-        let t = tables
-        var i = 0
-        while i + 8 <= data.count {
-            let low = crc ^ data.loadUnaligned(fromByteOffset: i, as: UInt32.self).littleEndian
-            let high = data.loadUnaligned(fromByteOffset: i + 4, as: UInt32.self).littleEndian
-            crc = t[7][Int(low & 0xFF)] ^ t[6][Int((low >> 8) & 0xFF)] ^ t[5][Int((low >> 16) & 0xFF)] ^ t[4][Int(low >> 24)]
-                ^ t[3][Int(high & 0xFF)] ^ t[2][Int((high >> 8) & 0xFF)] ^ t[1][Int((high >> 16) & 0xFF)] ^ t[0][Int(high >> 24)]
-            i += 8
+        var crc = crc32(0, nil, 0)
+        var rest = data
+        while !rest.isEmpty { // zlib takes 32-bit lengths
+            let chunk = UnsafeRawBufferPointer(rebasing: rest.prefix(1 << 30))
+            crc = crc32(crc, chunk.baseAddress?.assumingMemoryBound(to: UInt8.self), UInt32(chunk.count))
+            rest = UnsafeRawBufferPointer(rebasing: rest.dropFirst(chunk.count))
         }
-        while i < data.count {
-            crc = t[0][Int((crc ^ UInt32(data[i])) & 0xFF)] ^ (crc >> 8)
-            i += 1
-        }
-        return ~crc
+        return UInt32(crc)
     }
 }

@@ -14,6 +14,8 @@ struct Bench: ParsableCommand {
     @Option(help: "Shape preset with random weights: small, base, large, base-4, large-7.") var preset: String?
     @Option(help: "Time decoding + preprocessing of this image file on one core (needs --model for the processor).")
     var preprocess: String?
+    @Flag(help: "Time loading the --model directory (validation, CRC checks, mapping) instead of the forward pass.")
+    var load = false
     @Option(help: "Images per batch.") var batch = 8
     @Option(help: "Seconds of timed runs (after one warm-up run); at least 3 runs are timed.") var seconds = 10.0
     @OptionGroup var threading: ThreadOptions
@@ -21,6 +23,12 @@ struct Bench: ParsableCommand {
 
     func run() throws {
         if let preprocess { return try timePreprocessing(preprocess) }
+        if load {
+            guard let model else { throw CLIError("--load needs --model") }
+            let directory = try HubCache().resolve(model, revision: revision)
+            let median = try medianSeconds { _ = try AnyViTMSN.load(directory: directory) }
+            return print(summary: [("model", directory), ("load_ms", median * 1000)])
+        }
         let backbone: ViTMSNModel
         switch (model, preset) {
         case (let reference?, nil): backbone = try ViTMSNModel.load(directory: HubCache().resolve(reference, revision: revision), warn: warn)
