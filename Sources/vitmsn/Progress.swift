@@ -1,15 +1,19 @@
 import Foundation
 
-/// A one-line progress bar on stderr (images/s and ETA), redrawn at most ten times a second; silent when
-/// stderr is not a terminal, where a final summary line is printed instead.
+/// A one-line progress bar on stderr (rate and ETA), redrawn at most ten times a second; silent when stderr
+/// is not a terminal, where a final summary line is printed instead.
 final class ProgressBar {
     private let total: Int
     private let label: String
+    private let unit: String
     private let start = Date()
     private var lastDraw = Date.distantPast
     private let interactive = isatty(FileHandle.standardError.fileDescriptor) != 0
 
-    init(total: Int, label: String) { (self.total, self.label) = (total, label) }
+    /// `unit` "img" counts images; "B" counts bytes (shown in MB).
+    init(total: Int, label: String, unit: String = "img") { (self.total, self.label, self.unit) = (total, label, unit) }
+
+    private func amount(_ count: Int) -> String { unit == "B" ? String(format: "%.1f MB", Double(count) / 1_048_576) : "\(count)" }
 
     func update(done: Int) {
         guard interactive, Date().timeIntervalSince(lastDraw) > 0.1 || done == total else { return }
@@ -20,7 +24,8 @@ final class ProgressBar {
         let width = 30
         let filled = total > 0 ? width * done / total : width
         let bar = String(repeating: "█", count: filled) + String(repeating: "·", count: width - filled)
-        let line = String(format: "\r%@ %@ %d/%d  %.1f img/s  ETA %d:%02d ", label, bar, done, total, rate, eta / 60, eta % 60)
+        let speed = unit == "B" ? String(format: "%.1f MB/s", rate / 1_048_576) : String(format: "%.1f img/s", rate)
+        let line = "\r\(label) \(bar) \(amount(done))/\(amount(total))  \(speed)  ETA \(eta / 60):" + String(format: "%02d ", eta % 60)
         FileHandle.standardError.write(Data(line.utf8))
     }
 

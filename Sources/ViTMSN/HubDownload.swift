@@ -1,0 +1,282 @@
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import ViTIO
+
+/// Fetches a model into the Hugging Face cache with the Hub's file scheme (`{endpoint}/{repo}/resolve/
+/// {revision}/{file}`), as huggingface_hub does: a HEAD that does not follow redirects gives the commit,
+/// ETag and size; the body goes to `blobs/{etag}.incomplete` (resumed with a Range request when a partial
+/// one exists), is checked against the size and, for LFS files, the SHA-256 the ETag names, is renamed to
+/// `blobs/{etag}`, and `snapshots/{commit}/{file}` links to it. `refs/{revision}` is written last.
+public struct HubDownloader {
+    public let cache: HubCache
+    public let endpoint: String
+    let token: String?
+    let offline: Bool
+
+    public init(environment: [String: String] = ProcessInfo.processInfo.environment) {
+        cache = HubCache(environment: environment)
+        endpoint = (environment["HF_ENDPOINT"] ?? "https://huggingface.co").trimmingCharacters(in: CharacterSet(charactersIn: "/"))
+        token = environment["HF_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }
+        offline = ["1", "ON", "YES", "TRUE"].contains(environment["HF_HUB_OFFLINE"]?.uppercased() ?? "")
+    }
+
+    public struct Progress {
+        public let file: String
+        public let received: Int
+        public let total: Int
+    }
+
+    /// Downloads config, preprocessor config and the weights (safetensors preferred, then sharded, then
+    /// PyTorch pickles); returns the snapshot folder.
+    @discardableResult
+    public func download(_ modelID: String, revision: String = "main", progress: (Progress) -> Void = { _ in }) throws -> String {
+        guard HubCache.isModelID(modelID) else { throw CheckpointError(modelID, "not a model id (expected org/name)") }
+        guard !offline else { throw CheckpointError(modelID, "HF_HUB_OFFLINE is set: not downloading") }
+        var commit = ""
+        func fetch(_ file: String, required: Bool) throws -> String? {
+            guard let (path, fileCommit) = try fetchFile(modelID, revision: revision, file: file, progress: progress) else {
+                if required { throw CheckpointError(modelID, "\(file) does not exist at revision \(revision)") }
+                return nil
+            }
+            commit = fileCommit
+            return path
+        }
+        _ = try fetch("config.json", required: true)
+        _ = try fetch("preprocessor_config.json", required: false)
+        var weights = false
+        for (file, index) in [("model.safetensors", false), ("model.safetensors.index.json", true), ("pytorch_model.bin", false), ("pytorch_model.bin.index.json", true)] {
+            guard let path = try fetch(file, required: false) else { continue }
+            if index {
+                let data = try Data(contentsOf: URL(fileURLWithPath: path))
+                guard let map = (try? JSONSerialization.jsonObject(with: data) as? [String: Any])?["weight_map"] as? [String: String] else {
+                    throw CheckpointError(modelID, "\(file) has no weight_map")
+                }
+                for shard in Set(map.values).sorted() {
+                    guard !shard.contains("/"), shard != ".." else { throw CheckpointError(modelID, "\(file) names '\(shard)', not a file name") }
+                    _ = try fetch(shard, required: true)
+                }
+            }
+            weights = true
+            break
+        }
+        guard weights else { throw CheckpointError(modelID, "no model.safetensors, pytorch_model.bin or shard index at revision \(revision)") }
+        let repository = cache.repositoryFolder(modelID)
+        if revision != commit {
+            try FileManager.default.createDirectory(atPath: repository + "/refs", withIntermediateDirectories: true)
+            try writeAtomically(Data(commit.utf8), to: repository + "/refs/" + revision)
+        }
+        return repository + "/snapshots/" + commit
+    }
+
+    /// One file into the cache; nil when the Hub says it does not exist.
+    func fetchFile(_ modelID: String, revision: String, file: String, progress: (Progress) -> Void) throws -> (String, String)? {
+        let url = "\(endpoint)/\(modelID)/resolve/\(revision)/\(file)"
+        let head = try HTTP.request(url, method: "HEAD", token: token, followRedirects: false)
+        switch head.status {
+        case 200, 300..<400: break
+        case 404: return nil
+        case 401, 403: throw CheckpointError(url, "HTTP \(head.status): the model is gated or private; set HF_TOKEN")
+        default: throw CheckpointError(url, "HTTP \(head.status)")
+        }
+        guard let commit = head.header("X-Repo-Commit"), commit.allSatisfy({ $0.isHexDigit }), !commit.isEmpty else {
+            throw CheckpointError(url, "the server sent no X-Repo-Commit header")
+        }
+        guard let rawEtag = head.header("X-Linked-Etag") ?? head.header("ETag") else { throw CheckpointError(url, "the server sent no ETag") }
+        let etag = rawEtag.replacingOccurrences(of: "W/", with: "").trimmingCharacters(in: CharacterSet(charactersIn: "\""))
+        guard !etag.isEmpty, etag.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" }) else { throw CheckpointError(url, "unusable ETag '\(rawEtag)'") }
+        guard let size = (head.header("X-Linked-Size") ?? head.header("Content-Length")).flatMap(Int.init) else {
+            throw CheckpointError(url, "the server sent no size")
+        }
+        let repository = cache.repositoryFolder(modelID)
+        let blob = repository + "/blobs/" + etag
+        let snapshot = repository + "/snapshots/" + commit
+        try FileManager.default.createDirectory(atPath: repository + "/blobs", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: snapshot, withIntermediateDirectories: true)
+        if !FileManager.default.fileExists(atPath: blob) {
+            let source = (300..<400).contains(head.status) ? head.header("Location").map { absolute($0, relativeTo: url) } ?? url : url
+            let partial = blob + ".incomplete"
+            try HTTP.download(source, to: partial, token: token, expectedSize: size) { progress(Progress(file: file, received: $0, total: size)) }
+            let received = (try FileManager.default.attributesOfItem(atPath: partial)[.size] as? Int) ?? -1
+            guard received == size else { throw CheckpointError(url, "received \(received) bytes, the server announced \(size)") }
+            if etag.count == 64, etag.allSatisfy(\.isHexDigit) {
+                let digest = try SHA256.hex(ofFile: partial)
+                guard digest == etag.lowercased() else {
+                    try? FileManager.default.removeItem(atPath: partial)
+                    throw CheckpointError(url, "SHA-256 \(digest) does not match the ETag \(etag); the partial download was removed")
+                }
+            }
+            guard rename(partial, blob) == 0 else { throw CheckpointError(blob, "cannot move the download into place") }
+        }
+        // snapshots/{commit}/{file} → ../../blobs/{etag}, replaced in one step.
+        let link = snapshot + "/" + file
+        let temporary = link + ".tmp-link"
+        try? FileManager.default.removeItem(atPath: temporary)
+        try FileManager.default.createSymbolicLink(atPath: temporary, withDestinationPath: "../../blobs/" + etag)
+        guard rename(temporary, link) == 0 else { throw CheckpointError(link, "cannot link the snapshot file") }
+        return (link, commit)
+    }
+
+    private func absolute(_ location: String, relativeTo url: String) -> String {
+        URL(string: location, relativeTo: URL(string: url))?.absoluteString ?? location
+    }
+}
+
+/// Blocking HTTP over URLSession, enough for the Hub's scheme.
+enum HTTP {
+    struct Response {
+        let status: Int
+        let headers: [String: String]
+        func header(_ name: String) -> String? { headers.first { $0.key.caseInsensitiveCompare(name) == .orderedSame }?.value }
+    }
+
+    private final class Delegate: NSObject, URLSessionDataDelegate, @unchecked Sendable {
+        let followRedirects: Bool
+        var response: HTTPURLResponse?
+        var error: Error?
+        var sink: ((Data) throws -> Void)?
+        let done = DispatchSemaphore(value: 0)
+
+        init(followRedirects: Bool) { self.followRedirects = followRedirects }
+
+        func urlSession(_ session: URLSession, task: URLSessionTask, willPerformHTTPRedirection response: HTTPURLResponse,
+                        newRequest request: URLRequest, completionHandler: @escaping (URLRequest?) -> Void) {
+            completionHandler(followRedirects ? request : nil)
+        }
+
+        func urlSession(_ session: URLSession, dataTask: URLSessionDataTask, didReceive response: URLResponse,
+                        completionHandler: @escaping (URLSession.ResponseDisposition) -> Void) {
+            self.response = response as? HTTPURLResponse
+            completionHandler(.allow)
+        }
+
+        func urlSession(_ session: URLSession, dataTask: URLSessionDataTask, didReceive data: Data) {
+            do { try sink?(data) } catch {
+                self.error = error
+                dataTask.cancel()
+            }
+        }
+
+        func urlSession(_ session: URLSession, task: URLSessionTask, didCompleteWithError error: Error?) {
+            if self.error == nil { self.error = error }
+            if response == nil { response = task.response as? HTTPURLResponse }
+            done.signal()
+        }
+    }
+
+    private static func perform(_ request: URLRequest, followRedirects: Bool, sink: ((Data) throws -> Void)?) throws -> Response {
+        let delegate = Delegate(followRedirects: followRedirects)
+        delegate.sink = sink
+        let session = URLSession(configuration: .ephemeral, delegate: delegate, delegateQueue: nil)
+        defer { session.finishTasksAndInvalidate() }
+        session.dataTask(with: request).resume()
+        delegate.done.wait()
+        delegate.sink = nil // the session outlives this call; the sink must not
+        if let error = delegate.error { throw CheckpointError(request.url?.absoluteString ?? "", "request failed: \(error.localizedDescription)") }
+        guard let response = delegate.response else { throw CheckpointError(request.url?.absoluteString ?? "", "no HTTP response") }
+        let headers = Dictionary(response.allHeaderFields.compactMap { key, value in (key as? String).map { ($0, "\(value)") } }, uniquingKeysWith: { a, _ in a })
+        return Response(status: response.statusCode, headers: headers)
+    }
+
+    private static func makeRequest(_ url: String, method: String, token: String?) throws -> URLRequest {
+        guard let parsed = URL(string: url) else { throw CheckpointError(url, "not a URL") }
+        var request = URLRequest(url: parsed, timeoutInterval: 60)
+        request.httpMethod = method
+        request.setValue("identity", forHTTPHeaderField: "Accept-Encoding")
+        if let token { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
+        return request
+    }
+
+    static func request(_ url: String, method: String, token: String?, followRedirects: Bool) throws -> Response {
+        try perform(try makeRequest(url, method: method, token: token), followRedirects: followRedirects, sink: nil)
+    }
+
+    /// Appends the body to `path`, resuming from its current size with a Range request; restarts when the
+    /// server ignores the range.
+    static func download(_ url: String, to path: String, token: String?, expectedSize: Int, progress: (Int) -> Void) throws {
+        if !FileManager.default.fileExists(atPath: path) { FileManager.default.createFile(atPath: path, contents: nil) }
+        var have = (try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
+        if have > expectedSize { try Data().write(to: URL(fileURLWithPath: path)); have = 0 }
+        guard have < expectedSize else { return }
+        var request = try makeRequest(url, method: "GET", token: token)
+        if have > 0 { request.setValue("bytes=\(have)-", forHTTPHeaderField: "Range") }
+        guard let handle = FileHandle(forWritingAtPath: path) else { throw CheckpointError(path, "cannot write") }
+        defer { try? handle.close() }
+        try handle.seekToEnd()
+        var received = have
+        let response = try withoutActuallyEscaping(progress) { progress in
+            let report = UncheckedCallback(progress)
+            return try perform(request, followRedirects: true) { data in
+                try handle.write(contentsOf: data)
+                received += data.count
+                report.call(received)
+            }
+        }
+        switch response.status {
+        case 206 where have > 0, 200 where have == 0: return
+        case 200: // the range was ignored: the file holds old bytes plus the whole body; start again cleanly
+            try Data().write(to: URL(fileURLWithPath: path))
+            try download(url, to: path, token: token, expectedSize: expectedSize, progress: progress)
+        default:
+            throw CheckpointError(url, "HTTP \(response.status) while downloading")
+        }
+    }
+}
+
+/// The progress callback, called from URLSession's delegate queue while the caller waits for completion.
+private struct UncheckedCallback: @unchecked Sendable {
+    let body: (Int) -> Void
+    init(_ body: @escaping (Int) -> Void) { self.body = body }
+    func call(_ value: Int) { body(value) }
+}
+
+/// SHA-256 (FIPS 180-4), to check LFS files against the digest their ETag names.
+enum SHA256 {
+    private static let k: [UInt32] = [
+        0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5, 0xd807aa98, 0x12835b01,
+        0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc,
+        0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147,
+        0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+        0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116, 0x1e376c08,
+        0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3, 0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208,
+        0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
+    ]
+
+    static func hex(ofFile path: String) throws -> String {
+        let file = try MappedFile(path: path)
+        return hex(of: file.bytes)
+    }
+
+    static func hex(of data: UnsafeRawBufferPointer) -> String {
+        var h: [UInt32] = [0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19]
+        var tail = [UInt8](data[(data.count / 64 * 64)...])
+        tail.append(0x80)
+        while tail.count % 64 != 56 { tail.append(0) }
+        withUnsafeBytes(of: (UInt64(data.count) * 8).bigEndian) { tail.append(contentsOf: $0) }
+        func rotate(_ x: UInt32, _ n: UInt32) -> UInt32 { (x >> n) | (x << (32 - n)) }
+        func compress(_ block: UnsafeRawBufferPointer) {
+            var w = [UInt32](repeating: 0, count: 64)
+            for i in 0..<16 { w[i] = block.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self).bigEndian }
+            for i in 16..<64 {
+                let s0 = rotate(w[i - 15], 7) ^ rotate(w[i - 15], 18) ^ (w[i - 15] >> 3)
+                let s1 = rotate(w[i - 2], 17) ^ rotate(w[i - 2], 19) ^ (w[i - 2] >> 10)
+                w[i] = w[i - 16] &+ s0 &+ w[i - 7] &+ s1
+            }
+            var (a, b, c, d, e, f, g, hh) = (h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7])
+            for i in 0..<64 {
+                let t1 = hh &+ (rotate(e, 6) ^ rotate(e, 11) ^ rotate(e, 25)) &+ ((e & f) ^ (~e & g)) &+ k[i] &+ w[i]
+                let t2 = (rotate(a, 2) ^ rotate(a, 13) ^ rotate(a, 22)) &+ ((a & b) ^ (a & c) ^ (b & c))
+                (hh, g, f, e, d, c, b, a) = (g, f, e, d &+ t1, c, b, a, t1 &+ t2)
+            }
+            for (i, v) in [a, b, c, d, e, f, g, hh].enumerated() { h[i] = h[i] &+ v }
+        }
+        for offset in stride(from: 0, to: data.count / 64 * 64, by: 64) {
+            compress(UnsafeRawBufferPointer(rebasing: data[offset..<(offset + 64)]))
+        }
+        tail.withUnsafeBytes { t in
+            for offset in stride(from: 0, to: t.count, by: 64) { compress(UnsafeRawBufferPointer(rebasing: t[offset..<(offset + 64)])) }
+        }
+        return h.map { String(format: "%08x", $0) }.joined()
+    }
+}

@@ -1,0 +1,97 @@
+"""A stand-in for the Hugging Face Hub's file endpoints, on 127.0.0.1, for testing `vitmsn download`.
+
+Serves one model directory as REPO at any revision, as the Hub does: HEAD/GET /{repo}/resolve/{revision}/{file}
+answers with X-Repo-Commit and an ETag; LFS files (*.safetensors, *.bin) redirect (302) to /lfs/{sha256}
+with X-Linked-Etag / X-Linked-Size, which supports Range requests (206); a missing file is 404 with
+X-Error-Code: EntryNotFound. --token makes every request need "Authorization: Bearer TOKEN";
+--cut-first-lfs ends the first LFS body halfway, to test resuming. Prints the port, then serves until
+stdin closes (the test that started it ends) or --seconds pass. Python standard library only.
+"""
+import argparse
+import hashlib
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--root", required=True, type=Path)
+    parser.add_argument("--repo", required=True)
+    parser.add_argument("--token")
+    parser.add_argument("--cut-first-lfs", action="store_true")
+    parser.add_argument("--seconds", type=float, default=120)
+    args = parser.parse_args()
+    files = {p.name: p.read_bytes() for p in args.root.iterdir() if p.is_file()}
+    lfs = {hashlib.sha256(data).hexdigest(): data for name, data in files.items() if name.endswith((".safetensors", ".bin"))}
+    state = {"cut": args.cut_first_lfs}
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *_):
+            pass
+
+        def reply(self, status, headers, body=b""):
+            self.send_response(status)
+            for key, value in headers.items():
+                self.send_header(key, str(value))
+            self.end_headers()
+            if self.command == "GET" and body:
+                self.wfile.write(body)
+
+        def handle_request(self):
+            if args.token and self.headers.get("Authorization") != f"Bearer {args.token}":
+                return self.reply(401, {"Content-Length": 0, "X-Error-Code": "GatedRepo"})
+            path = self.path.split("?")[0]
+            if path.startswith("/lfs/"):
+                data = lfs.get(path[5:])
+                if data is None:
+                    return self.reply(404, {"Content-Length": 0})
+                start = 0
+                if self.headers.get("Range", "").startswith("bytes="):
+                    start = int(self.headers["Range"][6:].split("-")[0])
+                body = data[start:]
+                headers = {"Content-Length": len(body), "ETag": f'"{path[5:]}"', "Accept-Ranges": "bytes"}
+                if start:
+                    headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
+                if self.command == "GET" and state["cut"] and not start:
+                    state["cut"] = False  # send half, then drop the connection
+                    self.send_response(200)
+                    for key, value in headers.items():
+                        self.send_header(key, str(value))
+                    self.end_headers()
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                    self.connection.close()
+                    return
+                return self.reply(206 if start else 200, headers, body)
+            prefix = f"/{args.repo}/resolve/"
+            if not path.startswith(prefix) or path[len(prefix):].count("/") != 1:
+                return self.reply(404, {"Content-Length": 0, "X-Error-Code": "RepoNotFound"})
+            name = path[len(prefix):].split("/")[1]
+            data = files.get(name)
+            if data is None:
+                return self.reply(404, {"Content-Length": 0, "X-Error-Code": "EntryNotFound", "X-Repo-Commit": COMMIT})
+            if name.endswith((".safetensors", ".bin")):
+                digest = hashlib.sha256(data).hexdigest()
+                return self.reply(302, {"Location": f"/lfs/{digest}", "X-Repo-Commit": COMMIT, "X-Linked-Etag": f'"{digest}"',
+                                        "X-Linked-Size": len(data), "Content-Length": 0})
+            etag = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+            return self.reply(200, {"Content-Length": len(data), "ETag": f'"{etag}"', "X-Repo-Commit": COMMIT}, data)
+
+        do_GET = handle_request
+        do_HEAD = handle_request
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    print(server.server_address[1], flush=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    stop = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+    stop.wait(args.seconds)
+    server.shutdown()
+
+
+if __name__ == "__main__":
+    main()
