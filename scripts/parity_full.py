@@ -36,6 +36,30 @@ def vitmsn(*args):
     subprocess.run([str(ROOT / ".build" / "release" / "vitmsn"), *map(str, args)], check=True)
 
 
+def check_conversions(out):
+    """`vitmsn convert` from a pytorch_model.bin and from an original MSN checkpoint: Transformers loads the
+    written directories and reproduces the source model's outputs."""
+    generator = torch.Generator().manual_seed(3)
+    model = randomize(ViTMSNModel(ViTMSNConfig(**PRESETS["small"], attn_implementation="eager")), generator)
+    model.save_pretrained(out / "small-bin", safe_serialization=False)
+    vitmsn("convert", out / "small-bin", out / "small-bin-swift", "--dtype", "f32")
+    pixels = torch.randn(2, 3, 224, 224, generator=generator)
+    worst = 0.0
+    with torch.no_grad():
+        reloaded = ViTMSNModel.from_pretrained(out / "small-bin-swift", attn_implementation="eager").eval()
+        worst = (reloaded(pixel_values=pixels).last_hidden_state - model(pixel_values=pixels).last_hidden_state).abs().max().item()
+    print(f"| small | pytorch_model.bin → `vitmsn convert` → Transformers | last_hidden_state | {worst:.2e} |")
+    fixture = ROOT / "Tests" / "Fixtures"
+    vitmsn("convert", fixture / "torch" / "msn_tiny.pth.tar", out / "msn-tiny-swift")
+    reloaded = ViTMSNModel.from_pretrained(out / "msn-tiny-swift", attn_implementation="eager").eval()
+    inputs = load_file(fixture / "cases" / "msn_checkpoint.inputs.safetensors")
+    expected = load_file(fixture / "cases" / "msn_checkpoint.expected.safetensors")["last_hidden_state"]
+    with torch.no_grad():
+        error = (reloaded(pixel_values=inputs["pixel_values"]).last_hidden_state - expected).abs().max().item()
+    print(f"| tiny | original MSN .pth.tar → `vitmsn convert` → Transformers | last_hidden_state | {error:.2e} |")
+    return max(worst, error)
+
+
 def check_embed_on_photos(out):
     """Image files to embeddings end to end: `vitmsn embed` against transformers' load_image +
     ViTImageProcessor (PIL path, the released checkpoints' legacy config) + ViTMSNModel."""
@@ -108,7 +132,7 @@ def main():
             difference = (reloaded(pixel_values=pixels).logits - classifier(pixel_values=pixels).logits).abs().max().item()
         worst_overall = max(worst_overall, difference)
         print(f"| {preset} | classifier written by `vitmsn convert`, loaded by Transformers | logits | {difference:.2e} |")
-    worst_overall = max(worst_overall, check_embed_on_photos(args.out))
+    worst_overall = max(worst_overall, check_embed_on_photos(args.out), check_conversions(args.out))
     print(f"\nworst error {worst_overall:.2e} (tolerance {args.atol})")
     sys.exit(0 if worst_overall <= args.atol else 1)
 

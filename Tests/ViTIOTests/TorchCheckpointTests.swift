@@ -72,6 +72,24 @@ final class TorchCheckpointTests: XCTestCase {
         }
     }
 
+    /// The valid archive with its end record saturated (0xFFFF entries, 0xFFFFFFFF size and offset) and a
+    /// zip64 record + locator carrying the real values, as writers of large checkpoints produce.
+    func testZip64EndRecordsAreFollowed() throws {
+        var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: fixture("torch/valid.bin"))))
+        let end = try XCTUnwrap((0...(bytes.count - 22)).reversed().first { bytes[$0] == 0x50 && bytes[$0 + 1] == 0x4B && bytes[$0 + 2] == 5 && bytes[$0 + 3] == 6 })
+        func read(_ at: Int, _ n: Int) -> UInt64 { (0..<n).reduce(0) { $0 | UInt64(bytes[at + $1]) << (8 * UInt64($1)) } }
+        func le(_ value: UInt64, _ n: Int) -> [UInt8] { (0..<n).map { UInt8((value >> (8 * UInt64($0))) & 0xFF) } }
+        let (count, size, offset) = (read(end + 10, 2), read(end + 12, 4), read(end + 16, 4))
+        let zip64Record = [0x50, 0x4B, 0x06, 0x06] + le(44, 8) + le(45, 2) + le(45, 2) + le(0, 4) + le(0, 4)
+            + le(count, 8) + le(count, 8) + le(size, 8) + le(offset, 8)
+        let locator = [0x50, 0x4B, 0x06, 0x07] + le(0, 4) + le(UInt64(end), 8) + le(1, 4)
+        var classic = Array(bytes[end..<(end + 22)])
+        classic.replaceSubrange(8..<20, with: le(0xFFFF, 2) + le(0xFFFF, 2) + le(0xFFFF_FFFF, 4) + le(0xFFFF_FFFF, 4))
+        bytes = Array(bytes[..<end]) + zip64Record + locator + classic
+        let checkpoint = try TorchCheckpoint(path: writeTemporary(bytes))
+        XCTAssertEqual(try checkpoint.floatTensor("w").scalars, [0, 1, 2, 3, 4, 5])
+    }
+
     /// Thousands of truncations and byte flips of real .bin files: every load and every tensor read either
     /// succeeds or throws CheckpointError.
     func testMutatedCheckpointsLoadOrThrow() throws {
