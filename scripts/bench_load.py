@@ -8,25 +8,17 @@ import argparse
 import json
 import statistics
 import subprocess
-import time
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 from transformers import ViTMSNConfig, ViTMSNModel
 
+from benchlib import median_seconds
+
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "out" / "bench-load"
 
-
-def median_seconds(body, seconds=3):
-    body()
-    times, start = [], time.perf_counter()
-    while len(times) < 3 or time.perf_counter() - start < seconds:
-        t0 = time.perf_counter()
-        body()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main():

@@ -8,11 +8,12 @@ import argparse
 import json
 import statistics
 import subprocess
-import time
 from pathlib import Path
 
 import torch
 from transformers import ViTMSNConfig, ViTMSNModel
+
+from benchlib import median_seconds
 
 PRESETS = {  # (hidden, layers, heads, intermediate, patch): the released checkpoints' shapes
     "small": (384, 12, 6, 1536, 16), "base": (768, 12, 12, 3072, 16), "large": (1024, 24, 16, 4096, 16),
@@ -23,13 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def torch_images_per_second(model, pixels, seconds):
     with torch.inference_mode():
-        model(pixel_values=pixels)
-        times, start = [], time.perf_counter()
-        while len(times) < 3 or time.perf_counter() - start < seconds:
-            t0 = time.perf_counter()
-            model(pixel_values=pixels)
-            times.append(time.perf_counter() - t0)
-    return pixels.shape[0] / statistics.median(times)
+        return pixels.shape[0] / median_seconds(lambda: model(pixel_values=pixels), seconds)
 
 
 def swift_images_per_second(binary, preset, batch, seconds):

@@ -7,11 +7,12 @@ import argparse
 import json
 import statistics
 import subprocess
-import time
 from pathlib import Path
 
 from PIL import Image, ImageOps
 from transformers import ViTImageProcessor
+
+from benchlib import median_seconds
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "out" / "bench-preprocess"
@@ -23,13 +24,7 @@ def python_seconds(path, processor, seconds):
     def once():
         image = ImageOps.exif_transpose(Image.open(path)).convert("RGB")  # transformers.image_utils.load_image
         processor(image, return_tensors="np")
-    once()
-    times, start = [], time.perf_counter()
-    while len(times) < 3 or time.perf_counter() - start < seconds:
-        t0 = time.perf_counter()
-        once()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return median_seconds(once, seconds)
 
 
 def main():
