@@ -41,6 +41,6 @@ let package = Package(
         .testTarget(name: "ViTCoreTests", dependencies: ["ViTCore"]),
         .testTarget(name: "ViTIOTests", dependencies: ["ViTIO"]),
         .testTarget(name: "ViTMSNTests", dependencies: ["ViTMSN"]),
-        .testTarget(name: "ViTVisionTests", dependencies: ["ViTVision"]),
+        .testTarget(name: "ViTVisionTests", dependencies: ["ViTVision", "ViTIO"]),
     ]
 )

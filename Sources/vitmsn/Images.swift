@@ -22,7 +22,10 @@ struct ImageOptions: ParsableArguments {
     /// error that stopped that image; one bad file never stops the others.
     func pixelValues(_ paths: [String], processor: ImageProcessor) -> [Result<Tensor, ImageError>] {
         let results = UnsafeMutableBufferPointer<Result<Tensor, ImageError>>.allocate(capacity: paths.count)
-        defer { results.deallocate() }
+        defer {
+            _ = results.deinitialize() // every slot was initialised by its iteration
+            results.deallocate()
+        }
         let handling = AlphaHandling(rawValue: alpha)!
         let box = UncheckedSendable(results)
         DispatchQueue.concurrentPerform(iterations: paths.count) { i in  // each iteration fills its own slot
