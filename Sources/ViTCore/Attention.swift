@@ -3,8 +3,14 @@
 ///
 /// For every (batch, head): `P = softmax(scale · Q Kᵀ)` (S×S), `P *= headMask[head]`, `context = P V`.
 /// - probabilities: if given, (B, heads, S, S) receives `P` (after the head mask), as Transformers' eager
-///   attention returns it; otherwise `scratch` (S·S floats per thread) holds one head at a time.
+///   attention returns it. Otherwise queries go in blocks of `queryBlock` rows, each scored against every
+///   key, so `scratch` needs only `queryBlock`·S floats per thread: memory linear in the sequence length,
+///   and score rows that stay in cache. (Each block sees all keys, so no online softmax is needed.)
 /// The (batch, head) pairs are split across `parallelism`.
+public let queryBlock = 64
+
+public func attentionScratchCount(sequence: Int, threads: Int) -> Int { threads * min(queryBlock, sequence) * sequence }
+
 public func multiHeadAttention(
     query: UnsafePointer<Float>, key: UnsafePointer<Float>, value: UnsafePointer<Float>,
     context: UnsafeMutablePointer<Float>,
@@ -16,23 +22,28 @@ public func multiHeadAttention(
 ) {
     let width = heads * headDim
     parallelism.forEachChunk(of: batch * heads) { chunk, pairs in
-        let threadScratch = scratch + chunk * sequence * sequence
+        let threadScratch = scratch + chunk * min(queryBlock, sequence) * sequence
+        let block = probabilities == nil ? queryBlock : sequence
         for pair in pairs {
             let (b, h) = (pair / heads, pair % heads)
             let offset = b * sequence * width + h * headDim
-            let scores = probabilities.map { $0 + pair * sequence * sequence } ?? threadScratch
-            // scores (S, S) = scale · Q_h (S, hd) · K_hᵀ (hd, S)
-            gemm(
-                transposeA: false, transposeB: true, m: sequence, n: sequence, k: headDim, alpha: scale,
-                a: query + offset, lda: width, b: key + offset, ldb: width, c: scores, ldc: sequence
-            )
-            softmaxRows(scores, rows: sequence, cols: sequence)
-            if let headMask, headMask[h] != 1 { scaleInPlace(scores, by: headMask[h], count: sequence * sequence) }
-            // context_h (S, hd) = P (S, S) · V_h (S, hd)
-            gemm(
-                transposeA: false, transposeB: false, m: sequence, n: headDim, k: sequence,
-                a: scores, lda: sequence, b: value + offset, ldb: width, c: context + offset, ldc: width
-            )
+            for first in stride(from: 0, to: sequence, by: block) {
+                let rows = min(block, sequence - first)
+                let scores = probabilities.map { $0 + pair * sequence * sequence } ?? threadScratch
+                let rowOffset = offset + first * width
+                // scores (rows, S) = scale · Q_h[first..] (rows, hd) · K_hᵀ (hd, S)
+                gemm(
+                    transposeA: false, transposeB: true, m: rows, n: sequence, k: headDim, alpha: scale,
+                    a: query + rowOffset, lda: width, b: key + offset, ldb: width, c: scores, ldc: sequence
+                )
+                softmaxRows(scores, rows: rows, cols: sequence)
+                if let headMask, headMask[h] != 1 { scaleInPlace(scores, by: headMask[h], count: rows * sequence) }
+                // context_h[first..] (rows, hd) = P (rows, S) · V_h (S, hd)
+                gemm(
+                    transposeA: false, transposeB: false, m: rows, n: headDim, k: sequence,
+                    a: scores, lda: sequence, b: value + offset, ldb: width, c: context + rowOffset, ldc: width
+                )
+            }
         }
     }
 }

@@ -147,3 +147,17 @@ final class ThreadingTests: XCTestCase {
         }
     }
 }
+
+final class BlockedAttentionTests: XCTestCase {
+    /// Without returned attentions, queries are processed 64 rows at a time; the result must equal the
+    /// full S×S computation (used when attentions are returned) at a sequence spanning several blocks.
+    func testQueryBlocksGiveTheFullAttentionResult() throws {
+        let model = try ViTMSNModel.load(directory: Fixtures.model("base"))
+        var generator = SeededGenerator(seed: 5)
+        let pixels = Tensor(shape: [2, 3, 40, 40], scalars: (0..<(2 * 3 * 1600)).map { _ in generator.normal() }) // S = 101
+        let blocked = try model.forward(pixelValues: pixels, interpolatePosEncoding: true)
+        let full = try model.forward(pixelValues: pixels, outputAttentions: true, interpolatePosEncoding: true)
+        XCTAssertEqual(blocked.lastHiddenState.shape, [2, 101, 32])
+        XCTAssertLessThanOrEqual(blocked.lastHiddenState.maxAbsDifference(full.lastHiddenState), 2e-6)
+    }
+}
