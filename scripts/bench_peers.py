@@ -1,6 +1,6 @@
-"""Side-by-side fp32 forward benchmark: the Swift CLI (`vitmsn bench`) and PyTorch (sdpa and eager
-attention) on the same shapes, interleaved round by round so machine noise hits all alike.
-Prints images/s (median over rounds) and Swift's ratio to each peer.
+"""Side-by-side fp32 forward benchmark: the Swift CLI (`vitmsn bench`), PyTorch (sdpa and eager attention)
+and ONNX Runtime (the same model exported to ONNX) on the same shapes, interleaved round by round so
+machine noise hits all alike. Prints images/s (median over rounds) and Swift's ratio to the best peer.
 
     .venv/bin/python scripts/bench_peers.py --preset small --batch 8 --seconds 8 --rounds 3
 """
@@ -10,6 +10,7 @@ import statistics
 import subprocess
 from pathlib import Path
 
+import onnxruntime
 import torch
 from transformers import ViTMSNConfig, ViTMSNModel
 
@@ -27,6 +28,21 @@ def torch_images_per_second(model, pixels, seconds):
         return pixels.shape[0] / median_seconds(lambda: model(pixel_values=pixels), seconds)
 
 
+def onnx_session(model, path):
+    """The model exported once (dynamic batch), run by ONNX Runtime's CPU provider on all cores."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.onnx.export(model, (torch.randn(1, 3, 224, 224),), str(path), input_names=["pixel_values"],
+                          output_names=["last_hidden_state"], dynamic_axes={"pixel_values": {0: "batch"}},
+                          opset_version=17, dynamo=False)
+    return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def onnx_images_per_second(session, pixels, seconds):
+    inputs = {"pixel_values": pixels.numpy()}
+    return pixels.shape[0] / median_seconds(lambda: session.run(None, inputs), seconds)
+
+
 def swift_images_per_second(binary, preset, batch, seconds):
     out = subprocess.run([str(binary), "bench", "--preset", preset, "--batch", str(batch), "--seconds", str(seconds), "--json"],
                          check=True, capture_output=True, text=True).stdout
@@ -42,9 +58,9 @@ def main():
     parser.add_argument("--binary", default=ROOT / ".build" / "release" / "vitmsn")
     args = parser.parse_args()
     torch.manual_seed(0)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"| model | batch | Swift img/s | PyTorch sdpa | PyTorch eager | Swift / sdpa | Swift / eager |")
-    print(f"|---|---|---|---|---|---|---|")
+    print(f"torch {torch.__version__} ({torch.get_num_threads()} threads), onnxruntime {onnxruntime.__version__}")
+    print("| model | batch | Swift img/s | PyTorch sdpa | PyTorch eager | ONNX Runtime | Swift / best peer |")
+    print("|---|---|---|---|---|---|---|")
     for preset in args.preset or ["small"]:
         hidden, layers, heads, intermediate, patch = PRESETS[preset]
         models = {}
@@ -52,16 +68,19 @@ def main():
             config = ViTMSNConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
                                   intermediate_size=intermediate, patch_size=patch, attn_implementation=attention)
             models[attention] = ViTMSNModel(config).eval()
+        session = onnx_session(models["eager"], ROOT / "out" / "onnx" / f"{preset}.onnx")
         for batch in args.batch or [8]:
             pixels = torch.randn(batch, 3, 224, 224)
-            results = {"swift": [], "sdpa": [], "eager": []}
+            results = {"swift": [], "sdpa": [], "eager": [], "onnx": []}
             for _ in range(args.rounds):
                 results["swift"].append(swift_images_per_second(args.binary, preset, batch, args.seconds))
                 for attention, model in models.items():
                     results[attention].append(torch_images_per_second(model, pixels, args.seconds))
+                results["onnx"].append(onnx_images_per_second(session, pixels, args.seconds))
             m = {k: statistics.median(v) for k, v in results.items()}
-            print(f"| {preset} | {batch} | {m['swift']:.2f} | {m['sdpa']:.2f} | {m['eager']:.2f} "
-                  f"| {m['swift'] / m['sdpa']:.2f}× | {m['swift'] / m['eager']:.2f}× |", flush=True)
+            best = max(m["sdpa"], m["eager"], m["onnx"])
+            print(f"| {preset} | {batch} | {m['swift']:.2f} | {m['sdpa']:.2f} | {m['eager']:.2f} | {m['onnx']:.2f} "
+                  f"| {m['swift'] / best:.2f}× |", flush=True)
 
 
 if __name__ == "__main__":
