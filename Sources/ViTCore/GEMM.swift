@@ -35,24 +35,34 @@ let singleThreadedBLAS: Void = {
 }()
 
 /// `y[rows, out] = x[rows, in] · wᵀ + bias` (or `y += …` when `accumulate`), with `w` stored (out, in) as
-/// PyTorch's `nn.Linear` does. Rows are split across `parallelism`.
+/// PyTorch's `nn.Linear` does. Many rows are split across `parallelism` by rows; few rows (a batch of one
+/// image) by output columns, so that every GEMM keeps enough rows to run at full speed.
 public func linearForward(
     x: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
     y: UnsafeMutablePointer<Float>, rows: Int, inFeatures: Int, outFeatures: Int,
     accumulate: Bool = false, parallelism: Parallelism = .serial
 ) {
-    parallelism.forEachRowBlock(of: rows) { chunk in
-        let (x, y) = (x + chunk.lowerBound * inFeatures, y + chunk.lowerBound * outFeatures)
+    func product(rows rowRange: Range<Int>, columns: Range<Int>) {
+        let y = y + rowRange.lowerBound * outFeatures + columns.lowerBound
         if let bias {
             // Start from the bias (or add it to what is there) and let the GEMM accumulate (beta = 1).
-            for r in 0..<chunk.count {
-                if accumulate { addInPlace(y + r * outFeatures, bias, count: outFeatures) } else { (y + r * outFeatures).update(from: bias, count: outFeatures) }
+            for r in 0..<rowRange.count {
+                if accumulate {
+                    addInPlace(y + r * outFeatures, bias + columns.lowerBound, count: columns.count)
+                } else {
+                    (y + r * outFeatures).update(from: bias + columns.lowerBound, count: columns.count)
+                }
             }
         }
         gemm(
-            transposeA: false, transposeB: true, m: chunk.count, n: outFeatures, k: inFeatures,
-            a: x, lda: inFeatures, b: weight, ldb: inFeatures,
+            transposeA: false, transposeB: true, m: rowRange.count, n: columns.count, k: inFeatures,
+            a: x + rowRange.lowerBound * inFeatures, lda: inFeatures, b: weight + columns.lowerBound * inFeatures, ldb: inFeatures,
             beta: bias == nil && !accumulate ? 0 : 1, c: y, ldc: outFeatures
         )
+    }
+    if parallelism.splitsByColumns(rows: rows, columns: outFeatures) {
+        parallelism.forEachRowBlock(of: outFeatures) { product(rows: 0..<rows, columns: $0) }
+    } else {
+        parallelism.forEachRowBlock(of: rows) { product(rows: $0, columns: 0..<outFeatures) }
     }
 }

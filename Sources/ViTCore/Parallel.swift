@@ -20,6 +20,12 @@ public struct Parallelism: Sendable {
         forEachChunk(of: count, minimumChunk: minimumChunk) { _, range in body(range) }
     }
 
+    /// Whether a product with `rows` output rows and `columns` output columns is better split by columns:
+    /// with few rows (a batch of one image) row chunks are too short for BLAS to run at full speed.
+    public func splitsByColumns(rows: Int, columns: Int) -> Bool {
+        threads > 1 && rows < 256 * threads && columns >= 64 * threads
+    }
+
     /// Chunks of GEMM rows that start at multiples of 16 (the M unroll of OpenBLAS's x86 sgemm kernels), so
     /// every chunk but the last fills whole tiles while the chunks stay balanced.
     public func forEachRowBlock(of rows: Int, _ body: (Range<Int>) -> Void) {

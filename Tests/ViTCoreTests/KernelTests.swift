@@ -74,6 +74,26 @@ final class KernelTests: XCTestCase {
         }
     }
 
+    /// Few rows split by output columns, many rows by rows: both give the serial product, also when
+    /// accumulating onto a residual.
+    func testParallelLinearForwardSplitsEitherWay() {
+        for (rows, outFeatures) in [(5, 200), (600, 70)] {
+            let inFeatures = 33
+            let x = random(rows * inFeatures, seed: 8), w = random(outFeatures * inFeatures, seed: 9), b = random(outFeatures, seed: 10)
+            let parallel = Parallelism(threads: 2)
+            XCTAssertEqual(parallel.splitsByColumns(rows: rows, columns: outFeatures), rows == 5)
+            for accumulate in [false, true] {
+                let residual = random(rows * outFeatures, seed: 11)
+                var (serialY, parallelY) = (residual, residual)
+                linearForward(x: x, weight: w, bias: b, y: &serialY, rows: rows, inFeatures: inFeatures, outFeatures: outFeatures, accumulate: accumulate)
+                linearForward(x: x, weight: w, bias: b, y: &parallelY, rows: rows, inFeatures: inFeatures, outFeatures: outFeatures,
+                              accumulate: accumulate, parallelism: parallel)
+                let worst = zip(serialY, parallelY).map { abs($0 - $1) }.max()!
+                XCTAssertLessThanOrEqual(worst, 1e-5, "rows \(rows), accumulate \(accumulate)")
+            }
+        }
+    }
+
     func testLayerNormIsAccurateForRowsWithALargeMean() {
         let (rows, dim) = (3, 37)
         // Residual streams can carry a mean far above their spread; 50:1 is already beyond real ViT activations.
