@@ -73,11 +73,6 @@ public struct Tensor: @unchecked Sendable {
 
     public var scalars: [Float] { Array(UnsafeBufferPointer(start: storage.base, count: count)) }
 
-    /// Same elements, new shape; shares storage.
-    public func reshaped(_ newShape: [Int]) -> Tensor {
-        Tensor(shape: newShape, storage: storage)
-    }
-
     public func withUnsafeBufferPointer<R>(_ body: (UnsafeBufferPointer<Float>) throws -> R) rethrows -> R {
         try body(UnsafeBufferPointer(start: storage.base, count: count))
     }
