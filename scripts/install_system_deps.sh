@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the Swift package links against, when they are missing.
+# Installs what building and testing need, when missing: the Debian libraries the Swift package links
+# against, and a python3 for the tests' local stand-in of the Hugging Face Hub (standard library only).
 set -euo pipefail
 packages=(libopenblas-dev libjpeg-dev libpng-dev zlib1g-dev pkg-config)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
 [ ${#missing[@]} -eq 0 ] && exit 0
 sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
 echo "installing ${missing[*]}" >&2
