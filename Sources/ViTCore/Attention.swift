@@ -1,3 +1,9 @@
+/// Query rows scored at a time when attention probabilities are not returned.
+public let queryBlock = 64
+
+/// Floats of scratch `multiHeadAttention` needs without returned probabilities: one query block per thread.
+public func attentionScratchCount(sequence: Int, threads: Int) -> Int { threads * min(queryBlock, sequence) * sequence }
+
 /// Multi-head scaled dot-product attention over tokens laid out (B, S, heads·headDim), as the query, key and
 /// value projections produce them: each head is a column slice, so no transposes are materialised.
 ///
@@ -7,10 +13,6 @@
 ///   key, so `scratch` needs only `queryBlock`·S floats per thread: memory linear in the sequence length,
 ///   and score rows that stay in cache. (Each block sees all keys, so no online softmax is needed.)
 /// The (batch, head) pairs are split across `parallelism`.
-public let queryBlock = 64
-
-public func attentionScratchCount(sequence: Int, threads: Int) -> Int { threads * min(queryBlock, sequence) * sequence }
-
 public func multiHeadAttention(
     query: UnsafePointer<Float>, key: UnsafePointer<Float>, value: UnsafePointer<Float>,
     context: UnsafeMutablePointer<Float>,

@@ -184,7 +184,7 @@ public final class ViTMSNEmbeddings: Module {
 final class EncoderWorkspace {
     let normed, query, key, value, context: Buffer // (B·S, D) each
     let intermediate: Buffer                        // (B·S, I)
-    let scores: Buffer                              // (threads, 64, S): one query block per thread when attentions are not returned
+    let scores: Buffer                              // (threads, queryBlock, S), or unused when attentions are returned
     let parallelism: Parallelism
 
     init(tokens: Int, sequence: Int, config: ViTMSNConfig, parallelism: Parallelism) {

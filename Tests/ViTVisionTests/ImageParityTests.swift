@@ -68,7 +68,7 @@ final class ImageParityTests: XCTestCase {
 
     func testLoadImageGivesPillowsRGB() throws {
         for entry in try ImageFixtures.manifest().images {
-            let rgb = try ImageDecoder.decode(path: ImageFixtures.path(entry.file)).converted(toRGBWith: .drop)
+            let rgb = try ImageDecoder.loadRGB(path: ImageFixtures.path(entry.file))
             XCTAssertEqual([rgb.height, rgb.width], entry.rgb_size, entry.file)
             XCTAssertEqual(fnv1a(rgb.pixels), entry.rgb, "\(entry.file): exif_transpose + convert(\"RGB\") differs")
         }
@@ -87,10 +87,9 @@ final class ImageParityTests: XCTestCase {
         let manifest = try ImageFixtures.manifest()
         let small = try SafetensorsFile(path: ImageFixtures.path("images.safetensors"))
         for entry in manifest.images {
-            let rgb = try ImageDecoder.decode(path: ImageFixtures.path(entry.file)).converted(toRGBWith: .drop)
+            let rgb = try ImageDecoder.loadRGB(path: ImageFixtures.path(entry.file))
             for size in manifest.sizes {
-                for filter in ["nearest", "bilinear", "bicubic"] {
-                    let resample: Resampling = filter == "nearest" ? .nearest : (filter == "bilinear" ? .bilinear : .bicubic)
+                for (filter, resample) in [("nearest", Resampling.nearest), ("bilinear", .bilinear), ("bicubic", .bicubic)] {
                     let resized = rgb.resized(width: size[1], height: size[0], resample: resample)
                     let key = "\(size[0])x\(size[1])-\(filter)"
                     if size == manifest.small {
@@ -108,7 +107,7 @@ final class ImageParityTests: XCTestCase {
         let manifest = try ImageFixtures.manifest()
         let small = try SafetensorsFile(path: ImageFixtures.path("images.safetensors"))
         for entry in manifest.images {
-            let rgb = try ImageDecoder.decode(path: ImageFixtures.path(entry.file)).converted(toRGBWith: .drop)
+            let rgb = try ImageDecoder.loadRGB(path: ImageFixtures.path(entry.file))
             for size in manifest.sizes {
                 let values = try ImageFixtures.processor(height: size[0], width: size[1]).pixelValues(rgb)
                 XCTAssertEqual(values.shape, [3, size[0], size[1]])
