@@ -1,7 +1,8 @@
 // swift-tools-version:6.0
 import PackageDescription
 
-// Layers, from the bottom: ViTCore (tensor + kernels) → ViTIO (checkpoint files) → ViTMSN (the model) → vitmsn (CLI);
+// Layers, from the bottom: ViTCore (tensor + kernels) → ViTIO (checkpoint files) → ViTMSN (the model, with its
+// backward passes) → ViTTrain (optimisers, data, fine-tuning) → vitmsn (CLI);
 // ViTVision (image decoding and preprocessing) sits beside ViTIO.
 // GEMM comes from OpenBLAS on Linux and from Accelerate on Apple platforms.
 let package = Package(
@@ -34,13 +35,15 @@ let package = Package(
         ),
         .target(name: "ViTVision", dependencies: ["ViTCore", "CImageCodecs"]),
         .target(name: "ViTMSN", dependencies: ["ViTCore", "ViTIO"]),
+        .target(name: "ViTTrain", dependencies: ["ViTMSN", "ViTVision"]),
         .executableTarget(
             name: "vitmsn",
-            dependencies: ["ViTMSN", "ViTVision", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["ViTMSN", "ViTVision", "ViTTrain", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .testTarget(name: "ViTCoreTests", dependencies: ["ViTCore"]),
         .testTarget(name: "ViTIOTests", dependencies: ["ViTIO"]),
         .testTarget(name: "ViTMSNTests", dependencies: ["ViTMSN"]),
         .testTarget(name: "ViTVisionTests", dependencies: ["ViTVision", "ViTIO"]),
+        .testTarget(name: "ViTTrainTests", dependencies: ["ViTTrain"]),
     ]
 )

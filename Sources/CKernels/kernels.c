@@ -38,6 +38,7 @@ static inline int use_avx2(void) { return has_avx2_fma; }
 #endif
 
 void vitmsn_activate(vitmsn_activation kind, float *x, size_t n) { DISPATCH(activate, kind, x, n); }
+void vitmsn_activation_backward(vitmsn_activation kind, const float *x, float *grad, size_t n) { DISPATCH(activation_backward, kind, x, grad, n); }
 void vitmsn_softmax_rows(float *x, size_t rows, size_t cols) { DISPATCH(softmax_rows, x, rows, cols); }
 void vitmsn_exp(const float *x, float *y, size_t n) { DISPATCH(exp, x, y, n); }
 void vitmsn_erf(const float *x, float *y, size_t n) { DISPATCH(erf, x, y, n); }

@@ -89,3 +89,42 @@ KERNEL_TARGET static void KERNEL(exp)(const float *restrict x, float *restrict y
 KERNEL_TARGET static void KERNEL(erf)(const float *restrict x, float *restrict y, size_t n) {
     for (size_t i = 0; i < n; i++) y[i] = KERNEL(erf_one)(x[i]);
 }
+
+// grad[i] *= act'(x[i]), x the activation's input.
+KERNEL_TARGET static void KERNEL(activation_backward)(vitmsn_activation kind, const float *restrict x, float *restrict grad, size_t n) {
+    switch (kind) {
+    case VITMSN_GELU:
+        // d/dx 0.5·x·(1 + erf(x/√2)) = 0.5·(1 + erf(x/√2)) + x·φ(x)
+        for (size_t i = 0; i < n; i++) {
+            float v = x[i];
+            float cdf = 0.5f * (1.0f + KERNEL(erf_one)(v * 0.70710678118654752f));
+            float pdf = 0.3989422804014327f * KERNEL(exp_one)(-0.5f * v * v);
+            grad[i] *= cdf + v * pdf;
+        }
+        break;
+    case VITMSN_GELU_TANH:
+        for (size_t i = 0; i < n; i++) {
+            float v = x[i];
+            float inner = 0.7978845608028654f * (v + 0.044715f * v * v * v);
+            float t = 1.0f - 2.0f / (KERNEL(exp_one)(2.0f * inner) + 1.0f);
+            float dinner = 0.7978845608028654f * (1.0f + 3.0f * 0.044715f * v * v);
+            grad[i] *= 0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * dinner;
+        }
+        break;
+    case VITMSN_QUICK_GELU:
+        for (size_t i = 0; i < n; i++) {
+            float s = KERNEL(sigmoid_one)(1.702f * x[i]);
+            grad[i] *= s + 1.702f * x[i] * s * (1.0f - s);
+        }
+        break;
+    case VITMSN_RELU:
+        for (size_t i = 0; i < n; i++) grad[i] = x[i] > 0.0f ? grad[i] : 0.0f;
+        break;
+    case VITMSN_SILU:
+        for (size_t i = 0; i < n; i++) {
+            float s = KERNEL(sigmoid_one)(x[i]);
+            grad[i] *= s * (1.0f + x[i] * (1.0f - s));
+        }
+        break;
+    }
+}

@@ -66,3 +66,32 @@ public func linearForward(
         parallelism.forEachRowBlock(of: rows) { product(rows: $0, columns: 0..<outFeatures) }
     }
 }
+
+/// The backward of `linearForward`, given its input `x` (rows, in) and the output gradient `dy` (rows, out):
+/// `dWeight (out, in) += dyᵀ · x`, `dBias += Σ_rows dy`, and `dx (rows, in) = dy · w` (or `+=` when
+/// `accumulateInput`; skipped when `dx` is nil). Parameter gradients accumulate, so micro-batches add up.
+/// The weight gradient is split across cores by output features, the input gradient by rows.
+public func linearBackward(
+    x: UnsafePointer<Float>, weight: UnsafePointer<Float>, dy: UnsafePointer<Float>,
+    dx: UnsafeMutablePointer<Float>?, dWeight: UnsafeMutablePointer<Float>, dBias: UnsafeMutablePointer<Float>?,
+    rows: Int, inFeatures: Int, outFeatures: Int, accumulateInput: Bool = false, parallelism: Parallelism = .serial
+) {
+    parallelism.forEachRowBlock(of: outFeatures) { features in
+        gemm(
+            transposeA: true, transposeB: false, m: features.count, n: inFeatures, k: rows,
+            a: dy + features.lowerBound, lda: outFeatures, b: x, ldb: inFeatures,
+            beta: 1, c: dWeight + features.lowerBound * inFeatures, ldc: inFeatures
+        )
+        if let dBias {
+            for r in 0..<rows { addInPlace(dBias + features.lowerBound, dy + r * outFeatures + features.lowerBound, count: features.count) }
+        }
+    }
+    guard let dx else { return }
+    parallelism.forEachRowBlock(of: rows) { rowRange in
+        gemm(
+            transposeA: false, transposeB: false, m: rowRange.count, n: inFeatures, k: outFeatures,
+            a: dy + rowRange.lowerBound * outFeatures, lda: outFeatures, b: weight, ldb: inFeatures,
+            beta: accumulateInput ? 1 : 0, c: dx + rowRange.lowerBound * inFeatures, ldc: inFeatures
+        )
+    }
+}

@@ -25,6 +25,28 @@ public func bicubicResize(
     }
 }
 
+/// The adjoint of `bicubicResize`: spreads `gradient` (outHeight, outWidth, channels) back over the source grid,
+/// adding into `sourceGradient` (inHeight, inWidth, channels) with the same taps and weights.
+public func bicubicResizeBackward(
+    _ gradient: UnsafePointer<Float>, outHeight: Int, outWidth: Int,
+    into sourceGradient: UnsafeMutablePointer<Float>, inHeight: Int, inWidth: Int, channels: Int
+) {
+    let rows = CubicTaps(inSize: inHeight, outSize: outHeight)
+    let cols = CubicTaps(inSize: inWidth, outSize: outWidth)
+    for oy in 0..<outHeight {
+        for ox in 0..<outWidth {
+            let g = gradient + (oy * outWidth + ox) * channels
+            for j in 0..<4 {
+                for i in 0..<4 {
+                    let weight = rows.weight[oy * 4 + j] * cols.weight[ox * 4 + i]
+                    let target = sourceGradient + (rows.index[oy * 4 + j] * inWidth + cols.index[ox * 4 + i]) * channels
+                    for c in 0..<channels { target[c] += weight * g[c] }
+                }
+            }
+        }
+    }
+}
+
 /// The four source indices and weights of every output position along one axis.
 private struct CubicTaps {
     var index: [Int] = []

@@ -89,6 +89,13 @@ public struct Tensor: @unchecked Sendable {
         return try body(UnsafeMutableBufferPointer(start: storage.base, count: count))
     }
 
+    /// The address of uniquely owned storage (copied first if shared or borrowed), for code that writes
+    /// through it while the tensor stays where it is (a gradient held by its layer). Valid until the tensor
+    /// is copied, replaced or freed.
+    public mutating func uniqueBaseAddress() -> UnsafeMutablePointer<Float> {
+        withUnsafeMutableBufferPointer { $0.baseAddress! }
+    }
+
     /// Tensors of one shape stacked along a new first axis: (count, shape…).
     public static func stacked(_ tensors: [Tensor]) -> Tensor {
         precondition(!tensors.isEmpty && tensors.allSatisfy { $0.shape == tensors[0].shape }, "stacking needs tensors of one shape")

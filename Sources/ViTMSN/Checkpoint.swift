@@ -186,14 +186,26 @@ extension ViTMSNModel {
     /// realistic magnitudes for benchmarks and tests without a checkpoint.
     public static func randomlyInitialized(config: ViTMSNConfig, seed: UInt64) throws -> ViTMSNModel {
         let model = try ViTMSNModel(config: config)
-        var generator = SeededGenerator(seed: seed)
-        let std = Float(config.initializerRange)
-        model.visitParameters { name, tensor in
-            guard !name.contains("layernorm") else { return }
-            tensor.withUnsafeMutableBufferPointer { values in
-                for i in values.indices { values[i] = generator.normal(std: std) }
-            }
-        }
+        fillRandomly(model, std: Float(config.initializerRange), seed: seed)
         return model
+    }
+}
+
+extension ViTMSNForImageClassification {
+    /// The same for a classifier: a model to train from scratch, or a backbone with a fresh head.
+    public static func randomlyInitialized(config: ViTMSNConfig, seed: UInt64) throws -> ViTMSNForImageClassification {
+        let model = try ViTMSNForImageClassification(config: config)
+        fillRandomly(model, std: Float(config.initializerRange), seed: seed)
+        return model
+    }
+}
+
+private func fillRandomly(_ module: Module, std: Float, seed: UInt64) {
+    var generator = SeededGenerator(seed: seed)
+    module.visitParameters { name, tensor in
+        guard !name.contains("layernorm") else { return }
+        tensor.withUnsafeMutableBufferPointer { values in
+            for i in values.indices { values[i] = generator.normal(std: std) }
+        }
     }
 }

@@ -1,17 +1,34 @@
 import ViTCore
 
 /// A layer that owns parameters. `visitParameters` names each one as the checkpoint does, relative to the
-/// layer; composite layers prefix their children's names. Loading, saving and (later) optimisers all walk
-/// the model through this one function, so the name table lives in the layer types themselves.
+/// layer, together with its gradient slot (nil until training allocates it); composite layers prefix their
+/// children's names. Loading, saving and the optimisers all walk the model through this one function, so
+/// the name table lives in the layer types themselves.
 public protocol Module: AnyObject {
-    func visitParameters(_ visit: (String, inout Tensor) throws -> Void) rethrows
+    func visitParameters(_ visit: (_ name: String, _ value: inout Tensor, _ gradient: inout Tensor?) throws -> Void) rethrows
 }
 
 extension Module {
     /// Visits `child`'s parameters under `prefix.`.
     @inline(__always)
-    func visit(_ prefix: String, _ child: Module, _ visit: (String, inout Tensor) throws -> Void) rethrows {
-        try child.visitParameters { name, tensor in try visit(prefix + "." + name, &tensor) }
+    func visit(_ prefix: String, _ child: Module, _ visit: (String, inout Tensor, inout Tensor?) throws -> Void) rethrows {
+        try child.visitParameters { name, tensor, gradient in try visit(prefix + "." + name, &tensor, &gradient) }
+    }
+
+    /// Parameters without their gradients (loading and saving).
+    public func visitParameters(_ visit: (String, inout Tensor) throws -> Void) rethrows {
+        try visitParameters { name, tensor, _ in try visit(name, &tensor) }
+    }
+
+    /// Sets every gradient to zero, allocating the ones not yet there.
+    public func zeroGradients() {
+        visitParameters { _, tensor, gradient in
+            if gradient == nil || gradient!.shape != tensor.shape {
+                gradient = Tensor(zeros: tensor.shape)
+            } else {
+                gradient!.withUnsafeMutableBufferPointer { $0.update(repeating: 0) }
+            }
+        }
     }
 
     /// Every parameter with its full checkpoint name, in definition order.
@@ -30,6 +47,7 @@ extension Module {
 public final class Linear: Module {
     public var weight: Tensor // (out, in)
     public var bias: Tensor?  // (out)
+    public var weightGradient, biasGradient: Tensor?
     public let inFeatures: Int
     public let outFeatures: Int
 
@@ -42,9 +60,9 @@ public final class Linear: Module {
         self.bias = bias ? Tensor(zeros: [outFeatures]) : nil
     }
 
-    public func visitParameters(_ visit: (String, inout Tensor) throws -> Void) rethrows {
-        try visit("weight", &weight)
-        if bias != nil { try visit("bias", &bias!) }
+    public func visitParameters(_ visit: (String, inout Tensor, inout Tensor?) throws -> Void) rethrows {
+        try visit("weight", &weight, &weightGradient)
+        if bias != nil { try visit("bias", &bias!, &biasGradient) }
     }
 
     /// y (rows, out) = x (rows, in) · Wᵀ + b, or y += x · Wᵀ + b when `accumulate` (a residual add fused
@@ -61,6 +79,23 @@ public final class Linear: Module {
         }
     }
 
+    /// The backward of `forward`, given its input `x` (rows, in) and output gradient `dy` (rows, out):
+    /// accumulates the weight and bias gradients and writes the input gradient into `dx` when given
+    /// (adds to it with `accumulateInput`).
+    public func backward(
+        input x: UnsafePointer<Float>, outputGradient dy: UnsafePointer<Float>, rows: Int,
+        inputGradient dx: UnsafeMutablePointer<Float>?, accumulateInput: Bool = false, parallelism: Parallelism = .serial
+    ) {
+        precondition(weightGradient != nil, "zeroGradients() allocates the gradients before a backward pass")
+        let dWeight = weightGradient!.uniqueBaseAddress()
+        let dBias = bias == nil ? nil : biasGradient!.uniqueBaseAddress()
+        weight.withUnsafeBufferPointer { w in
+            linearBackward(
+                x: x, weight: w.baseAddress!, dy: dy, dx: dx, dWeight: dWeight, dBias: dBias, rows: rows,
+                inFeatures: inFeatures, outFeatures: outFeatures, accumulateInput: accumulateInput, parallelism: parallelism)
+        }
+    }
+
     /// N(0, std²) weights and zero bias, as Transformers' `_init_weights` does for `nn.Linear`.
     public func initialize(std: Float, using generator: inout SeededGenerator) {
         weight.withUnsafeMutableBufferPointer { w in
@@ -74,6 +109,7 @@ public final class Linear: Module {
 public final class LayerNorm: Module {
     public var weight: Tensor // (dim)
     public var bias: Tensor   // (dim)
+    public var weightGradient, biasGradient: Tensor?
     public let eps: Float
 
     public init(_ dim: Int, eps: Float) {
@@ -82,9 +118,9 @@ public final class LayerNorm: Module {
         self.eps = eps
     }
 
-    public func visitParameters(_ visit: (String, inout Tensor) throws -> Void) rethrows {
-        try visit("weight", &weight)
-        try visit("bias", &bias)
+    public func visitParameters(_ visit: (String, inout Tensor, inout Tensor?) throws -> Void) rethrows {
+        try visit("weight", &weight, &weightGradient)
+        try visit("bias", &bias, &biasGradient)
     }
 
     /// y (rows, dim) = LayerNorm(x (rows, dim)); `x` and `y` may alias.
@@ -100,6 +136,60 @@ public final class LayerNorm: Module {
             }
         }
     }
+
+    /// The backward of `forward` from its input `x`: adds `dGamma`, `dBeta` to the gradients and writes
+    /// (or, with `accumulate`, adds) the input gradient into `dx`. Rows are split across cores, each chunk
+    /// summing its own parameter gradients, which are added up at the end.
+    public func backward(
+        input x: UnsafePointer<Float>, outputGradient dy: UnsafePointer<Float>, rows: Int,
+        inputGradient dx: UnsafeMutablePointer<Float>, accumulate: Bool, parallelism: Parallelism = .serial
+    ) {
+        precondition(weightGradient != nil, "zeroGradients() allocates the gradients before a backward pass")
+        let dim = weight.count
+        let partials = Buffer(zeros: parallelism.threads * 2 * dim) // per chunk: dGamma, dBeta
+        weight.withUnsafeBufferPointer { g in
+            parallelism.forEachChunk(of: rows, minimumChunk: 16) { chunk, range in
+                let partial = partials.pointer + chunk * 2 * dim
+                layerNormBackward(
+                    x: x + range.lowerBound * dim, gamma: g.baseAddress!, dy: dy + range.lowerBound * dim,
+                    dx: dx + range.lowerBound * dim, dGamma: partial, dBeta: partial + dim,
+                    rows: range.count, dim: dim, eps: eps, accumulate: accumulate)
+            }
+        }
+        let (dGamma, dBeta) = (weightGradient!.uniqueBaseAddress(), biasGradient!.uniqueBaseAddress())
+        for chunk in 0..<parallelism.threads {
+            addInPlace(dGamma, partials.pointer + chunk * 2 * dim, count: dim)
+            addInPlace(dBeta, partials.pointer + chunk * 2 * dim + dim, count: dim)
+        }
+    }
+}
+
+/// Training-mode `nn.Dropout`: zeroes each value with probability p and scales the others by 1/(1 − p),
+/// drawing from a seeded generator. Models take `Dropout?`; `nil` is eval mode (deterministic).
+public struct Dropout {
+    public var generator: SeededGenerator
+    public let hiddenProbability: Float    // `hidden_dropout_prob`: embeddings and both branch outputs
+    public let attentionProbability: Float // `attention_probs_dropout_prob`
+
+    public init(config: ViTMSNConfig, seed: UInt64) {
+        generator = SeededGenerator(seed: seed)
+        hiddenProbability = Float(config.hiddenDropoutProb)
+        attentionProbability = Float(config.attentionProbsDropoutProb)
+    }
+
+    /// Drops `count` values in place with probability `p`; returns the multipliers (0 or 1/(1 − p)) the
+    /// backward needs, or nil when p = 0.
+    mutating func apply(_ x: UnsafeMutablePointer<Float>, count: Int, probability p: Float) -> Buffer? {
+        guard p > 0 else { return nil }
+        let multipliers = Buffer(count)
+        let kept = 1 / (1 - p)
+        for i in 0..<count {
+            let uniform = Float(generator.next() >> 40) * 0x1p-24 // 24 random bits in [0, 1)
+            multipliers.pointer[i] = uniform < p ? 0 : kept
+            x[i] *= multipliers.pointer[i]
+        }
+        return multipliers
+    }
 }
 
 /// Owned Float32 scratch memory, freed with the object.
@@ -110,6 +200,24 @@ final class Buffer {
     init(_ count: Int) {
         self.count = count
         pointer = .allocate(capacity: max(count, 1))
+    }
+
+    convenience init(zeros count: Int) {
+        self.init(count)
+        pointer.initialize(repeating: 0, count: count)
+    }
+
+    /// A copy of the first `count` floats at `source`.
+    convenience init(copying source: UnsafePointer<Float>, count: Int) {
+        self.init(count)
+        pointer.update(from: source, count: count)
+    }
+
+    /// The contents as a tensor of `shape` (copied).
+    func tensor(_ shape: [Int]) -> Tensor {
+        var result = Tensor(zeros: shape)
+        result.withUnsafeMutableBufferPointer { $0.baseAddress!.update(from: pointer, count: $0.count) }
+        return result
     }
 
     deinit { pointer.deallocate() }

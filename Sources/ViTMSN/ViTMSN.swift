@@ -35,12 +35,13 @@ public final class ViTMSNPatchEmbeddings: Module {
         )
     }
 
-    public func visitParameters(_ visit: (String, inout Tensor) throws -> Void) rethrows {
+    public func visitParameters(_ visit: (String, inout Tensor, inout Tensor?) throws -> Void) rethrows {
         try self.visit("projection", projection, visit)
     }
 
-    /// pixels (B, C, H, W) → patch embeddings (B·N, D), N = (H/P)·(W/P) in row-major grid order.
-    func forward(_ pixels: Tensor, interpolatePosEncoding: Bool, parallelism: Parallelism) throws -> (embeddings: Buffer, gridHeight: Int, gridWidth: Int) {
+    /// pixels (B, C, H, W) → patch embeddings (B·N, D), N = (H/P)·(W/P) in row-major grid order, and the
+    /// flattened patches (B·N, C·P·P) they were projected from.
+    func forward(_ pixels: Tensor, interpolatePosEncoding: Bool, parallelism: Parallelism) throws -> (patches: Buffer, embeddings: Buffer, gridHeight: Int, gridWidth: Int) {
         guard pixels.rank == 4 else {
             throw ViTMSNError("pixel_values must have shape (batch_size, num_channels, height, width), got \(pixels.shape)")
         }
@@ -53,34 +54,59 @@ public final class ViTMSNPatchEmbeddings: Module {
         if !interpolatePosEncoding, height != config.imageSize.height || width != config.imageSize.width {
             throw ViTMSNError("Input image size (\(height)*\(width)) doesn't match model (\(config.imageSize.height)*\(config.imageSize.width)).")
         }
-        let (ph, pw) = (config.patchSize.height, config.patchSize.width)
-        let (gridHeight, gridWidth) = (height / ph, width / pw)
+        let (gridHeight, gridWidth) = (height / config.patchSize.height, width / config.patchSize.width)
         guard gridHeight > 0, gridWidth > 0 else {
-            throw ViTMSNError("Input image size (\(height)*\(width)) is smaller than one \(ph)×\(pw) patch.")
+            throw ViTMSNError("Input image size (\(height)*\(width)) is smaller than one \(config.patchSize.height)×\(config.patchSize.width) patch.")
         }
         let rows = batch * gridHeight * gridWidth
-        let patchLength = channels * ph * pw
-        let patches = Buffer(rows * patchLength) // (B·N, C·P·P), each patch flattened in (c, ky, kx) order
+        let patches = Buffer(rows * projection.inFeatures)
         pixels.withUnsafeBufferPointer { px in
-            let src = px.baseAddress!
-            for b in 0..<batch {
-                for gy in 0..<gridHeight {
-                    for gx in 0..<gridWidth {
-                        var dst = patches.pointer + ((b * gridHeight + gy) * gridWidth + gx) * patchLength
-                        for c in 0..<channels {
-                            for ky in 0..<ph {
-                                let row = src + ((b * channels + c) * height + gy * ph + ky) * width + gx * pw
-                                dst.update(from: row, count: pw)
-                                dst += pw
-                            }
+            forEachPatchRow(pixelShape: pixels.shape) { pixelOffset, patchOffset in
+                (patches.pointer + patchOffset).update(from: px.baseAddress! + pixelOffset, count: config.patchSize.width)
+            }
+        }
+        let embeddings = Buffer(rows * config.hiddenSize)
+        projection.forward(patches.pointer, rows: rows, into: embeddings.pointer, parallelism: parallelism)
+        return (patches, embeddings, gridHeight, gridWidth)
+    }
+
+    /// The backward of `forward`: from the embeddings' gradient (B·N, D), accumulates the projection's
+    /// gradients and, when `pixelGradient` (B, C, H, W) is given, writes the pixels' gradient (zero for pixels
+    /// outside the patch grid).
+    func backward(
+        patches: Buffer, gradient: UnsafePointer<Float>, pixelShape: [Int],
+        pixelGradient: UnsafeMutablePointer<Float>?, parallelism: Parallelism
+    ) {
+        let rows = patches.count / projection.inFeatures
+        let patchGradient = pixelGradient.map { _ in Buffer(patches.count) }
+        projection.backward(
+            input: patches.pointer, outputGradient: gradient, rows: rows, inputGradient: patchGradient?.pointer, parallelism: parallelism)
+        guard let pixelGradient, let patchGradient else { return }
+        pixelGradient.update(repeating: 0, count: Tensor.elementCount(pixelShape))
+        forEachPatchRow(pixelShape: pixelShape) { pixelOffset, patchOffset in
+            (pixelGradient + pixelOffset).update(from: patchGradient.pointer + patchOffset, count: config.patchSize.width)
+        }
+    }
+
+    /// Calls `body(pixelOffset, patchOffset)` for every P-pixel row of every patch: the row starting at
+    /// `pixelOffset` in (B, C, H, W) is at `patchOffset` in (B·N, C·P·P), each patch flattened (c, ky, kx).
+    private func forEachPatchRow(pixelShape: [Int], _ body: (_ pixelOffset: Int, _ patchOffset: Int) -> Void) {
+        let (batch, channels, height, width) = (pixelShape[0], pixelShape[1], pixelShape[2], pixelShape[3])
+        let (ph, pw) = (config.patchSize.height, config.patchSize.width)
+        let (gridHeight, gridWidth) = (height / ph, width / pw)
+        var patchOffset = 0
+        for b in 0..<batch {
+            for gy in 0..<gridHeight {
+                for gx in 0..<gridWidth {
+                    for c in 0..<channels {
+                        for ky in 0..<ph {
+                            body(((b * channels + c) * height + gy * ph + ky) * width + gx * pw, patchOffset)
+                            patchOffset += pw
                         }
                     }
                 }
             }
         }
-        let embeddings = Buffer(rows * config.hiddenSize)
-        projection.forward(patches.pointer, rows: rows, into: embeddings.pointer, parallelism: parallelism)
-        return (embeddings, gridHeight, gridWidth)
     }
 }
 
@@ -89,6 +115,7 @@ public final class ViTMSNEmbeddings: Module {
     public var clsToken: Tensor            // (1, 1, D)
     public var maskToken: Tensor?          // (1, 1, D), only in models built with a mask token
     public var positionEmbeddings: Tensor  // (1, N_config + 1, D)
+    public var clsTokenGradient, maskTokenGradient, positionEmbeddingsGradient: Tensor?
     public let patchEmbeddings: ViTMSNPatchEmbeddings
     let config: ViTMSNConfig
 
@@ -100,10 +127,10 @@ public final class ViTMSNEmbeddings: Module {
         patchEmbeddings = ViTMSNPatchEmbeddings(config: config)
     }
 
-    public func visitParameters(_ visit: (String, inout Tensor) throws -> Void) rethrows {
-        try visit("cls_token", &clsToken)
-        if maskToken != nil { try visit("mask_token", &maskToken!) }
-        try visit("position_embeddings", &positionEmbeddings)
+    public func visitParameters(_ visit: (String, inout Tensor, inout Tensor?) throws -> Void) rethrows {
+        try visit("cls_token", &clsToken, &clsTokenGradient)
+        if maskToken != nil { try visit("mask_token", &maskToken!, &maskTokenGradient) }
+        try visit("position_embeddings", &positionEmbeddings, &positionEmbeddingsGradient)
         try self.visit("patch_embeddings", patchEmbeddings, visit)
     }
 
@@ -133,9 +160,9 @@ public final class ViTMSNEmbeddings: Module {
         return table
     }
 
-    /// pixels (B, C, H, W) → embeddings (B, S, D)
-    func forward(_ pixels: Tensor, boolMaskedPos: Tensor?, interpolatePosEncoding: Bool, parallelism: Parallelism) throws -> (hidden: Buffer, sequence: Int) {
-        let (patches, gridHeight, gridWidth) = try patchEmbeddings.forward(
+    /// pixels (B, C, H, W) → embeddings (B, S, D), with the flattened patches and the grid they came from.
+    func forward(_ pixels: Tensor, boolMaskedPos: Tensor?, interpolatePosEncoding: Bool, parallelism: Parallelism) throws -> (hidden: Buffer, sequence: Int, patches: Buffer, gridHeight: Int, gridWidth: Int) {
+        let (flatPatches, patches, gridHeight, gridWidth) = try patchEmbeddings.forward(
             pixels, interpolatePosEncoding: interpolatePosEncoding, parallelism: parallelism)
         let batch = pixels.shape[0]
         let numPatches = gridHeight * gridWidth
@@ -174,7 +201,102 @@ public final class ViTMSNEmbeddings: Module {
                 }
             }
         }
-        return (hidden, sequence)
+        return (hidden, sequence, flatPatches, gridHeight, gridWidth)
+    }
+
+    /// Training forward: `forward`, then only the CLS token and the patches listed in `keep` (MSN's patch
+    /// dropping: per image, K indices into the N patches), then hidden dropout. Returns (B, 1 + K, D), or
+    /// (B, S, D) without `keep`.
+    func forwardTraining(
+        _ pixels: Tensor, keep: [[Int]]?, interpolatePosEncoding: Bool, dropout: inout Dropout?, parallelism: Parallelism
+    ) throws -> (hidden: Buffer, sequence: Int, activations: EmbeddingActivations) {
+        let full = try forward(pixels, boolMaskedPos: nil, interpolatePosEncoding: interpolatePosEncoding, parallelism: parallelism)
+        let batch = pixels.shape[0]
+        let dim = config.hiddenSize
+        var hidden = full.hidden
+        var sequence = full.sequence
+        if let keep {
+            let numPatches = full.sequence - 1
+            guard keep.count == batch, let kept = keep.first?.count, keep.allSatisfy({ $0.count == kept }),
+                  keep.allSatisfy({ $0.allSatisfy { (0..<numPatches).contains($0) } }) else {
+                throw ViTMSNError("keep must list, for each of the \(batch) images, the same number of patch indices in 0..<\(numPatches)")
+            }
+            sequence = 1 + kept
+            hidden = Buffer(batch * sequence * dim)
+            for b in 0..<batch {
+                for (j, token) in ([0] + keep[b].map { $0 + 1 }).enumerated() {
+                    (hidden.pointer + (b * sequence + j) * dim).update(from: full.hidden.pointer + (b * full.sequence + token) * dim, count: dim)
+                }
+            }
+        }
+        let probability = dropout?.hiddenProbability ?? 0
+        let dropMultipliers = dropout?.apply(hidden.pointer, count: batch * sequence * dim, probability: probability)
+        let numPositions = positionEmbeddings.shape[1] - 1
+        let activations = EmbeddingActivations(
+            pixelShape: pixels.shape, patches: full.patches, gridHeight: full.gridHeight, gridWidth: full.gridWidth,
+            positionsResized: interpolatePosEncoding && !(full.sequence - 1 == numPositions && pixels.shape[2] == pixels.shape[3]),
+            keep: keep, dropMultipliers: dropMultipliers)
+        return (hidden, sequence, activations)
+    }
+
+    /// The backward of `forwardTraining`: from the gradient of its output (B, S', D), accumulates the CLS,
+    /// position and projection gradients, and writes the pixels' gradient when `pixelGradient` is given.
+    func backward(
+        _ gradient: UnsafePointer<Float>, sequence: Int, activations a: EmbeddingActivations,
+        pixelGradient: UnsafeMutablePointer<Float>?, parallelism: Parallelism
+    ) {
+        let batch = a.pixelShape[0]
+        let dim = config.hiddenSize
+        let numPatches = a.gridHeight * a.gridWidth
+        let fullSequence = numPatches + 1
+        // Back to every token of every image (dropped patches get zero), through the dropout multipliers.
+        let full = Buffer(zeros: batch * fullSequence * dim)
+        for b in 0..<batch {
+            let tokens = a.keep.map { [0] + $0[b].map { $0 + 1 } } ?? Array(0..<fullSequence)
+            for (j, token) in tokens.enumerated() {
+                let source = (b * sequence + j) * dim
+                let target = full.pointer + (b * fullSequence + token) * dim
+                target.update(from: gradient + source, count: dim)
+                if let m = a.dropMultipliers { for i in 0..<dim { target[i] *= m.pointer[source + i] } }
+            }
+        }
+        // CLS token and the position table (summed over the batch), the table back through its resize.
+        let table = Buffer(zeros: fullSequence * dim)
+        for b in 0..<batch { addInPlace(table.pointer, full.pointer + b * fullSequence * dim, count: fullSequence * dim) }
+        addInPlace(clsTokenGradient!.uniqueBaseAddress(), table.pointer, count: dim)
+        let dPositions = positionEmbeddingsGradient!.uniqueBaseAddress()
+        if a.positionsResized {
+            let side = Int(Double(positionEmbeddings.shape[1] - 1).squareRoot())
+            addInPlace(dPositions, table.pointer, count: dim)
+            bicubicResizeBackward(
+                table.pointer + dim, outHeight: a.gridHeight, outWidth: a.gridWidth,
+                into: dPositions + dim, inHeight: side, inWidth: side, channels: dim)
+        } else {
+            addInPlace(dPositions, table.pointer, count: fullSequence * dim)
+        }
+        // Patch tokens → the projection.
+        let patchGradient = Buffer(batch * numPatches * dim)
+        for b in 0..<batch {
+            (patchGradient.pointer + b * numPatches * dim).update(from: full.pointer + (b * fullSequence + 1) * dim, count: numPatches * dim)
+        }
+        patchEmbeddings.backward(
+            patches: a.patches, gradient: patchGradient.pointer, pixelShape: a.pixelShape,
+            pixelGradient: pixelGradient, parallelism: parallelism)
+    }
+}
+
+/// What `ViTMSNEmbeddings.forwardTraining` keeps for its backward.
+final class EmbeddingActivations {
+    let pixelShape: [Int]
+    let patches: Buffer            // (B·N, C·P·P) flattened patches: the projection's input
+    let gridHeight, gridWidth: Int
+    let positionsResized: Bool     // whether the position table was interpolated to the grid
+    let keep: [[Int]]?             // patches kept per image, when some were dropped
+    let dropMultipliers: Buffer?   // hidden dropout on the output
+
+    init(pixelShape: [Int], patches: Buffer, gridHeight: Int, gridWidth: Int, positionsResized: Bool, keep: [[Int]]?, dropMultipliers: Buffer?) {
+        (self.pixelShape, self.patches, self.gridHeight, self.gridWidth) = (pixelShape, patches, gridHeight, gridWidth)
+        (self.positionsResized, self.keep, self.dropMultipliers) = (positionsResized, keep, dropMultipliers)
     }
 }
 
@@ -186,15 +308,18 @@ final class EncoderWorkspace {
     let intermediate: Buffer                        // (B·S, I)
     let scores: Buffer                              // (threads, queryBlock, S), or unused when attentions are returned
     let parallelism: Parallelism
+    /// (B·S, D): a residual branch's output before dropout, or its gradient after (training only).
+    lazy var branch = Buffer(normed.count)
 
-    init(tokens: Int, sequence: Int, config: ViTMSNConfig, parallelism: Parallelism) {
+    /// `scoreCount` overrides the attention scratch size (the backward needs S·S per thread).
+    init(tokens: Int, sequence: Int, config: ViTMSNConfig, parallelism: Parallelism, scoreCount: Int? = nil) {
         self.parallelism = parallelism
         (normed, query, key, value, context) = (
             Buffer(tokens * config.hiddenSize), Buffer(tokens * config.hiddenSize), Buffer(tokens * config.hiddenSize),
             Buffer(tokens * config.hiddenSize), Buffer(tokens * config.hiddenSize)
         )
         intermediate = Buffer(tokens * config.intermediateSize)
-        scores = Buffer(attentionScratchCount(sequence: sequence, threads: parallelism.threads))
+        scores = Buffer(scoreCount ?? attentionScratchCount(sequence: sequence, threads: parallelism.threads))
     }
 }
 
@@ -212,7 +337,7 @@ public final class ViTMSNSelfAttention: Module {
         headDim = config.headDim
     }
 
-    public func visitParameters(_ visit: (String, inout Tensor) throws -> Void) rethrows {
+    public func visitParameters(_ visit: (String, inout Tensor, inout Tensor?) throws -> Void) rethrows {
         try self.visit("query", query, visit)
         try self.visit("key", key, visit)
         try self.visit("value", value, visit)
@@ -240,7 +365,7 @@ public final class ViTMSNSelfOutput: Module {
 
     init(config: ViTMSNConfig) { dense = Linear(config.hiddenSize, config.hiddenSize) }
 
-    public func visitParameters(_ visit: (String, inout Tensor) throws -> Void) rethrows {
+    public func visitParameters(_ visit: (String, inout Tensor, inout Tensor?) throws -> Void) rethrows {
         try self.visit("dense", dense, visit)
     }
 }
@@ -254,7 +379,7 @@ public final class ViTMSNAttention: Module {
         output = ViTMSNSelfOutput(config: config)
     }
 
-    public func visitParameters(_ visit: (String, inout Tensor) throws -> Void) rethrows {
+    public func visitParameters(_ visit: (String, inout Tensor, inout Tensor?) throws -> Void) rethrows {
         try self.visit("attention", attention, visit)
         try self.visit("output", output, visit)
     }
@@ -270,7 +395,7 @@ public final class ViTMSNIntermediate: Module {
         activation = config.activation
     }
 
-    public func visitParameters(_ visit: (String, inout Tensor) throws -> Void) rethrows {
+    public func visitParameters(_ visit: (String, inout Tensor, inout Tensor?) throws -> Void) rethrows {
         try self.visit("dense", dense, visit)
     }
 
@@ -296,7 +421,7 @@ public final class ViTMSNOutput: Module {
 
     init(config: ViTMSNConfig) { dense = Linear(config.intermediateSize, config.hiddenSize) }
 
-    public func visitParameters(_ visit: (String, inout Tensor) throws -> Void) rethrows {
+    public func visitParameters(_ visit: (String, inout Tensor, inout Tensor?) throws -> Void) rethrows {
         try self.visit("dense", dense, visit)
     }
 }
@@ -317,7 +442,7 @@ public final class ViTMSNLayer: Module {
         layernormAfter = LayerNorm(config.hiddenSize, eps: Float(config.layerNormEps))
     }
 
-    public func visitParameters(_ visit: (String, inout Tensor) throws -> Void) rethrows {
+    public func visitParameters(_ visit: (String, inout Tensor, inout Tensor?) throws -> Void) rethrows {
         try self.visit("attention", attention, visit)
         try self.visit("intermediate", intermediate, visit)
         try self.visit("output", output, visit)
@@ -339,7 +464,136 @@ public final class ViTMSNLayer: Module {
         intermediate.forward(w.normed.pointer, rows: tokens, into: w.intermediate.pointer, parallelism: parallelism)
         output.dense.forward(w.intermediate.pointer, rows: tokens, into: hidden, accumulate: true, parallelism: parallelism)
     }
+    /// Training forward: the computation of `forward`, keeping what the backward needs and, with `dropout`,
+    /// dropping where Transformers does: attention probabilities, and each branch's output before its
+    /// residual add.
+    func forwardTraining(
+        _ hidden: UnsafeMutablePointer<Float>, batch: Int, sequence: Int, dropout: inout Dropout?, workspace w: EncoderWorkspace
+    ) -> BlockActivations {
+        let tokens = batch * sequence
+        let parallelism = w.parallelism
+        let selfAttention = attention.attention
+        let a = BlockActivations(input: Buffer(copying: hidden, count: w.normed.count), batch: batch, sequence: sequence, heads: selfAttention.heads, intermediateSize: intermediate.dense.outFeatures)
+        layernormBefore.forward(hidden, rows: tokens, into: a.normedBefore.pointer, parallelism: parallelism)
+        selfAttention.query.forward(a.normedBefore.pointer, rows: tokens, into: a.query.pointer, parallelism: parallelism)
+        selfAttention.key.forward(a.normedBefore.pointer, rows: tokens, into: a.key.pointer, parallelism: parallelism)
+        selfAttention.value.forward(a.normedBefore.pointer, rows: tokens, into: a.value.pointer, parallelism: parallelism)
+        multiHeadAttention(
+            query: a.query.pointer, key: a.key.pointer, value: a.value.pointer, context: a.context.pointer,
+            batch: batch, sequence: sequence, heads: selfAttention.heads, headDim: selfAttention.headDim,
+            scale: 1 / Float(selfAttention.headDim).squareRoot(), headMask: nil,
+            probabilities: a.probabilities.pointer, scratch: w.scores.pointer, parallelism: parallelism)
+        if let probability = dropout?.attentionProbability, probability > 0 {
+            let dropped = Buffer(copying: a.probabilities.pointer, count: a.probabilities.count)
+            a.attentionDrop = dropout!.apply(dropped.pointer, count: dropped.count, probability: probability)
+            a.droppedProbabilities = dropped
+            attentionContext(
+                probabilities: dropped.pointer, value: a.value.pointer, context: a.context.pointer, batch: batch,
+                sequence: sequence, heads: selfAttention.heads, headDim: selfAttention.headDim, parallelism: parallelism)
+        }
+        a.attentionOutputDrop = addBranch(attention.output.dense, input: a.context.pointer, to: hidden, rows: tokens, dropout: &dropout, workspace: w)
+        a.middle.pointer.update(from: hidden, count: a.middle.count)
+        layernormAfter.forward(hidden, rows: tokens, into: a.normedAfter.pointer, parallelism: parallelism)
+        intermediate.dense.forward(a.normedAfter.pointer, rows: tokens, into: a.preActivation.pointer, parallelism: parallelism)
+        a.activated.pointer.update(from: a.preActivation.pointer, count: a.activated.count)
+        parallelism.forEachChunk(of: tokens) { rows in
+            let width = a.activated.count / tokens
+            intermediate.activation.apply(a.activated.pointer + rows.lowerBound * width, count: rows.count * width)
+        }
+        a.outputDrop = addBranch(output.dense, input: a.activated.pointer, to: hidden, rows: tokens, dropout: &dropout, workspace: w)
+        return a
+    }
+
+    /// hidden += dropout(dense(input)); returns the dropout multipliers, if any were drawn.
+    private func addBranch(
+        _ dense: Linear, input: UnsafePointer<Float>, to hidden: UnsafeMutablePointer<Float>, rows: Int,
+        dropout: inout Dropout?, workspace w: EncoderWorkspace
+    ) -> Buffer? {
+        guard let probability = dropout?.hiddenProbability, probability > 0 else {
+            dense.forward(input, rows: rows, into: hidden, accumulate: true, parallelism: w.parallelism)
+            return nil
+        }
+        dense.forward(input, rows: rows, into: w.branch.pointer, parallelism: w.parallelism)
+        let multipliers = dropout!.apply(w.branch.pointer, count: w.branch.count, probability: probability)
+        addInPlace(hidden, w.branch.pointer, count: w.branch.count)
+        return multipliers
+    }
+
+    /// The backward of `forwardTraining`: `gradient` (B·S, D) holds the gradient of the block's output and
+    /// receives that of its input. Parameter gradients accumulate.
+    func backward(_ gradient: UnsafeMutablePointer<Float>, activations a: BlockActivations, workspace w: EncoderWorkspace) {
+        let tokens = a.batch * a.sequence
+        let parallelism = w.parallelism
+        let selfAttention = attention.attention
+        // MLP branch: out = middle + drop(output.dense(act(intermediate.dense(layernorm_after(middle)))))
+        output.dense.backward(
+            input: a.activated.pointer, outputGradient: branchGradient(gradient, a.outputDrop, w), rows: tokens,
+            inputGradient: w.intermediate.pointer, parallelism: parallelism)
+        parallelism.forEachChunk(of: tokens) { rows in
+            let width = a.preActivation.count / tokens
+            let offset = rows.lowerBound * width
+            intermediate.activation.backward(input: a.preActivation.pointer + offset, gradient: w.intermediate.pointer + offset, count: rows.count * width)
+        }
+        intermediate.dense.backward(
+            input: a.normedAfter.pointer, outputGradient: w.intermediate.pointer, rows: tokens, inputGradient: w.normed.pointer, parallelism: parallelism)
+        layernormAfter.backward(
+            input: a.middle.pointer, outputGradient: w.normed.pointer, rows: tokens, inputGradient: gradient, accumulate: true, parallelism: parallelism)
+        // Attention branch: middle = input + drop(attention.output.dense(attention(layernorm_before(input))))
+        attention.output.dense.backward(
+            input: a.context.pointer, outputGradient: branchGradient(gradient, a.attentionOutputDrop, w), rows: tokens,
+            inputGradient: w.context.pointer, parallelism: parallelism)
+        multiHeadAttentionBackward(
+            query: a.query.pointer, key: a.key.pointer, value: a.value.pointer, probabilities: a.probabilities.pointer,
+            dropped: a.droppedProbabilities?.pointer, dropMultipliers: a.attentionDrop?.pointer, contextGradient: w.context.pointer,
+            queryGradient: w.query.pointer, keyGradient: w.key.pointer, valueGradient: w.value.pointer,
+            batch: a.batch, sequence: a.sequence, heads: selfAttention.heads, headDim: selfAttention.headDim,
+            scale: 1 / Float(selfAttention.headDim).squareRoot(), scratch: w.scores.pointer, parallelism: parallelism)
+        for (projection, projectionGradient, first) in [(selfAttention.query, w.query, true), (selfAttention.key, w.key, false), (selfAttention.value, w.value, false)] {
+            projection.backward(
+                input: a.normedBefore.pointer, outputGradient: projectionGradient.pointer, rows: tokens,
+                inputGradient: w.normed.pointer, accumulateInput: !first, parallelism: parallelism)
+        }
+        layernormBefore.backward(
+            input: a.input.pointer, outputGradient: w.normed.pointer, rows: tokens, inputGradient: gradient, accumulate: true, parallelism: parallelism)
+    }
+
+    /// A branch's output gradient: the residual stream's, through the branch's dropout multipliers if any.
+    private func branchGradient(_ gradient: UnsafeMutablePointer<Float>, _ multipliers: Buffer?, _ w: EncoderWorkspace) -> UnsafePointer<Float> {
+        guard let multipliers else { return UnsafePointer(gradient) }
+        for i in 0..<multipliers.count { w.branch.pointer[i] = gradient[i] * multipliers.pointer[i] }
+        return UnsafePointer(w.branch.pointer)
+    }
 }
+
+/// What one block's training forward keeps for its backward (T = B·S tokens).
+final class BlockActivations {
+    let batch, sequence: Int
+    let input: Buffer                        // (T, D) the residual stream entering the block: layernorm_before's input
+    let normedBefore: Buffer                 // (T, D) layernorm_before's output: the query/key/value input
+    let query, key, value: Buffer            // (T, D)
+    let probabilities: Buffer                // (B, heads, S, S) softmax output
+    var droppedProbabilities: Buffer?        // the same after attention dropout
+    var attentionDrop: Buffer?               // its multipliers
+    let context: Buffer                      // (T, D) attention.output.dense's input
+    var attentionOutputDrop: Buffer?         // hidden dropout multipliers on the attention branch
+    let middle: Buffer                       // (T, D) the residual stream after attention: layernorm_after's input
+    let normedAfter: Buffer                  // (T, D) intermediate.dense's input
+    let preActivation: Buffer                // (T, I) before the activation
+    let activated: Buffer                    // (T, I) output.dense's input
+    var outputDrop: Buffer?                  // hidden dropout multipliers on the MLP branch
+
+    init(input: Buffer, batch: Int, sequence: Int, heads: Int, intermediateSize: Int) {
+        let tokens = batch * sequence
+        (self.input, self.batch, self.sequence) = (input, batch, sequence)
+        (normedBefore, query, key, value, context, middle, normedAfter) = (
+            Buffer(input.count), Buffer(input.count), Buffer(input.count), Buffer(input.count), Buffer(input.count),
+            Buffer(input.count), Buffer(input.count))
+        probabilities = Buffer(batch * heads * sequence * sequence)
+        preActivation = Buffer(tokens * intermediateSize)
+        activated = Buffer(tokens * intermediateSize)
+    }
+}
+
 
 public final class ViTMSNEncoder: Module {
     public let layer: [ViTMSNLayer]
@@ -348,7 +602,7 @@ public final class ViTMSNEncoder: Module {
         layer = (0..<config.numHiddenLayers).map { _ in ViTMSNLayer(config: config) }
     }
 
-    public func visitParameters(_ visit: (String, inout Tensor) throws -> Void) rethrows {
+    public func visitParameters(_ visit: (String, inout Tensor, inout Tensor?) throws -> Void) rethrows {
         for (i, block) in layer.enumerated() { try self.visit("layer.\(i)", block, visit) }
     }
 }
@@ -373,7 +627,7 @@ public final class ViTMSNModel: Module {
         layernorm = LayerNorm(config.hiddenSize, eps: Float(config.layerNormEps))
     }
 
-    public func visitParameters(_ visit: (String, inout Tensor) throws -> Void) rethrows {
+    public func visitParameters(_ visit: (String, inout Tensor, inout Tensor?) throws -> Void) rethrows {
         try self.visit("embeddings", embeddings, visit)
         try self.visit("encoder", encoder, visit)
         try self.visit("layernorm", layernorm, visit)
@@ -388,7 +642,7 @@ public final class ViTMSNModel: Module {
         outputAttentions: Bool = false, outputHiddenStates: Bool = false, interpolatePosEncoding: Bool = false
     ) throws -> ViTMSNModelOutput {
         let layerHeadMasks = try expandHeadMask(headMask)
-        let (hidden, sequence) = try embeddings.forward(
+        let (hidden, sequence, _, _, _) = try embeddings.forward(
             pixelValues, boolMaskedPos: boolMaskedPos, interpolatePosEncoding: interpolatePosEncoding, parallelism: parallelism)
         let batch = pixelValues.shape[0]
         let dim = config.hiddenSize
@@ -419,6 +673,50 @@ public final class ViTMSNModel: Module {
         return ViTMSNModelOutput(lastHiddenState: last, hiddenStates: hiddenStates, attentions: attentions)
     }
 
+    /// Training forward (Transformers' `model.train()`): returns `last_hidden_state` (B, S, D) and the
+    /// activations `backward` needs. `keep` drops patches as MSN's anchor views do (see
+    /// `ViTMSNEmbeddings.forwardTraining`); `dropout` nil means eval-mode behaviour.
+    public func forwardTraining(
+        pixelValues: Tensor, keep: [[Int]]? = nil, interpolatePosEncoding: Bool = false, dropout: inout Dropout?
+    ) throws -> (lastHiddenState: Tensor, activations: ViTMSNActivations) {
+        let (hidden, sequence, embeddingActivations) = try embeddings.forwardTraining(
+            pixelValues, keep: keep, interpolatePosEncoding: interpolatePosEncoding, dropout: &dropout, parallelism: parallelism)
+        let batch = pixelValues.shape[0]
+        let tokens = batch * sequence
+        let workspace = EncoderWorkspace(tokens: tokens, sequence: sequence, config: config, parallelism: parallelism)
+        let blocks = encoder.layer.map { $0.forwardTraining(hidden.pointer, batch: batch, sequence: sequence, dropout: &dropout, workspace: workspace) }
+        let last = Buffer(hidden.count)
+        layernorm.forward(hidden.pointer, rows: tokens, into: last.pointer, parallelism: parallelism)
+        let activations = ViTMSNActivations(embeddings: embeddingActivations, blocks: blocks, encoderOutput: hidden, batch: batch, sequence: sequence)
+        return (last.tensor([batch, sequence, config.hiddenSize]), activations)
+    }
+
+    /// The backward of `forwardTraining` from the gradient of `last_hidden_state` (B, S, D): accumulates every
+    /// parameter's gradient (allocate them with `zeroGradients()` first) and returns the gradient of
+    /// `pixel_values` when `inputGradient` is set.
+    @discardableResult
+    public func backward(_ activations: ViTMSNActivations, lastHiddenStateGradient: Tensor, inputGradient: Bool = false) -> Tensor? {
+        let (batch, sequence) = (activations.batch, activations.sequence)
+        let tokens = batch * sequence
+        precondition(lastHiddenStateGradient.count == tokens * config.hiddenSize, "gradient of shape \(lastHiddenStateGradient.shape) for (\(batch), \(sequence), \(config.hiddenSize))")
+        let workspace = EncoderWorkspace(
+            tokens: tokens, sequence: sequence, config: config, parallelism: parallelism,
+            scoreCount: parallelism.threads * sequence * sequence)
+        let gradient = Buffer(tokens * config.hiddenSize)
+        lastHiddenStateGradient.withUnsafeBufferPointer { dLast in
+            layernorm.backward(
+                input: activations.encoderOutput.pointer, outputGradient: dLast.baseAddress!, rows: tokens,
+                inputGradient: gradient.pointer, accumulate: false, parallelism: parallelism)
+        }
+        for (block, blockActivations) in zip(encoder.layer, activations.blocks).reversed() {
+            block.backward(gradient.pointer, activations: blockActivations, workspace: workspace)
+        }
+        var pixelGradient = inputGradient ? Tensor(zeros: activations.embeddings.pixelShape) : nil
+        let pixelPointer = pixelGradient?.uniqueBaseAddress()
+        embeddings.backward(gradient.pointer, sequence: sequence, activations: activations.embeddings, pixelGradient: pixelPointer, parallelism: parallelism)
+        return pixelGradient
+    }
+
     /// Transformers' `get_head_mask`: (heads) applies to every layer, (L, heads) per layer.
     func expandHeadMask(_ headMask: Tensor?) throws -> [[Float]]? {
         guard let headMask else { return nil }
@@ -432,6 +730,18 @@ public final class ViTMSNModel: Module {
         default:
             throw ViTMSNError("head_mask must have shape [\(heads)] or [\(layers), \(heads)] (num_hidden_layers, num_attention_heads), got \(headMask.shape)")
         }
+    }
+}
+
+/// What `ViTMSNModel.forwardTraining` keeps for `backward`.
+public final class ViTMSNActivations {
+    let embeddings: EmbeddingActivations
+    let blocks: [BlockActivations]
+    let encoderOutput: Buffer // (B·S, D) the final layernorm's input
+    let batch, sequence: Int
+
+    init(embeddings: EmbeddingActivations, blocks: [BlockActivations], encoderOutput: Buffer, batch: Int, sequence: Int) {
+        (self.embeddings, self.blocks, self.encoderOutput, self.batch, self.sequence) = (embeddings, blocks, encoderOutput, batch, sequence)
     }
 }
 
@@ -456,7 +766,7 @@ public final class ViTMSNForImageClassification: Module {
         classifier = config.numLabels > 0 ? Linear(config.hiddenSize, config.numLabels) : nil
     }
 
-    public func visitParameters(_ visit: (String, inout Tensor) throws -> Void) rethrows {
+    public func visitParameters(_ visit: (String, inout Tensor, inout Tensor?) throws -> Void) rethrows {
         try self.visit("vit", vit, visit)
         if let classifier { try self.visit("classifier", classifier, visit) }
     }
@@ -470,21 +780,79 @@ public final class ViTMSNForImageClassification: Module {
         let outputs = try vit.forward(
             pixelValues: pixelValues, headMask: headMask, outputAttentions: outputAttentions,
             outputHiddenStates: outputHiddenStates, interpolatePosEncoding: interpolatePosEncoding)
-        let (batch, sequence, dim) = (outputs.lastHiddenState.shape[0], outputs.lastHiddenState.shape[1], config.hiddenSize)
-        var cls = Tensor(zeros: [batch, dim]) // (B, D): token 0 of each sequence
+        let (_, logits) = classify(outputs.lastHiddenState)
+        let loss = try labels.map { try classificationLoss(logits: logits, labels: $0, config: &config).loss }
+        return ImageClassifierOutput(loss: loss, logits: logits, hiddenStates: outputs.hiddenStates, attentions: outputs.attentions)
+    }
+
+    /// CLS features (B, D) of `last_hidden_state` (B, S, D) and the logits on them (the features themselves
+    /// without a classifier).
+    private func classify(_ lastHiddenState: Tensor) -> (cls: Tensor, logits: Tensor) {
+        let (batch, sequence, dim) = (lastHiddenState.shape[0], lastHiddenState.shape[1], config.hiddenSize)
+        var cls = Tensor(zeros: [batch, dim]) // token 0 of each sequence
         cls.withUnsafeMutableBufferPointer { out in
-            outputs.lastHiddenState.withUnsafeBufferPointer { last in
+            lastHiddenState.withUnsafeBufferPointer { last in
                 for b in 0..<batch { (out.baseAddress! + b * dim).update(from: last.baseAddress! + b * sequence * dim, count: dim) }
             }
         }
-        var logits = cls
-        if let classifier {
-            logits = Tensor(zeros: [batch, classifier.outFeatures])
-            logits.withUnsafeMutableBufferPointer { out in
-                cls.withUnsafeBufferPointer { classifier.forward($0.baseAddress!, rows: batch, into: out.baseAddress!) }
+        guard let classifier else { return (cls, cls) }
+        var logits = Tensor(zeros: [batch, classifier.outFeatures])
+        logits.withUnsafeMutableBufferPointer { out in
+            cls.withUnsafeBufferPointer { classifier.forward($0.baseAddress!, rows: batch, into: out.baseAddress!) }
+        }
+        return (cls, logits)
+    }
+
+    /// Training forward with a loss. With `trainBackbone` false (linear probing) the backbone runs its
+    /// inference forward and only the classifier gets gradients.
+    public func forwardTraining(
+        pixelValues: Tensor, labels: ClassificationLabels, interpolatePosEncoding: Bool = false,
+        trainBackbone: Bool = true, dropout: inout Dropout?
+    ) throws -> (loss: Float, logits: Tensor, activations: ClassifierActivations) {
+        guard classifier != nil else { throw ViTMSNError("training a classifier needs num_labels > 0") }
+        let lastHiddenState: Tensor
+        var backbone: ViTMSNActivations?
+        if trainBackbone {
+            (lastHiddenState, backbone) = try vit.forwardTraining(pixelValues: pixelValues, interpolatePosEncoding: interpolatePosEncoding, dropout: &dropout)
+        } else {
+            lastHiddenState = try vit.forward(pixelValues: pixelValues, interpolatePosEncoding: interpolatePosEncoding).lastHiddenState
+        }
+        let (cls, logits) = classify(lastHiddenState)
+        let (loss, logitsGradient) = try classificationLoss(logits: logits, labels: labels, config: &config)
+        let activations = ClassifierActivations(backbone: backbone, cls: cls, logitsGradient: logitsGradient, sequence: lastHiddenState.shape[1])
+        return (loss, logits, activations)
+    }
+
+    /// The backward of `forwardTraining` from its loss; returns the gradient of `pixel_values` when asked.
+    @discardableResult
+    public func backward(_ activations: ClassifierActivations, inputGradient: Bool = false) -> Tensor? {
+        let batch = activations.cls.shape[0]
+        let dim = config.hiddenSize
+        let clsGradient = activations.backbone == nil ? nil : Buffer(batch * dim)
+        activations.cls.withUnsafeBufferPointer { cls in
+            activations.logitsGradient.withUnsafeBufferPointer { dLogits in
+                classifier!.backward(
+                    input: cls.baseAddress!, outputGradient: dLogits.baseAddress!, rows: batch,
+                    inputGradient: clsGradient?.pointer, parallelism: vit.parallelism)
             }
         }
-        let loss = try labels.map { try classificationLoss(logits: logits, labels: $0, config: &config) }
-        return ImageClassifierOutput(loss: loss, logits: logits, hiddenStates: outputs.hiddenStates, attentions: outputs.attentions)
+        guard let backbone = activations.backbone, let clsGradient else { return nil }
+        var lastGradient = Tensor(zeros: [batch, activations.sequence, dim])
+        lastGradient.withUnsafeMutableBufferPointer { d in
+            for b in 0..<batch { (d.baseAddress! + b * activations.sequence * dim).update(from: clsGradient.pointer + b * dim, count: dim) }
+        }
+        return vit.backward(backbone, lastHiddenStateGradient: lastGradient, inputGradient: inputGradient)
+    }
+}
+
+/// What `ViTMSNForImageClassification.forwardTraining` keeps for `backward`.
+public final class ClassifierActivations {
+    let backbone: ViTMSNActivations? // nil when the backbone is frozen
+    let cls: Tensor                  // (B, D) the classifier's input
+    let logitsGradient: Tensor       // (B, num_labels) d loss / d logits
+    let sequence: Int
+
+    init(backbone: ViTMSNActivations?, cls: Tensor, logitsGradient: Tensor, sequence: Int) {
+        (self.backbone, self.cls, self.logitsGradient, self.sequence) = (backbone, cls, logitsGradient, sequence)
     }
 }

@@ -15,6 +15,9 @@ typedef enum {
 /// Applies an activation to n floats in place.
 void vitmsn_activate(vitmsn_activation kind, float *x, size_t n);
 
+/// grad[i] *= act'(x[i]): the activation's backward, given its input.
+void vitmsn_activation_backward(vitmsn_activation kind, const float *x, float *grad, size_t n);
+
 /// Softmax over each row of `cols` floats, in place (row maximum subtracted first).
 void vitmsn_softmax_rows(float *x, size_t rows, size_t cols);
 
