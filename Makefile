@@ -32,6 +32,7 @@ $(VENV):
 fixtures: $(VENV)
 	scripts/setup_venv.sh
 	$(VENV) scripts/make_fixtures.py
+	$(VENV) scripts/make_training_fixtures.py
 
 # Full-size parity against Transformers (vit-msn-small and -base shapes), on demand.
 parity: build $(VENV)

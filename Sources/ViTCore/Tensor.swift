@@ -107,6 +107,18 @@ public struct Tensor: @unchecked Sendable {
         return result
     }
 
+    /// ‖self − reference‖ / ‖reference‖ (L2 over all elements): the per-tensor error of gradient checks.
+    public func relativeDifference(_ reference: Tensor) -> Float {
+        precondition(count == reference.count, "comparing \(shape) with \(reference.shape)")
+        var (difference, norm) = (0.0, 0.0)
+        for i in 0..<count {
+            let (a, b) = (Double(storage.base[i]), Double(reference.storage.base[i]))
+            difference += (a - b) * (a - b)
+            norm += b * b
+        }
+        return Float((difference / max(norm, 1e-30)).squareRoot())
+    }
+
     /// Largest absolute elementwise difference; shapes must hold the same number of elements.
     public func maxAbsDifference(_ other: Tensor) -> Float {
         precondition(count == other.count, "comparing \(shape) with \(other.shape)")

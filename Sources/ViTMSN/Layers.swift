@@ -20,9 +20,11 @@ extension Module {
         try visitParameters { name, tensor, _ in try visit(name, &tensor) }
     }
 
-    /// Sets every gradient to zero, allocating the ones not yet there.
-    public func zeroGradients() {
+    /// Sets every gradient to zero, allocating the ones not yet there unless `allocating` is false (then
+    /// parameters without a gradient slot stay frozen).
+    public func zeroGradients(allocating: Bool = true) {
         visitParameters { _, tensor, gradient in
+            if gradient == nil && !allocating { return }
             if gradient == nil || gradient!.shape != tensor.shape {
                 gradient = Tensor(zeros: tensor.shape)
             } else {

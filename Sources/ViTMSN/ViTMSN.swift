@@ -823,14 +823,17 @@ public final class ViTMSNForImageClassification: Module {
         return (loss, logits, activations)
     }
 
-    /// The backward of `forwardTraining` from its loss; returns the gradient of `pixel_values` when asked.
+    /// The backward of `forwardTraining` from its loss times `lossScale` (1/steps under gradient
+    /// accumulation); returns the gradient of `pixel_values` when asked.
     @discardableResult
-    public func backward(_ activations: ClassifierActivations, inputGradient: Bool = false) -> Tensor? {
+    public func backward(_ activations: ClassifierActivations, lossScale: Float = 1, inputGradient: Bool = false) -> Tensor? {
         let batch = activations.cls.shape[0]
         let dim = config.hiddenSize
         let clsGradient = activations.backbone == nil ? nil : Buffer(batch * dim)
+        var logitsGradient = activations.logitsGradient
+        if lossScale != 1 { logitsGradient.withUnsafeMutableBufferPointer { for i in $0.indices { $0[i] *= lossScale } } }
         activations.cls.withUnsafeBufferPointer { cls in
-            activations.logitsGradient.withUnsafeBufferPointer { dLogits in
+            logitsGradient.withUnsafeBufferPointer { dLogits in
                 classifier!.backward(
                     input: cls.baseAddress!, outputGradient: dLogits.baseAddress!, rows: batch,
                     inputGradient: clsGradient?.pointer, parallelism: vit.parallelism)

@@ -31,16 +31,6 @@ enum TrainingFixtures {
     static func model(_ name: String) -> String { root.appendingPathComponent(name).path }
 }
 
-/// ‖a − b‖ / ‖b‖: the per-tensor error measure of the gradient checks.
-func relativeError(_ actual: Tensor, _ reference: Tensor) -> Float {
-    precondition(actual.count == reference.count, "\(actual.shape) vs \(reference.shape)")
-    var (difference, norm) = (0.0, 0.0)
-    for (a, b) in zip(actual.scalars, reference.scalars) {
-        difference += Double(a - b) * Double(a - b)
-        norm += Double(b) * Double(b)
-    }
-    return Float((difference / max(norm, 1e-30)).squareRoot())
-}
 
 func norm(_ tensor: Tensor) -> Float { tensor.scalars.reduce(0) { $0 + $1 * $1 }.squareRoot() }
 
@@ -72,12 +62,12 @@ final class GradientTests: XCTestCase {
                     XCTAssertLessThan(norm(reference), 1e-5 * scale, "\(fixture.name): \(name) (PyTorch)")
                     return
                 }
-                let error = relativeError(gradient!, reference)
+                let error = gradient!.relativeDifference(reference)
                 if error > worst.error { worst = (error, "\(fixture.name) \(name)") }
                 XCTAssertLessThanOrEqual(error, manifest.gradient_rtol, "\(fixture.name): \(name)")
             }
             XCTAssertEqual(expected, [], "\(fixture.name): gradients Swift did not compute")
-            let error = relativeError(inputGradient, try file.floatTensor("grad.pixel_values"))
+            let error = inputGradient.relativeDifference(try file.floatTensor("grad.pixel_values"))
             if error > worst.error { worst = (error, "\(fixture.name) pixel_values") }
             XCTAssertLessThanOrEqual(error, manifest.gradient_rtol, "\(fixture.name): input gradient")
         }
@@ -148,7 +138,7 @@ final class GradientTests: XCTestCase {
                 analytic.append(gradientValue)
                 numeric.append((up - down) / (2 * step))
             }
-            let error = relativeError(Tensor(shape: [3], scalars: analytic), Tensor(shape: [3], scalars: numeric))
+            let error = Tensor(shape: [3], scalars: analytic).relativeDifference(Tensor(shape: [3], scalars: numeric))
             XCTAssertLessThan(error, 2e-2, "\(probe): analytic \(analytic) vs finite differences \(numeric)")
             checked += 1
         }

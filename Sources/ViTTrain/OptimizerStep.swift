@@ -1,0 +1,68 @@
+import ViTCore
+import ViTMSN
+
+/// How parameters are updated: the fine-tuning flags of Transformers' `TrainingArguments` that shape a step.
+public struct OptimizationSettings: Codable, Sendable {
+    public var learningRate: Float
+    public var weightDecay: Float
+    public var schedule: LearningRateSchedule
+    public var warmupSteps: Int
+    public var totalSteps: Int
+    public var maxGradNorm: Float       // 0 turns clipping off
+    public var accumulationSteps: Int
+
+    public init(learningRate: Float, weightDecay: Float, schedule: LearningRateSchedule, warmupSteps: Int, totalSteps: Int, maxGradNorm: Float = 1, accumulationSteps: Int = 1) {
+        (self.learningRate, self.weightDecay, self.schedule, self.warmupSteps) = (learningRate, weightDecay, schedule, warmupSteps)
+        (self.totalSteps, self.maxGradNorm, self.accumulationSteps) = (totalSteps, maxGradNorm, accumulationSteps)
+    }
+
+    /// The learning rate of optimiser step `step` (0-based).
+    public func learningRate(atStep step: Int) -> Float {
+        Float(Double(learningRate) * schedule.multiplier(step: step, totalSteps: totalSteps, warmupSteps: warmupSteps))
+    }
+}
+
+extension LearningRateSchedule: Codable {}
+
+/// What one optimiser step reports.
+public struct StepReport: Sendable {
+    public var loss: Float          // mean over the micro-batches
+    public var correct: Int         // top-1 hits (single-label targets)
+    public var learningRate: Float
+    public var gradientNorm: Float  // before clipping
+}
+
+/// One optimiser step of a classifier as Transformers' Trainer takes it: each micro-batch's loss divided by
+/// the accumulation steps and back-propagated, gradients clipped by global norm, then the update at the
+/// scheduled rate. Only parameters with gradient slots are trained: with `trainBackbone` false, allocate the
+/// classifier's alone (linear probing).
+public func optimizerStep(
+    _ model: ViTMSNForImageClassification, optimizer: Optimizer, microBatches: [(pixels: Tensor, labels: [Int64])],
+    settings: OptimizationSettings, trainBackbone: Bool = true, dropout: inout Dropout?
+) throws -> StepReport {
+    let scale = 1 / Float(microBatches.count)
+    var (loss, correct) = (Float(0), 0)
+    for batch in microBatches {
+        let (batchLoss, logits, activations) = try model.forwardTraining(
+            pixelValues: batch.pixels, labels: .classIndices(batch.labels), trainBackbone: trainBackbone, dropout: &dropout)
+        guard batchLoss.isFinite else { throw TrainingError("the loss is \(batchLoss) at step \(optimizer.stepCount + 1): stopping before the weights are changed") }
+        model.backward(activations, lossScale: scale)
+        loss += batchLoss * scale
+        correct += topOneHits(logits, labels: batch.labels)
+    }
+    let norm = clipGradientNorm(model, maxNorm: settings.maxGradNorm > 0 ? settings.maxGradNorm : .infinity)
+    let learningRate = settings.learningRate(atStep: optimizer.stepCount)
+    optimizer.step(model, learningRate: learningRate, weightDecay: settings.weightDecay)
+    model.zeroGradients(allocating: false)
+    return StepReport(loss: loss, correct: correct, learningRate: learningRate, gradientNorm: norm)
+}
+
+/// How many rows of `logits` (B, labels) have their largest value at the label.
+public func topOneHits(_ logits: Tensor, labels: [Int64]) -> Int {
+    let width = logits.shape[1]
+    let values = logits.scalars
+    return labels.enumerated().filter { b, label in
+        let row = values[(b * width)..<((b + 1) * width)]
+        return Int64(row.indices.max { row[$0] < row[$1] }! - b * width) == label
+    }.count
+}
