@@ -35,7 +35,7 @@ let package = Package(
         ),
         .target(name: "ViTVision", dependencies: ["ViTCore", "CImageCodecs"]),
         .target(name: "ViTMSN", dependencies: ["ViTCore", "ViTIO"]),
-        .target(name: "ViTTrain", dependencies: ["ViTMSN", "ViTVision"]),
+        .target(name: "ViTTrain", dependencies: ["ViTMSN", "ViTVision", "CKernels"]),
         .executableTarget(
             name: "vitmsn",
             dependencies: ["ViTMSN", "ViTVision", "ViTTrain", .product(name: "ArgumentParser", package: "swift-argument-parser")]

@@ -7,6 +7,16 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
+
+void vitmsn_keep_freed_memory(void) {
+#ifdef __GLIBC__
+    mallopt(M_MMAP_THRESHOLD, 1 << 30);  // the largest value glibc accepts; blocks below it come from the heap
+    mallopt(M_TRIM_THRESHOLD, -1);       // ... which is never trimmed
+#endif
+}
 
 #define KERNEL_TARGET
 #define KERNEL(name) name##_generic

@@ -6,9 +6,18 @@ import Darwin
 
 /// A small seeded generator (SplitMix64) so initialisation and, later, augmentation are reproducible.
 public struct SeededGenerator: RandomNumberGenerator, Sendable {
-    private var state: UInt64
+    /// The whole state: `SeededGenerator(seed: state)` continues the sequence exactly (for resuming).
+    public private(set) var state: UInt64
 
     public init(seed: UInt64) { state = seed }
+
+    /// An independent stream for one item of a seeded process (an epoch, a sample), so results do not depend
+    /// on the order or the threads the items are processed in.
+    public init(seed: UInt64, _ keys: Int...) {
+        var mixed = SeededGenerator(seed: seed)
+        for key in keys { mixed = SeededGenerator(seed: mixed.next() ^ UInt64(bitPattern: Int64(key))) }
+        state = mixed.next()
+    }
 
     public mutating func next() -> UInt64 {
         state &+= 0x9E37_79B9_7F4A_7C15

@@ -82,16 +82,36 @@ extension ViTMSNModel {
 extension ViTMSNForImageClassification {
     /// Loads a classifier. A backbone checkpoint (no `vit.` prefix, no classifier) is accepted: the classifier
     /// is then initialised as Transformers initialises it, N(0, initializer_range²) weights and zero bias,
-    /// and a warning says so.
-    public static func load(directory: String, seed: UInt64 = 0, warn: (String) -> Void = { _ in }) throws -> ViTMSNForImageClassification {
-        let config = try ModelDirectory.config(directory)
+    /// and a warning says so. `labels` replaces the label names (fine-tuning on a new label set); a stored
+    /// classifier with another number of labels is an error unless `ignoreMismatchedSizes`, which
+    /// re-initialises it (Transformers' `ignore_mismatched_sizes`).
+    public static func load(
+        directory: String, labels: [String]? = nil, ignoreMismatchedSizes: Bool = false, seed: UInt64 = 0,
+        warn: (String) -> Void = { _ in }
+    ) throws -> ViTMSNForImageClassification {
+        var config = try ModelDirectory.config(directory)
         let weights = try ModelDirectory.weights(directory)
-        let model = try ViTMSNForImageClassification(config: config)
+        if let labels {
+            config.id2label = Dictionary(uniqueKeysWithValues: labels.enumerated().map { ($0, $1) })
+            config.label2id = Dictionary(uniqueKeysWithValues: labels.enumerated().map { ($1, $0) })
+            config.problemType = .singleLabelClassification
+        }
         let classifierNames: Set<String> = ["classifier.weight", "classifier.bias"]
+        var ignoring = Set<String>()
+        if let stored = weights.info("classifier.weight"), stored.shape.first != config.numLabels {
+            guard ignoreMismatchedSizes else {
+                throw CheckpointError(
+                    weights.location,
+                    "the classifier has \(stored.shape.first ?? 0) labels and the data \(config.numLabels) classes; pass --ignore-mismatched-sizes (ignore_mismatched_sizes) to re-initialise the classifier")
+            }
+            ignoring = classifierNames
+            warn("classifier.weight: checkpoint \(stored.shape), model [\(config.numLabels), \(config.hiddenSize)]: re-initialised (ignore_mismatched_sizes)")
+        }
+        let model = try ViTMSNForImageClassification(config: config)
         let fresh = try loadParameters(
             of: model, from: weights,
             modelName: { name in name.hasPrefix("classifier.") || name.hasPrefix("vit.") ? name : "vit." + name },
-            ignoring: [], optional: classifierNames)
+            ignoring: ignoring, optional: classifierNames)
         if let classifier = model.classifier, !fresh.isEmpty {
             guard fresh == classifierNames else {
                 throw CheckpointError(weights.location, "the checkpoint has only part of the classifier (missing \(fresh.sorted()))")

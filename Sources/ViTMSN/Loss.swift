@@ -26,7 +26,7 @@ public enum ClassificationLabels {
 /// `ForSequenceClassificationLoss` of Transformers 4.57: infers `problem_type` when the config has none
 /// (writing it back, as Transformers does), then MSE, cross-entropy (ignore index −100) or BCE-with-logits,
 /// each averaged. Returns the loss and its gradient with respect to the logits.
-func classificationLoss(logits: Tensor, labels: ClassificationLabels, config: inout ViTMSNConfig) throws -> (loss: Float, logitsGradient: Tensor) {
+public func classificationLoss(logits: Tensor, labels: ClassificationLabels, config: inout ViTMSNConfig) throws -> (loss: Float, logitsGradient: Tensor) {
     let numLabels = config.numLabels
     if config.problemType == nil {
         if numLabels == 1 {

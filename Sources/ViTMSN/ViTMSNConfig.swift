@@ -108,7 +108,9 @@ public struct ViTMSNConfig: @unchecked Sendable {
     // MARK: - Presets of the released checkpoints
 
     /// The shapes of `facebook/vit-msn-{small,base,large,base-4,large-7}`, as `convert_msn_to_pytorch.py` builds them.
-    public static let presetNames = ["small", "base", "large", "base-4", "large-7"]
+    /// The released checkpoints' shapes, and `fashion-mnist`: a 6-layer, 192-wide ViT on 28×28 grayscale
+    /// with 4×4 patches (the project's demo model).
+    public static let presetNames = ["small", "base", "large", "base-4", "large-7", "fashion-mnist"]
 
     public static func preset(_ name: String) throws -> ViTMSNConfig {
         let short = name.replacingOccurrences(of: "facebook/", with: "").replacingOccurrences(of: "vit-msn-", with: "")
@@ -124,6 +126,9 @@ public struct ViTMSNConfig: @unchecked Sendable {
             if short == "large-7" { config.patchSize = .square(7) }
         case "base-4":
             config.patchSize = .square(4)
+        case "fashion-mnist":
+            (config.hiddenSize, config.intermediateSize, config.numHiddenLayers, config.numAttentionHeads) = (192, 768, 6, 3)
+            (config.imageSize, config.patchSize, config.numChannels) = (.square(28), .square(4), 1)
         default:
             throw ConfigError(field: "preset", reason: "unknown preset '\(name)' (known: \(presetNames.joined(separator: ", ")))")
         }

@@ -1,5 +1,11 @@
+import CKernels
 import ViTCore
 import ViTMSN
+
+/// Training allocates and frees the same large activation buffers every step. glibc serves such blocks with
+/// fresh `mmap`s and returns them on `free`, so every step would fault in (and the kernel zero) hundreds of
+/// megabytes again; keeping them in the heap instead makes the second step reuse the first one's pages.
+let reuseFreedMemory: Void = vitmsn_keep_freed_memory()
 
 /// How parameters are updated: the fine-tuning flags of Transformers' `TrainingArguments` that shape a step.
 public struct OptimizationSettings: Codable, Sendable {
@@ -40,6 +46,7 @@ public func optimizerStep(
     _ model: ViTMSNForImageClassification, optimizer: Optimizer, microBatches: [(pixels: Tensor, labels: [Int64])],
     settings: OptimizationSettings, trainBackbone: Bool = true, dropout: inout Dropout?
 ) throws -> StepReport {
+    reuseFreedMemory
     let scale = 1 / Float(microBatches.count)
     var (loss, correct) = (Float(0), 0)
     for batch in microBatches {

@@ -91,6 +91,20 @@ public enum ImageDecoder {
 
 extension Image {
     /// The image as Pillow's `convert("RGB")` gives it (or with alpha composited on white).
+    /// Pillow's `convert("L")`: ITU-R 601-2 luma in 16-bit fixed point, `(19595 R + 38470 G + 7471 B + 2¹⁵) >> 16`
+    /// (other modes go through RGB first; L's alpha is dropped).
+    public func convertedToGrayscale() -> Image {
+        if mode == .L { return self }
+        if mode == .LA { return Image(width: width, height: height, mode: .L, pixels: stride(from: 0, to: pixels.count, by: 2).map { pixels[$0] }) }
+        let rgb = converted(toRGBWith: .drop).pixels
+        let luma = stride(from: 0, to: rgb.count, by: 3).map { p -> UInt8 in
+            let (r, g, b) = (Int(rgb[p]), Int(rgb[p + 1]), Int(rgb[p + 2]))
+            let weighted: Int = r * 19595 + g * 38470 + b * 7471
+            return UInt8((weighted + 0x8000) >> 16)
+        }
+        return Image(width: width, height: height, mode: .L, pixels: luma)
+    }
+
     public func converted(toRGBWith alpha: AlphaHandling = .drop) -> Image {
         if mode == .RGB { return self }
         var rgb = [UInt8](repeating: 0, count: width * height * 3)

@@ -80,6 +80,17 @@ public struct ImageProcessor: Sendable {
         }
     }
 
+    /// The processor as `preprocessor_config.json` holds it (what `ViTImageProcessor.save_pretrained` writes).
+    public var jsonObject: [String: Any] {
+        var json: [String: Any] = [
+            "image_processor_type": "ViTImageProcessor", "do_resize": doResize, "size": ["height": height, "width": width],
+            "resample": resample.rawValue, "do_rescale": doRescale, "rescale_factor": rescaleFactor,
+            "do_normalize": doNormalize, "image_mean": imageMean, "image_std": imageStd,
+        ]
+        if let doConvertRGB { json["do_convert_rgb"] = doConvertRGB }
+        return json
+    }
+
     /// The resized uint8 image this processor feeds to rescale and normalise.
     public func resizedImage(_ image: Image) throws -> Image {
         var image = image
@@ -97,16 +108,21 @@ public struct ImageProcessor: Sendable {
 
     /// `pixel_values` of one image: (3, H, W) Float32, exactly as the Python processor computes them.
     public func pixelValues(_ image: Image) throws -> Tensor {
-        let resized = try resizedImage(image)
-        let (h, w) = (resized.height, resized.width)
-        var values = Tensor(zeros: [3, h, w])
-        // rescale: float64 multiply, then float32; normalise: float32 (x − mean) / std, channels first.
+        normalized(try resizedImage(image))
+    }
+
+    /// Rescaled and normalised values (C, H, W) of an L or RGB image as it is: float64 rescale, then float32
+    /// `(x − mean) / std` per channel (a one-channel image uses the first mean and std).
+    public func normalized(_ image: Image) -> Tensor {
+        precondition(image.mode == .L || image.mode == .RGB, "normalising needs an L or RGB image, not \(image.mode)")
+        let (h, w, channels) = (image.height, image.width, image.mode.channels)
+        var values = Tensor(zeros: [channels, h, w])
         let rescaled: [Float] = (0..<256).map { doRescale ? Float(Double($0) * rescaleFactor) : Float($0) }
         values.withUnsafeMutableBufferPointer { out in
-            for c in 0..<3 {
+            for c in 0..<channels {
                 let (mean, std) = (imageMean[c], imageStd[c])
                 for i in 0..<(h * w) {
-                    let x = rescaled[Int(resized.pixels[i * 3 + c])]
+                    let x = rescaled[Int(image.pixels[i * channels + c])]
                     out[c * h * w + i] = doNormalize ? (x - mean) / std : x
                 }
             }

@@ -2,11 +2,12 @@ import ArgumentParser
 import Foundation
 import ViTCore
 import ViTMSN
+import ViTTrain
 import ViTVision
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Time the fp32 forward pass (median ms per batch, images/s, GFLOP/s), or image preprocessing."
+        abstract: "Time the fp32 forward pass (median ms per batch, images/s, GFLOP/s), a training step, or image preprocessing."
     )
 
     @Option(help: "Model directory, or a model id in the Hugging Face cache, to time.") var model: String?
@@ -16,6 +17,7 @@ struct Bench: ParsableCommand {
     var preprocess: String?
     @Flag(help: "Time loading the --model directory (validation, CRC checks, mapping) instead of the forward pass.")
     var load = false
+    @Flag(help: "Time a training step (forward, backward, AdamW) of a 10-label classifier instead.") var train = false
     @Option(help: "Images per batch.") var batch = 8
     @Option(help: "Seconds of timed runs (after one warm-up run); at least 3 runs are timed.") var seconds = 10.0
     @OptionGroup var threading: ThreadOptions
@@ -29,6 +31,7 @@ struct Bench: ParsableCommand {
             let median = try medianSeconds { _ = try AnyViTMSN.load(directory: directory) }
             return print(summary: [("model", directory), ("load_ms", median * 1000)])
         }
+        if train { return try timeTrainingStep() }
         let backbone: ViTMSNModel
         switch (model, preset) {
         case (let reference?, nil): backbone = try ViTMSNModel.load(directory: HubCache().resolve(reference, revision: revision), warn: warn)
@@ -46,6 +49,31 @@ struct Bench: ParsableCommand {
         print(summary: [
             ("batch", batch), ("median_ms", median * 1000), ("images_per_s", Double(batch) / median), ("gflops", gflops),
             ("threads", backbone.parallelism.threads), ("kernels", VectorMath.instructionSet),
+        ])
+    }
+
+    /// Forward, backward and an AdamW update of a preset's shape with a 10-label head, on random inputs.
+    private func timeTrainingStep() throws {
+        guard let preset, model == nil else { throw CLIError("--train needs --preset") }
+        var config = try ViTMSNConfig.preset(preset)
+        config.id2label = Dictionary(uniqueKeysWithValues: (0..<10).map { ($0, "LABEL_\($0)") })
+        config.label2id = Dictionary(uniqueKeysWithValues: (0..<10).map { ("LABEL_\($0)", $0) })
+        let classifier = try ViTMSNForImageClassification.randomlyInitialized(config: config, seed: 0)
+        classifier.vit.parallelism = threading.parallelism
+        classifier.zeroGradients()
+        var generator = SeededGenerator(seed: 1)
+        let shape = [batch, config.numChannels, config.imageSize.height, config.imageSize.width]
+        let pixels = Tensor(shape: shape, scalars: (0..<Tensor.elementCount(shape)).map { _ in generator.normal() })
+        let labels = (0..<batch).map { Int64($0 % 10) }
+        let optimizer = AdamW()
+        let settings = OptimizationSettings(learningRate: 1e-4, weightDecay: 0.05, schedule: .constant, warmupSteps: 0, totalSteps: 1)
+        var eval: Dropout? = nil
+        let median = try medianSeconds {
+            _ = try optimizerStep(classifier, optimizer: optimizer, microBatches: [(pixels, labels)], settings: settings, dropout: &eval)
+        }
+        print(summary: [
+            ("batch", batch), ("median_ms", median * 1000), ("images_per_s", Double(batch) / median),
+            ("threads", classifier.vit.parallelism.threads), ("kernels", VectorMath.instructionSet),
         ])
     }
 

@@ -8,6 +8,7 @@ final class ProgressBar {
     private let unit: String
     private let start = Date()
     private var lastDraw = Date.distantPast
+    private var lastDone = 0
     private let interactive = isatty(FileHandle.standardError.fileDescriptor) != 0
 
     /// `unit` "img" counts images; "B" counts bytes (shown in MB).
@@ -15,7 +16,9 @@ final class ProgressBar {
 
     private func amount(_ count: Int) -> String { unit == "B" ? String(format: "%.1f MB", Double(count) / 1_048_576) : "\(count)" }
 
-    func update(done: Int) {
+    /// Redraws with `done` of `total` and an optional status (loss, learning rate…).
+    func update(done: Int, status: String = "") {
+        lastDone = done
         guard interactive, Date().timeIntervalSince(lastDraw) > 0.1 || done == total else { return }
         lastDraw = Date()
         let elapsed = Date().timeIntervalSince(start)
@@ -24,15 +27,17 @@ final class ProgressBar {
         let width = 30
         let filled = total > 0 ? width * done / total : width
         let bar = String(repeating: "█", count: filled) + String(repeating: "·", count: width - filled)
-        let speed = unit == "B" ? String(format: "%.1f MB/s", rate / 1_048_576) : String(format: "%.1f img/s", rate)
+        let speed = status.isEmpty ? (unit == "B" ? String(format: "%.1f MB/s", rate / 1_048_576) : String(format: "%.1f \(unit)/s", rate)) : status
         let line = "\r\(label) \(bar) \(amount(done))/\(amount(total))  \(speed)  ETA \(eta / 60):" + String(format: "%02d ", eta % 60)
         FileHandle.standardError.write(Data(line.utf8))
     }
 
-    func finish(done: Int) {
+    /// Ends the line with a summary; `done` nil keeps the last count drawn.
+    func finish(done: Int?) {
+        let done = done ?? lastDone
         update(done: done)
         let elapsed = Date().timeIntervalSince(start)
-        let summary = String(format: "%@ %d images in %.1f s (%.1f img/s)\n", label, done, elapsed, Double(done) / max(elapsed, 1e-9))
+        let summary = String(format: "%@ %d %@ in %.1f s (%.1f %@/s)\n", label, done, unit == "img" ? "images" : unit, elapsed, Double(done) / max(elapsed, 1e-9), unit)
         FileHandle.standardError.write(Data(((interactive ? "\n" : "") + summary).utf8))
     }
 }

@@ -25,6 +25,9 @@ void vitmsn_softmax_rows(float *x, size_t rows, size_t cols);
 void vitmsn_exp(const float *x, float *y, size_t n);
 void vitmsn_erf(const float *x, float *y, size_t n);
 
+/// With glibc, keeps freed large blocks in the heap instead of unmapping them (no-op elsewhere).
+void vitmsn_keep_freed_memory(void);
+
 /// The instruction set the kernels were dispatched to on this CPU: "avx2+fma" or "generic".
 const char *vitmsn_kernel_isa(void);
 

@@ -1,0 +1,89 @@
+import Dispatch
+import Foundation
+import ViTCore
+import ViTVision
+
+/// A batch ready for the model.
+public struct LoadedBatch: @unchecked Sendable {
+    public var pixels: Tensor     // (B, C, H, W)
+    public var labels: [Int64]    // (B)
+    public var skipped: [String]  // why samples of this batch could not be read
+}
+
+/// Batches of a dataset in a seeded order: epoch `e` is a permutation drawn from (seed, e), and sample `i` of
+/// epoch `e` is transformed with its own generator (seed, e, i), so a run resumed at any batch sees exactly
+/// what an uninterrupted one would. The next batch is prepared on a background queue while the caller
+/// computes, its samples decoded in parallel.
+public final class BatchLoader: @unchecked Sendable {
+    public typealias Transform = @Sendable (Image, inout SeededGenerator) -> Tensor
+
+    public let dataset: LabeledImages
+    public let batchSize: Int
+    let shuffle: Bool
+    let seed: UInt64
+    let transform: Transform
+    private let queue = DispatchQueue(label: "vitmsn.batch-loader")
+
+    public init(dataset: LabeledImages, batchSize: Int, shuffle: Bool, seed: UInt64, transform: @escaping Transform) {
+        precondition(batchSize > 0, "batch size must be positive")
+        (self.dataset, self.batchSize, self.shuffle, self.seed, self.transform) = (dataset, batchSize, shuffle, seed, transform)
+    }
+
+    public var batchesPerEpoch: Int { (dataset.count + batchSize - 1) / batchSize }
+
+    /// The sample order of `epoch`.
+    public func order(epoch: Int) -> [Int] {
+        guard shuffle else { return Array(0..<dataset.count) }
+        var generator = SeededGenerator(seed: seed, epoch)
+        return Array(0..<dataset.count).shuffled(using: &generator)
+    }
+
+    /// Batches `first..<batchesPerEpoch` of `epoch`, each prepared while the previous one is used.
+    public func batches(epoch: Int, from first: Int = 0) -> AnyIterator<LoadedBatch> {
+        let order = order(epoch: epoch)
+        var next = first
+        var pending: (DispatchGroup, UnsafeMutablePointer<LoadedBatch?>)?
+        func start(_ index: Int) -> (DispatchGroup, UnsafeMutablePointer<LoadedBatch?>)? {
+            guard index < batchesPerEpoch else { return nil }
+            let slot = UnsafeMutablePointer<LoadedBatch?>.allocate(capacity: 1)
+            slot.initialize(to: nil)
+            let group = DispatchGroup()
+            let indices = Array(order[(index * batchSize)..<min((index + 1) * batchSize, order.count)])
+            let box = UncheckedSendable(slot)
+            queue.async(group: group) { box.value.pointee = self.load(indices, epoch: epoch) }
+            return (group, slot)
+        }
+        pending = start(next)
+        return AnyIterator {
+            guard let (group, slot) = pending else { return nil }
+            group.wait()
+            let batch = slot.move()
+            slot.deallocate()
+            next += 1
+            pending = start(next)
+            return batch
+        }
+    }
+
+    /// The samples at `indices`, transformed; unreadable ones are left out and reported.
+    func load(_ indices: [Int], epoch: Int) -> LoadedBatch {
+        var views = [Tensor?](repeating: nil, count: indices.count)
+        var errors = [String?](repeating: nil, count: indices.count)
+        views.withUnsafeMutableBufferPointer { viewSlots in
+            errors.withUnsafeMutableBufferPointer { errorSlots in
+                let (views, errors) = (UncheckedSendable(viewSlots), UncheckedSendable(errorSlots))
+                DispatchQueue.concurrentPerform(iterations: indices.count) { i in
+                    do {
+                        var generator = SeededGenerator(seed: seed, epoch, indices[i])
+                        views.value[i] = transform(try dataset.image(at: indices[i]), &generator)
+                    } catch {
+                        errors.value[i] = "\(error)"
+                    }
+                }
+            }
+        }
+        let kept = indices.indices.filter { views[$0] != nil }
+        let pixels = kept.isEmpty ? Tensor(zeros: [0]) : Tensor.stacked(kept.map { views[$0]! })
+        return LoadedBatch(pixels: pixels, labels: kept.map { Int64(dataset.labels[indices[$0]]) }, skipped: errors.compactMap { $0 })
+    }
+}

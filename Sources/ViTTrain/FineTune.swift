@@ -1,0 +1,278 @@
+import Foundation
+import ViTCore
+import ViTIO
+import ViTMSN
+import ViTVision
+
+/// The arguments of a fine-tuning run, Transformers' `run_image_classification.py` names in snake case when
+/// saved (`finetune_args.json` in the output directory).
+public struct FineTuneArguments: Codable, Sendable {
+    public var model: String
+    public var trainDir: String?             // an image folder; nil with `dataset` fashion-mnist
+    public var dataset: String?              // "fashion-mnist" (Debian's dataset-fashion-mnist)
+    public var validationDir: String?
+    public var validationSplit = 0.15        // of the training data, when there is no validation folder
+    public var outputDir: String
+    public var epochs = 3
+    public var batchSize = 32
+    public var learningRate: Float = 5e-5
+    public var weightDecay: Float = 0
+    public var warmupRatio = 0.0
+    public var lrScheduler = LearningRateSchedule.linear
+    public var optimizer = "adamw"           // or "sgd" (momentum 0.9)
+    public var seed: UInt64 = 42
+    public var gradientAccumulationSteps = 1
+    public var maxGradNorm: Float = 1
+    public var freezeBackbone = false
+    public var maxTrainSamples: Int?
+    public var maxEvalSamples: Int?
+    public var ignoreMismatchedSizes = false
+    public var saveSteps = 0                 // 0: a checkpoint at the end of every epoch only
+
+    public init(model: String, outputDir: String) { (self.model, self.outputDir) = (model, outputDir) }
+
+    enum CodingKeys: String, CodingKey {
+        case model, dataset, epochs, seed, optimizer
+        case trainDir = "train_dir", validationDir = "validation_dir", validationSplit = "validation_split"
+        case outputDir = "output_dir", batchSize = "batch_size", learningRate = "learning_rate"
+        case weightDecay = "weight_decay", warmupRatio = "warmup_ratio", lrScheduler = "lr_scheduler_type"
+        case gradientAccumulationSteps = "gradient_accumulation_steps", maxGradNorm = "max_grad_norm"
+        case freezeBackbone = "freeze_backbone", maxTrainSamples = "max_train_samples", maxEvalSamples = "max_eval_samples"
+        case ignoreMismatchedSizes = "ignore_mismatched_sizes", saveSteps = "save_steps"
+    }
+}
+
+/// Where a run stands: written with every checkpoint (`trainer_state.json`), read by `--resume`.
+public struct TrainerState: Codable, Sendable {
+    public var globalStep = 0
+    public var epoch = 0
+    public var batchInEpoch = 0          // the next micro-batch of `epoch`
+    public var dropoutState: UInt64 = 0  // the dropout generator
+    public var bestAccuracy: Double?
+    public var bestCheckpoint: String?
+    public var optimizerSteps = 0
+
+    enum CodingKeys: String, CodingKey {
+        case epoch
+        case globalStep = "global_step", batchInEpoch = "batch_in_epoch", dropoutState = "dropout_rng_state"
+        case bestAccuracy = "best_metric", bestCheckpoint = "best_model_checkpoint", optimizerSteps = "optimizer_steps"
+    }
+}
+
+/// What the run reports as it goes.
+public enum FineTuneEvent {
+    case started(trainImages: Int, validationImages: Int, classes: [String], stepsPerEpoch: Int, totalSteps: Int, resumedAt: Int?)
+    case step(epoch: Int, batch: Int, batchesPerEpoch: Int, report: StepReport, imagesPerSecond: Double)
+    case evaluated(epoch: Int, step: Int, loss: Double, accuracy: Double, isBest: Bool)
+    case skippedImages([String])
+    case saved(path: String)
+    case warning(String)
+}
+
+/// Fine-tunes `ViTMSNForImageClassification` on an image folder or Fashion-MNIST, like Transformers'
+/// `run_image_classification.py`: RandomResizedCrop + flip for training, resize for evaluation, AdamW with a
+/// warm-up schedule, evaluation and a checkpoint every epoch, best and last kept.
+public final class FineTuner {
+    public let arguments: FineTuneArguments
+    public let model: ViTMSNForImageClassification
+    public let processor: ImageProcessor
+    let train: BatchLoader
+    let validation: BatchLoader
+    let optimizer: Optimizer
+    let settings: OptimizationSettings
+    var state = TrainerState()
+    let checkpoints: CheckpointDirectory
+
+    /// Prepares a run; with `resume`, from the output directory's last checkpoint.
+    public init(_ arguments: FineTuneArguments, resume: Bool = false, events: (FineTuneEvent) -> Void) throws {
+        self.arguments = arguments
+        try Self.validate(arguments)
+        checkpoints = try CheckpointDirectory(arguments.outputDir)
+        let resumeFrom = resume ? try checkpoints.last() : nil
+        if resume && resumeFrom == nil { throw TrainingError("\(arguments.outputDir): --resume, but there is no checkpoint to resume from ('last' is missing)") }
+        let modelDirectory = resumeFrom ?? arguments.model
+        let channels = try ModelDirectory.config(modelDirectory).numChannels
+        let (trainData, validationData) = try Self.datasets(arguments, grayscale: channels == 1)
+        model = try ViTMSNForImageClassification.load(
+            directory: modelDirectory, labels: trainData.classNames, ignoreMismatchedSizes: arguments.ignoreMismatchedSizes,
+            seed: arguments.seed, warn: { events(.warning($0)) })
+        processor = (try? ImageProcessor.load(modelDirectory: modelDirectory)) ?? Self.defaultProcessor(for: model.config)
+        let augmentation = TrainingAugmentation(processor: processor)
+        let processor = processor
+        train = BatchLoader(dataset: trainData, batchSize: arguments.batchSize, shuffle: true, seed: arguments.seed) { image, generator in
+            augmentation.pixelValues(image, using: &generator)
+        }
+        validation = BatchLoader(dataset: validationData, batchSize: arguments.batchSize, shuffle: false, seed: arguments.seed) { image, _ in
+            processor.normalized(image.resized(width: processor.width, height: processor.height, resample: .bilinear))
+        }
+        let stepsPerEpoch = (train.batchesPerEpoch + arguments.gradientAccumulationSteps - 1) / arguments.gradientAccumulationSteps
+        let totalSteps = stepsPerEpoch * arguments.epochs
+        settings = OptimizationSettings(
+            learningRate: arguments.learningRate, weightDecay: arguments.weightDecay, schedule: arguments.lrScheduler,
+            warmupSteps: Int((arguments.warmupRatio * Double(totalSteps)).rounded(.up)), totalSteps: totalSteps,
+            maxGradNorm: arguments.maxGradNorm, accumulationSteps: arguments.gradientAccumulationSteps)
+        optimizer = arguments.optimizer == "sgd" ? SGD(momentum: 0.9) : AdamW()
+        if arguments.freezeBackbone { model.classifier!.zeroGradients() } else { model.zeroGradients() }
+        if let resumeFrom {
+            state = try JSONDecoder().decode(TrainerState.self, from: Data(contentsOf: URL(fileURLWithPath: resumeFrom + "/trainer_state.json")))
+            try restoreOptimizer(from: resumeFrom + "/optimizer.safetensors")
+        }
+        events(.started(
+            trainImages: trainData.count, validationImages: validationData.count, classes: trainData.classNames,
+            stepsPerEpoch: stepsPerEpoch, totalSteps: totalSteps, resumedAt: resumeFrom == nil ? nil : state.globalStep))
+    }
+
+    static func validate(_ a: FineTuneArguments) throws {
+        guard a.epochs > 0, a.batchSize > 0, a.gradientAccumulationSteps > 0 else {
+            throw TrainingError("epochs, batch size and gradient accumulation steps must be positive")
+        }
+        guard a.learningRate > 0, a.learningRate.isFinite, a.weightDecay >= 0, (0..<1).contains(a.warmupRatio) else {
+            throw TrainingError("learning rate must be positive, weight decay non-negative, warm-up ratio in [0, 1)")
+        }
+        guard (a.trainDir == nil) != (a.dataset == nil) else { throw TrainingError("give either a training folder or --dataset fashion-mnist") }
+        guard a.dataset == nil || a.dataset == "fashion-mnist" else { throw TrainingError("unknown dataset '\(a.dataset!)' (known: fashion-mnist)") }
+        guard ["adamw", "sgd"].contains(a.optimizer) else { throw TrainingError("unknown optimizer '\(a.optimizer)' (adamw or sgd)") }
+        guard a.validationDir != nil || a.dataset != nil || (0 < a.validationSplit && a.validationSplit < 1) else {
+            throw TrainingError("validation split must be in (0, 1) without a validation folder")
+        }
+    }
+
+    /// Training and validation data: the folders given, Fashion-MNIST's train/test files, or a seeded split.
+    static func datasets(_ a: FineTuneArguments, grayscale: Bool) throws -> (LabeledImages, LabeledImages) {
+        var train: LabeledImages
+        var validation: LabeledImages
+        if a.dataset != nil {
+            train = try FashionMNIST.load(train: true, grayscale: grayscale)
+            validation = try FashionMNIST.load(train: false, grayscale: grayscale)
+        } else {
+            train = try ImageFolder(root: a.trainDir!, grayscale: grayscale)
+            if let validationDir = a.validationDir {
+                validation = try ImageFolder(root: validationDir, grayscale: grayscale)
+                guard validation.classNames == train.classNames else {
+                    throw TrainingError("\(validationDir): classes \(validation.classNames) differ from the training folder's \(train.classNames)")
+                }
+            } else {
+                var generator = SeededGenerator(seed: a.seed, -1)
+                let order = Array(0..<train.count).shuffled(using: &generator)
+                let held = max(1, Int(Double(train.count) * a.validationSplit))
+                guard held < train.count else { throw TrainingError("\(a.trainDir!): too few images (\(train.count)) to split off a validation set") }
+                validation = Subset(train, indices: Array(order[..<held]).sorted())
+                train = Subset(train, indices: Array(order[held...]).sorted())
+            }
+        }
+        if let limit = a.maxTrainSamples, limit < train.count {
+            var generator = SeededGenerator(seed: a.seed, -2)
+            train = Subset(train, indices: Array(Array(0..<train.count).shuffled(using: &generator).prefix(limit)).sorted())
+        }
+        if let limit = a.maxEvalSamples, limit < validation.count {
+            var generator = SeededGenerator(seed: a.seed, -3)
+            validation = Subset(validation, indices: Array(Array(0..<validation.count).shuffled(using: &generator).prefix(limit)).sorted())
+        }
+        return (train, validation)
+    }
+
+    /// A processor for a model directory without one: the model's image size, ViT's 0.5 mean and std.
+    static func defaultProcessor(for config: ViTMSNConfig) -> ImageProcessor {
+        var processor = ImageProcessor()
+        (processor.height, processor.width) = (config.imageSize.height, config.imageSize.width)
+        return processor
+    }
+
+    /// Trains to the last epoch, evaluating and saving a checkpoint at every epoch's end (and every
+    /// `saveSteps`). Throws on a non-finite loss, leaving the last checkpoint as it was.
+    public func run(events: (FineTuneEvent) -> Void) throws {
+        let log = try TrainingLog(directory: arguments.outputDir, resumingAt: state.globalStep)
+        var dropout: Dropout? = Dropout(config: model.config, seed: state.globalStep == 0 ? arguments.seed : state.dropoutState)
+        let accumulation = arguments.gradientAccumulationSteps
+        while state.epoch < arguments.epochs {
+            var pending: [(pixels: Tensor, labels: [Int64])] = []
+            var started = Date()
+            var imagesInStep = 0
+            let batches = train.batches(epoch: state.epoch, from: state.batchInEpoch)
+            while let batch = batches.next() {
+                state.batchInEpoch += 1
+                if !batch.skipped.isEmpty { events(.skippedImages(batch.skipped)) }
+                if !batch.labels.isEmpty { pending.append((batch.pixels, batch.labels)) }
+                imagesInStep += batch.labels.count
+                guard pending.count == accumulation || state.batchInEpoch == train.batchesPerEpoch, !pending.isEmpty else { continue }
+                let report = try optimizerStep(
+                    model, optimizer: optimizer, microBatches: pending, settings: settings,
+                    trainBackbone: !arguments.freezeBackbone, dropout: &dropout)
+                state.globalStep += 1
+                state.dropoutState = dropout!.generator.state
+                let speed = Double(imagesInStep) / Date().timeIntervalSince(started)
+                try log.step(state.globalStep, epoch: state.epoch, report: report, images: imagesInStep, imagesPerSecond: speed)
+                events(.step(epoch: state.epoch, batch: state.batchInEpoch, batchesPerEpoch: train.batchesPerEpoch, report: report, imagesPerSecond: speed))
+                (pending, imagesInStep, started) = ([], 0, Date())
+                if arguments.saveSteps > 0, state.globalStep % arguments.saveSteps == 0, state.batchInEpoch < train.batchesPerEpoch {
+                    events(.saved(path: try save(accuracy: nil)))
+                }
+            }
+            let (loss, accuracy) = try evaluate(events: events)
+            let isBest = accuracy > (state.bestAccuracy ?? -1)
+            (state.epoch, state.batchInEpoch) = (state.epoch + 1, 0)
+            try log.evaluation(state.globalStep, epoch: state.epoch, loss: loss, accuracy: accuracy)
+            events(.evaluated(epoch: state.epoch, step: state.globalStep, loss: loss, accuracy: accuracy, isBest: isBest))
+            events(.saved(path: try save(accuracy: isBest ? accuracy : nil)))
+            try log.drawCurves()
+        }
+    }
+
+    /// Mean loss and top-1 accuracy on the validation set (eval mode).
+    public func evaluate(events: (FineTuneEvent) -> Void = { _ in }) throws -> (loss: Double, accuracy: Double) {
+        var (totalLoss, correct, seen) = (0.0, 0, 0)
+        var config = model.config
+        let batches = validation.batches(epoch: 0)
+        while let batch = batches.next() {
+            if !batch.skipped.isEmpty { events(.skippedImages(batch.skipped)) }
+            guard !batch.labels.isEmpty else { continue }
+            let logits = try model.forward(pixelValues: batch.pixels).logits
+            let loss = try classificationLoss(logits: logits, labels: .classIndices(batch.labels), config: &config).loss
+            totalLoss += Double(loss) * Double(batch.labels.count)
+            correct += topOneHits(logits, labels: batch.labels)
+            seen += batch.labels.count
+        }
+        guard seen > 0 else { throw TrainingError("no validation image could be read") }
+        return (totalLoss / Double(seen), Double(correct) / Double(seen))
+    }
+
+    /// Writes a checkpoint (model directory, processor, optimizer, state) and points `last` (and `best`, when
+    /// `accuracy` is a new best) at it; each switch is one atomic rename.
+    func save(accuracy: Double?) throws -> String {
+        let name = String(format: "checkpoint-%06d", state.globalStep)
+        if let accuracy { (state.bestAccuracy, state.bestCheckpoint) = (accuracy, name) }
+        state.optimizerSteps = optimizer.stepCount
+        let path = try checkpoints.write(name) { directory in
+            try model.save(directory: directory)
+            try JSONSerialization.data(withJSONObject: processor.jsonObject, options: [.prettyPrinted, .sortedKeys])
+                .write(to: URL(fileURLWithPath: directory + "/preprocessor_config.json"))
+            let optimizerState = optimizer.state
+            try SafetensorsWriter.write(
+                optimizerState.tensors.sorted { $0.key < $1.key }.map { SafetensorsRecord(name: $0.key, tensor: $0.value) },
+                to: directory + "/optimizer.safetensors")
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            try encoder.encode(state).write(to: URL(fileURLWithPath: directory + "/trainer_state.json"))
+            try encoder.encode(arguments).write(to: URL(fileURLWithPath: directory + "/finetune_args.json"))
+        }
+        try checkpoints.point("last", at: name)
+        if accuracy != nil { try checkpoints.point("best", at: name) }
+        try checkpoints.removeUnreferenced()
+        return path
+    }
+
+    func restoreOptimizer(from path: String) throws {
+        let file = try SafetensorsFile(path: path)
+        let shapes = Dictionary(uniqueKeysWithValues: model.namedParameters.map { ($0.name, $0.tensor.shape) })
+        var tensors: [String: Tensor] = [:]
+        for name in file.tensorNames {
+            let tensor = try file.floatTensor(name)
+            let parameter = name.split(separator: ".", maxSplits: 1).last.map(String.init) ?? name
+            guard shapes[parameter] == tensor.shape else {
+                throw TrainingError("\(path): optimizer state '\(name)' \(tensor.shape) does not match the model's parameter \(shapes[parameter].map { "\($0)" } ?? "(none)")")
+            }
+            tensors[name] = tensor
+        }
+        try optimizer.restore(tensors: tensors, stepCount: state.optimizerSteps)
+    }
+}

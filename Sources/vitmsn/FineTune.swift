@@ -1,0 +1,98 @@
+import ArgumentParser
+import Foundation
+import ViTTrain
+
+extension LearningRateSchedule: ExpressibleByArgument {}
+
+struct FineTune: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "finetune",
+        abstract: "Fine-tune a ViT-MSN classifier on a folder of images (one sub-folder per class) or Fashion-MNIST.",
+        discussion: """
+        The Swift counterpart of Transformers' run_image_classification.py. The output directory gets a checkpoint \
+        per epoch (checkpoint-NNNNNN, with 'last' and 'best' links: Transformers model directories), log.csv, \
+        eval.csv and curves.svg.
+        """)
+
+    @OptionGroup var modelOptions: ModelOptions
+    @Option(help: "Training images: one sub-folder per class.") var trainDir: String?
+    @Option(help: "Built-in dataset instead of --train-dir: fashion-mnist (Debian's dataset-fashion-mnist; its test set validates).") var dataset: String?
+    @Option(help: "Validation images, same classes (default: split off the training folder).") var validationDir: String?
+    @Option(help: "Fraction of the training folder held out when there is no --validation-dir.") var validationSplit = 0.15
+    @Option(help: "Where checkpoints and logs go.") var outputDir: String
+    @Option var epochs = 3
+    @Option var batchSize = 32
+    @Option var learningRate: Float = 5e-5
+    @Option var weightDecay: Float = 0
+    @Option(help: "Fraction of the steps spent warming the learning rate up from 0.") var warmupRatio = 0.0
+    @Option(help: "constant, constant_with_warmup, linear or cosine.") var lrScheduler = LearningRateSchedule.linear
+    @Option(help: "adamw or sgd (momentum 0.9).") var optimizer = "adamw"
+    @Option var seed: UInt64 = 42
+    @Option var gradientAccumulationSteps = 1
+    @Option(help: "Clip gradients to this global norm (0: no clipping).") var maxGradNorm: Float = 1
+    @Flag(help: "Train the classifier only (linear probing).") var freezeBackbone = false
+    @Option var maxTrainSamples: Int?
+    @Option var maxEvalSamples: Int?
+    @Flag(help: "Re-initialise a classifier whose label count differs from the data's.") var ignoreMismatchedSizes = false
+    @Option(help: "Also save a checkpoint every N optimizer steps (0: at the end of each epoch only).") var saveSteps = 0
+    @Flag(help: "Continue from the output directory's last checkpoint.") var resume = false
+    @OptionGroup var threading: ThreadOptions
+
+    func run() throws {
+        var arguments = FineTuneArguments(model: try modelOptions.directory(), outputDir: outputDir)
+        (arguments.trainDir, arguments.dataset, arguments.validationDir, arguments.validationSplit) = (trainDir, dataset, validationDir, validationSplit)
+        (arguments.epochs, arguments.batchSize, arguments.learningRate, arguments.weightDecay) = (epochs, batchSize, learningRate, weightDecay)
+        (arguments.warmupRatio, arguments.lrScheduler, arguments.optimizer, arguments.seed) = (warmupRatio, lrScheduler, optimizer, seed)
+        (arguments.gradientAccumulationSteps, arguments.maxGradNorm, arguments.freezeBackbone) = (gradientAccumulationSteps, maxGradNorm, freezeBackbone)
+        (arguments.maxTrainSamples, arguments.maxEvalSamples) = (maxTrainSamples, maxEvalSamples)
+        (arguments.ignoreMismatchedSizes, arguments.saveSteps) = (ignoreMismatchedSizes, saveSteps)
+        let display = TrainingDisplay()
+        do {
+            let tuner = try FineTuner(arguments, resume: resume, events: display.show)
+            tuner.model.vit.parallelism = threading.parallelism
+            try tuner.run(events: display.show)
+            display.finish()
+        } catch let error as TrainingError {
+            display.finish()
+            throw CLIError(error.description + (FileManager.default.fileExists(atPath: outputDir + "/last") ? " (the last good checkpoint is \(outputDir)/last)" : ""))
+        }
+    }
+}
+
+/// Renders fine-tuning events: a progress bar per epoch, a line per evaluation, skipped files counted.
+final class TrainingDisplay {
+    private var bar: ProgressBar?
+    private var barEpoch = -1
+    private var skipped = 0
+
+    func show(_ event: FineTuneEvent) {
+        switch event {
+        case let .started(trainImages, validationImages, classes, stepsPerEpoch, totalSteps, resumedAt):
+            print("training on \(trainImages) images, validating on \(validationImages); \(classes.count) classes: \(classes.prefix(10).joined(separator: ", "))\(classes.count > 10 ? ", …" : "")")
+            print("\(stepsPerEpoch) optimizer steps per epoch, \(totalSteps) in all" + (resumedAt.map { "; resuming after step \($0)" } ?? ""))
+        case let .step(epoch, batch, batchesPerEpoch, report, imagesPerSecond):
+            if epoch != barEpoch {
+                bar?.finish(done: batchesPerEpoch)
+                bar = ProgressBar(total: batchesPerEpoch, label: "epoch \(epoch + 1)", unit: "batch")
+                barEpoch = epoch
+            }
+            bar?.update(done: batch, status: String(format: "loss %.4f  lr %.2e  %.1f img/s", report.loss, report.learningRate, imagesPerSecond))
+        case let .evaluated(epoch, step, loss, accuracy, isBest):
+            bar?.finish(done: nil)
+            bar = nil
+            print(String(format: "epoch %d (step %d): validation loss %.4f, accuracy %.2f %%%@", epoch, step, loss, accuracy * 100, isBest ? " (best)" : ""))
+        case .skippedImages(let reasons):
+            skipped += reasons.count
+            for reason in reasons { warn("skipped unreadable image: \(reason)") }
+        case .saved(let path):
+            print("saved \(path)")
+        case .warning(let message):
+            warn(message)
+        }
+    }
+
+    func finish() {
+        bar?.finish(done: nil)
+        if skipped > 0 { warn("\(skipped) unreadable images were skipped") }
+    }
+}
