@@ -16,6 +16,8 @@ build: setup
 test: setup
 	VITMSN_KERNELS=generic $(SWIFT) test --disable-swift-testing
 	$(SWIFT) test --disable-swift-testing --skip-build
+	$(SWIFT) build --product vitmsn
+	scripts/check_killed_save.sh .build/debug/vitmsn
 
 # The main job: classify and embed real photos with a model that ships with the repo (a tiny random-weight
 # classifier until the pretrained default model lands), then time the ViT-S/16 forward pass.

@@ -179,8 +179,9 @@ public final class FineTuner {
     }
 
     /// Trains to the last epoch, evaluating and saving a checkpoint at every epoch's end (and every
-    /// `saveSteps`). Throws on a non-finite loss, leaving the last checkpoint as it was.
-    public func run(events: (FineTuneEvent) -> Void) throws {
+    /// `saveSteps`). Throws on a non-finite loss, leaving the last checkpoint as it was. With `stopAfterStep`
+    /// the run saves and stops there (a session with a time budget), to be continued with `--resume`.
+    public func run(stopAfterStep: Int? = nil, events: (FineTuneEvent) -> Void) throws {
         let log = try TrainingLog(directory: arguments.outputDir, resumingAt: state.globalStep)
         var dropout: Dropout? = Dropout(config: model.config, seed: state.globalStep == 0 ? arguments.seed : state.dropoutState)
         let accumulation = arguments.gradientAccumulationSteps
@@ -204,9 +205,11 @@ public final class FineTuner {
                 try log.step(state.globalStep, epoch: state.epoch, report: report, images: imagesInStep, imagesPerSecond: speed)
                 events(.step(epoch: state.epoch, batch: state.batchInEpoch, batchesPerEpoch: train.batchesPerEpoch, report: report, imagesPerSecond: speed))
                 (pending, imagesInStep, started) = ([], 0, Date())
-                if arguments.saveSteps > 0, state.globalStep % arguments.saveSteps == 0, state.batchInEpoch < train.batchesPerEpoch {
+                let midEpoch = state.batchInEpoch < train.batchesPerEpoch
+                if midEpoch && (state.globalStep == stopAfterStep || (arguments.saveSteps > 0 && state.globalStep % arguments.saveSteps == 0)) {
                     events(.saved(path: try save(accuracy: nil)))
                 }
+                if midEpoch && state.globalStep == stopAfterStep { return }
             }
             let (loss, accuracy) = try evaluate(events: events)
             let isBest = accuracy > (state.bestAccuracy ?? -1)
@@ -215,6 +218,7 @@ public final class FineTuner {
             events(.evaluated(epoch: state.epoch, step: state.globalStep, loss: loss, accuracy: accuracy, isBest: isBest))
             events(.saved(path: try save(accuracy: isBest ? accuracy : nil)))
             try log.drawCurves()
+            if state.globalStep == stopAfterStep { return }
         }
     }
 

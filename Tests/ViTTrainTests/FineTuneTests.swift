@@ -1,0 +1,140 @@
+import Foundation
+import ViTCore
+import ViTMSN
+import XCTest
+@testable import ViTTrain
+
+/// A run directory with a two-class image folder cut from the fixture photos (JPEG class vs PNG class), and
+/// a copy of the tiny training fixture classifier.
+final class FineTuneWorkspace {
+    let root: String
+    var trainDir: String { root + "/train" }
+    var outputDir: String { root + "/run" }
+    static let model = TrainingFixtures.root.appendingPathComponent("classifier").path
+
+    init(extraFiles: [String: Data] = [:], emptyClass: Bool = false) throws {
+        root = NSTemporaryDirectory() + "/vitmsn-finetune-\(UUID().uuidString)"
+        let manager = FileManager.default
+        let images = TrainingFixtures.root.deletingLastPathComponent().appendingPathComponent("images").path
+        for file in try manager.contentsOfDirectory(atPath: images) where file.hasSuffix(".jpg") || file.hasSuffix(".png") {
+            let folder = trainDir + "/" + (file.hasSuffix(".jpg") ? "jpeg" : "png")
+            try manager.createDirectory(atPath: folder, withIntermediateDirectories: true)
+            try manager.copyItem(atPath: images + "/" + file, toPath: folder + "/" + file)
+        }
+        for (path, data) in extraFiles { try data.write(to: URL(fileURLWithPath: trainDir + "/" + path)) }
+        if emptyClass { try manager.createDirectory(atPath: trainDir + "/empty", withIntermediateDirectories: true) }
+    }
+
+    func arguments(epochs: Int = 2) -> FineTuneArguments {
+        var a = FineTuneArguments(model: Self.model, outputDir: outputDir)
+        a.trainDir = trainDir
+        (a.epochs, a.batchSize, a.learningRate, a.validationSplit, a.ignoreMismatchedSizes) = (epochs, 4, 1e-2, 0.25, true)
+        (a.warmupRatio, a.lrScheduler, a.weightDecay, a.seed) = (0.2, .cosine, 0.01, 7)
+        return a
+    }
+
+    deinit { try? FileManager.default.removeItem(atPath: root) }
+}
+
+extension String {
+    /// This log with the images/s column (timing, which differs run to run) taken from `other`.
+    func replacingImagesPerSecond(with other: String) -> String {
+        zip(split(separator: "\n"), other.split(separator: "\n")).map { mine, theirs in
+            (mine.split(separator: ",").dropLast() + [theirs.split(separator: ",").last!]).joined(separator: ",")
+        }.joined(separator: "\n") + "\n"
+    }
+}
+
+final class FineTuneTests: XCTestCase {
+    private func weights(_ model: Module) -> [String: [Float]] {
+        Dictionary(uniqueKeysWithValues: model.namedParameters.map { ($0.name, $0.tensor.scalars) })
+    }
+
+    private func train(_ arguments: FineTuneArguments, resume: Bool = false, events: (FineTuneEvent) -> Void = { _ in }) throws -> FineTuner {
+        let tuner = try FineTuner(arguments, resume: resume, events: events)
+        tuner.model.vit.parallelism = .serial
+        try tuner.run(events: events)
+        return tuner
+    }
+
+    /// Three epochs in one go, and the same run stopped after epoch 1 or mid-epoch 2 then resumed, end with
+    /// bit-identical weights.
+    func testResumedRunEndsWithTheSameWeights() throws {
+        let straight = try FineTuneWorkspace()
+        var losses: [Float] = []
+        let reference = try train(straight.arguments(epochs: 3)) { if case .step(_, _, _, let r, _) = $0 { losses.append(r.loss) } }
+        XCTAssertEqual(losses.count, 12)
+        XCTAssertTrue(losses.allSatisfy(\.isFinite))
+        for stop in [4, 6] { // the end of epoch 1; the middle of epoch 2 (4 steps per epoch)
+            let interrupted = try FineTuneWorkspace()
+            let first = try FineTuner(interrupted.arguments(epochs: 3), events: { _ in })
+            first.model.vit.parallelism = .serial
+            try first.run(stopAfterStep: stop, events: { _ in })
+            let state = try JSONDecoder().decode(TrainerState.self, from: Data(contentsOf: URL(fileURLWithPath: interrupted.outputDir + "/last/trainer_state.json")))
+            XCTAssertEqual(state.globalStep, stop)
+            let resumed = try train(interrupted.arguments(epochs: 3), resume: true)
+            XCTAssertTrue(weights(resumed.model) == weights(reference.model), "resumed after step \(stop)")
+            let log = try String(contentsOfFile: interrupted.outputDir + "/log.csv", encoding: .utf8)
+            XCTAssertEqual(log, try String(contentsOfFile: straight.outputDir + "/log.csv", encoding: .utf8).replacingImagesPerSecond(with: log))
+        }
+    }
+
+    /// The checkpoint is a model directory that reloads to the same logits, with the folder names as labels.
+    func testCheckpointIsAModelDirectoryWithTheFolderLabels() throws {
+        let workspace = try FineTuneWorkspace()
+        let tuner = try train(workspace.arguments(epochs: 1))
+        let reloaded = try ViTMSNForImageClassification.load(directory: workspace.outputDir + "/best")
+        XCTAssertEqual(reloaded.config.id2label, [0: "jpeg", 1: "png"])
+        XCTAssertEqual(reloaded.config.problemType, .singleLabelClassification)
+        let pixels = Tensor(shape: [1, 3, 8, 8], repeating: 0.25)
+        XCTAssertEqual(try reloaded.forward(pixelValues: pixels).logits.scalars, try tuner.model.forward(pixelValues: pixels).logits.scalars)
+        for file in ["config.json", "model.safetensors", "preprocessor_config.json", "optimizer.safetensors", "trainer_state.json"] {
+            XCTAssertTrue(FileManager.default.fileExists(atPath: workspace.outputDir + "/last/" + file), file)
+        }
+        for file in ["log.csv", "eval.csv", "curves.svg"] {
+            XCTAssertTrue(FileManager.default.fileExists(atPath: workspace.outputDir + "/" + file), file)
+        }
+        let log = try String(contentsOfFile: workspace.outputDir + "/log.csv", encoding: .utf8)
+        XCTAssertEqual(log.split(separator: "\n").count, 1 + 4, "a row per optimizer step (16 training images, batch 4)")
+        XCTAssertTrue(try String(contentsOfFile: workspace.outputDir + "/curves.svg", encoding: .utf8).contains("<polyline"))
+    }
+
+    func testBadInputGetsClearErrors() throws {
+        let empty = try FineTuneWorkspace(emptyClass: true)
+        XCTAssertThrowsError(try FineTuner(empty.arguments(), events: { _ in })) { error in
+            XCTAssertTrue("\(error)".contains("/empty") && "\(error)".contains("no .jpg"), "\(error)")
+        }
+        let workspace = try FineTuneWorkspace()
+        var strict = workspace.arguments()
+        strict.ignoreMismatchedSizes = false
+        XCTAssertThrowsError(try FineTuner(strict, events: { _ in })) { error in
+            XCTAssertTrue("\(error)".contains("--ignore-mismatched-sizes"), "\(error)")
+        }
+        XCTAssertThrowsError(try FineTuner(workspace.arguments(), resume: true, events: { _ in })) { error in
+            XCTAssertTrue("\(error)".contains("no checkpoint"), "\(error)")
+        }
+    }
+
+    /// Unreadable files are skipped and reported; the run goes on.
+    func testUnreadableImagesAreSkippedAndCounted() throws {
+        let workspace = try FineTuneWorkspace(extraFiles: ["jpeg/broken.jpg": Data("not a jpeg".utf8), "png/cut.png": Data([0x89, 0x50, 0x4E, 0x47])])
+        var skipped: [String] = []
+        var arguments = workspace.arguments(epochs: 1)
+        arguments.validationDir = workspace.trainDir // every file is seen once per epoch, in both loaders
+        _ = try train(arguments) { if case .skippedImages(let reasons) = $0 { skipped += reasons } }
+        XCTAssertEqual(skipped.count, 4, "\(skipped)")
+        XCTAssertTrue(skipped.contains { $0.contains("broken.jpg") } && skipped.contains { $0.contains("cut.png") }, "\(skipped)")
+    }
+
+    /// A loss that turns non-finite stops the run with a message, and `last` still holds the last good step.
+    func testNonFiniteLossStopsAndKeepsTheLastGoodCheckpoint() throws {
+        let workspace = try FineTuneWorkspace()
+        var arguments = workspace.arguments(epochs: 3)
+        (arguments.learningRate, arguments.warmupRatio, arguments.maxGradNorm, arguments.saveSteps) = (1e30, 0, 0, 1)
+        XCTAssertThrowsError(try train(arguments)) { error in
+            XCTAssertTrue("\(error)".contains("loss is"), "\(error)")
+        }
+        let last = try ViTMSNForImageClassification.load(directory: workspace.outputDir + "/last")
+        XCTAssertTrue(last.namedParameters.allSatisfy { $0.tensor.scalars.allSatisfy(\.isFinite) })
+    }
+}
