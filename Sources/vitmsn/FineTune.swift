@@ -65,11 +65,14 @@ final class TrainingDisplay {
     private var barEpoch = -1
     private var skipped = 0
 
+    /// A line on stdout, written at once (so a log file follows the run, unlike buffered `print`).
+    private func say(_ line: String) { FileHandle.standardOutput.write(Data((line + "\n").utf8)) }
+
     func show(_ event: FineTuneEvent) {
         switch event {
         case let .started(trainImages, validationImages, classes, stepsPerEpoch, totalSteps, resumedAt):
-            print("training on \(trainImages) images, validating on \(validationImages); \(classes.count) classes: \(classes.prefix(10).joined(separator: ", "))\(classes.count > 10 ? ", …" : "")")
-            print("\(stepsPerEpoch) optimizer steps per epoch, \(totalSteps) in all" + (resumedAt.map { "; resuming after step \($0)" } ?? ""))
+            say("training on \(trainImages) images, validating on \(validationImages); \(classes.count) classes: \(classes.prefix(10).joined(separator: ", "))\(classes.count > 10 ? ", …" : "")")
+            say("\(stepsPerEpoch) optimizer steps per epoch, \(totalSteps) in all" + (resumedAt.map { "; resuming after step \($0)" } ?? ""))
         case let .step(epoch, batch, batchesPerEpoch, report, imagesPerSecond):
             if epoch != barEpoch {
                 bar?.finish(done: batchesPerEpoch)
@@ -80,12 +83,12 @@ final class TrainingDisplay {
         case let .evaluated(epoch, step, loss, accuracy, isBest):
             bar?.finish(done: nil)
             bar = nil
-            print(String(format: "epoch %d (step %d): validation loss %.4f, accuracy %.2f %%%@", epoch, step, loss, accuracy * 100, isBest ? " (best)" : ""))
+            say(String(format: "epoch %d (step %d): validation loss %.4f, accuracy %.2f %%%@", epoch, step, loss, accuracy * 100, isBest ? " (best)" : ""))
         case .skippedImages(let reasons):
             skipped += reasons.count
             for reason in reasons { warn("skipped unreadable image: \(reason)") }
         case .saved(let path):
-            print("saved \(path)")
+            say("saved \(path)")
         case .warning(let message):
             warn(message)
         }
