@@ -35,6 +35,7 @@ fixtures: $(VENV)
 	scripts/setup_venv.sh
 	$(VENV) scripts/make_fixtures.py
 	$(VENV) scripts/make_training_fixtures.py
+	$(VENV) scripts/make_msn_fixtures.py
 
 # Full-size parity against Transformers (vit-msn-small and -base shapes), on demand.
 parity: build $(VENV)

@@ -1,0 +1,133 @@
+import Foundation
+import ViTCore
+import ViTIO
+import ViTMSN
+
+/// What MSN trains: the encoder (Transformers names), its projection head (`fc.*`, as the official
+/// checkpoints name it) and the prototypes.
+public final class MSNModel: Module {
+    public let encoder: ViTMSNModel
+    public let head: MSNProjectionHead
+    public var prototypes: Tensor // (K, O)
+    public var prototypesGradient: Tensor?
+
+    public init(encoder: ViTMSNModel, head: MSNProjectionHead, prototypes: Tensor) {
+        (self.encoder, self.head, self.prototypes) = (encoder, head, prototypes)
+    }
+
+    public func visitParameters(_ visit: (String, inout Tensor, inout Tensor?) throws -> Void) rethrows {
+        try encoder.visitParameters(visit)
+        try head.visitParameters { name, value, gradient in try visit("fc." + name, &value, &gradient) }
+        try visit("prototypes", &prototypes, &prototypesGradient)
+    }
+
+    /// The encoder of a model directory, with the head and prototypes of its `msn_head.safetensors` (what
+    /// `vitmsn convert` writes from an MSN checkpoint) or of `prototypesPath`; missing parts are initialised
+    /// as the official code does (trunc-normal 0.02 Linear weights, zero biases, prototypes U(±1/√O)).
+    public static func load(directory: String, prototypesPath: String? = nil, hiddenSize: Int = 2048, outputSize: Int = 256, prototypeCount: Int = 1024, seed: UInt64 = 0) throws -> MSNModel {
+        let encoder = try ViTMSNModel.load(directory: directory)
+        let headPath = directory + "/msn_head.safetensors"
+        let stored = FileManager.default.fileExists(atPath: headPath) ? try SafetensorsFile(path: headPath) : nil
+        let hidden = try stored?.info("fc.fc1.weight").map { $0.shape[0] } ?? hiddenSize
+        let output = try stored?.info("fc.fc3.weight").map { $0.shape[0] } ?? outputSize
+        let head = MSNProjectionHead(inputSize: encoder.config.hiddenSize, hiddenSize: hidden, outputSize: output)
+        var generator = SeededGenerator(seed: seed)
+        if let stored, stored.info("fc.fc1.weight") != nil {
+            try head.visitParameters { name, value in value = try checkedTensor(stored, "fc." + name, shape: value.shape) }
+            try head.visitBuffers { name, value in value = try checkedTensor(stored, "fc." + name, shape: value.shape) }
+        } else {
+            for layer in [head.fc1, head.fc2, head.fc3] { layer.initialize(std: 0.02, using: &generator) }
+        }
+        var prototypes: Tensor
+        if let prototypesPath {
+            prototypes = try SafetensorsFile(path: prototypesPath).floatTensor("prototypes")
+        } else if let stored, stored.info("prototypes") != nil {
+            prototypes = try stored.floatTensor("prototypes")
+        } else {
+            let bound = 1 / Float(output).squareRoot()
+            prototypes = Tensor(shape: [prototypeCount, output], scalars: (0..<(prototypeCount * output)).map { _ in Float.random(in: -bound...bound, using: &generator) })
+        }
+        guard prototypes.rank == 2, prototypes.shape[1] == output else {
+            throw TrainingError("prototypes of shape \(prototypes.shape) do not match the head's output size \(output)")
+        }
+        return MSNModel(encoder: encoder, head: head, prototypes: prototypes)
+    }
+}
+
+private func checkedTensor(_ file: SafetensorsFile, _ name: String, shape: [Int]) throws -> Tensor {
+    guard let info = file.info(name) else { throw TrainingError("\(file.location): missing '\(name)'") }
+    guard info.shape == shape else { throw TrainingError("\(file.location): '\(name)' has shape \(info.shape), expected \(shape)") }
+    return try file.floatTensor(name)
+}
+
+/// The views of one MSN step: `target` (B, C, H, W) for the target encoder, `anchor` (B, C, H, W) with the
+/// patches `keep` kept (one set for the whole batch, as the official code draws it), and optional `focal`
+/// views (F·B, C, h, w), view-major.
+public struct MSNViews {
+    public var target: Tensor
+    public var anchor: Tensor
+    public var focal: Tensor?
+    public var keep: [Int]?
+
+    public init(target: Tensor, anchor: Tensor, focal: Tensor? = nil, keep: [Int]? = nil) {
+        (self.target, self.anchor, self.focal, self.keep) = (target, anchor, focal, keep)
+    }
+}
+
+/// The CLS token (B, D) of a last hidden state (B, S, D), and back.
+func clsTokens(_ lastHiddenState: Tensor) -> Tensor {
+    let (batch, sequence, dim) = (lastHiddenState.shape[0], lastHiddenState.shape[1], lastHiddenState.shape[2])
+    let values = lastHiddenState.scalars
+    return Tensor(shape: [batch, dim], scalars: (0..<batch).flatMap { values[($0 * sequence * dim)..<($0 * sequence * dim + dim)] })
+}
+
+func scatterCLS(_ gradient: Tensor, sequence: Int) -> Tensor {
+    let (batch, dim) = (gradient.shape[0], gradient.shape[1])
+    var full = [Float](repeating: 0, count: batch * sequence * dim)
+    let values = gradient.scalars
+    for b in 0..<batch { for i in 0..<dim { full[b * sequence * dim + i] = values[b * dim + i] } }
+    return Tensor(shape: [batch, sequence, dim], scalars: full)
+}
+
+/// One MSN forward and backward: the target projections from `targetEncoder`/`targetHead` (no gradient,
+/// head in training mode), the anchor projections from `model` per resolution group (the masked anchors,
+/// then the focal views with interpolated positions; BatchNorm statistics per group), the loss, and the
+/// gradients of every trainable tensor of `model`, accumulated.
+public func msnForwardBackward(
+    _ model: MSNModel, targetEncoder: ViTMSNModel, targetHead: MSNProjectionHead, views: MSNViews, settings: MSNLossSettings
+) throws -> MSNLossResult {
+    let batch = views.target.shape[0]
+    guard views.anchor.shape[0] == batch, views.focal.map({ $0.shape[0] % batch == 0 }) ?? true else {
+        throw TrainingError("views: target and anchor need the same batch, focal a multiple of it (view-major)")
+    }
+    let targetCLS = clsTokens(try targetEncoder.forward(pixelValues: views.target).lastHiddenState)
+    let targets = targetHead.forward(targetCLS, training: true, parallelism: targetEncoder.parallelism).output
+    var eval: Dropout? = nil
+    var groups: [(pixels: Tensor, keep: [[Int]]?, interpolate: Bool)] = [(views.anchor, views.keep.map { k in Array(repeating: k, count: batch) }, false)]
+    if let focal = views.focal { groups.append((focal, nil, true)) }
+    var forwards: [(ViTMSNActivations, MSNProjectionHead.Activations, Int, Tensor)] = []
+    for group in groups {
+        let (last, activations) = try model.encoder.forwardTraining(
+            pixelValues: group.pixels, keep: group.keep, interpolatePosEncoding: group.interpolate, dropout: &eval)
+        let (projection, headActivations) = model.head.forward(clsTokens(last), training: true, parallelism: model.encoder.parallelism)
+        forwards.append((activations, headActivations, last.shape[1], projection))
+    }
+    let anchors = forwards.count == 1 ? forwards[0].3 : Tensor(shape: [forwards.reduce(0) { $0 + $1.3.shape[0] }, targets.shape[1]], scalars: forwards.flatMap { $0.3.scalars })
+    let result = msnLoss(anchors: anchors, targets: targets, prototypes: model.prototypes, settings: settings)
+    addInPlace(&model.prototypesGradient, result.prototypeGradient)
+    var offset = 0
+    let gradient = result.anchorGradient.scalars
+    for (activations, headActivations, sequence, projection) in forwards {
+        let rows = projection.shape[0]
+        let slice = Tensor(shape: projection.shape, scalars: Array(gradient[(offset * projection.shape[1])..<((offset + rows) * projection.shape[1])]))
+        let clsGradient = model.head.backward(headActivations, outputGradient: slice, parallelism: model.encoder.parallelism)
+        model.encoder.backward(activations, lastHiddenStateGradient: scatterCLS(clsGradient, sequence: sequence))
+        offset += rows
+    }
+    return result
+}
+
+func addInPlace(_ gradient: inout Tensor?, _ value: Tensor) {
+    precondition(gradient != nil, "zeroGradients() allocates the gradients before a backward pass")
+    gradient!.withUnsafeMutableBufferPointer { g in value.withUnsafeBufferPointer { v in for i in g.indices { g[i] += v[i] } } }
+}
