@@ -266,17 +266,6 @@ public final class FineTuner {
     }
 
     func restoreOptimizer(from path: String) throws {
-        let file = try SafetensorsFile(path: path)
-        let shapes = Dictionary(uniqueKeysWithValues: model.namedParameters.map { ($0.name, $0.tensor.shape) })
-        var tensors: [String: Tensor] = [:]
-        for name in file.tensorNames {
-            let tensor = try file.floatTensor(name)
-            let parameter = name.split(separator: ".", maxSplits: 1).last.map(String.init) ?? name
-            guard shapes[parameter] == tensor.shape else {
-                throw TrainingError("\(path): optimizer state '\(name)' \(tensor.shape) does not match the model's parameter \(shapes[parameter].map { "\($0)" } ?? "(none)")")
-            }
-            tensors[name] = tensor
-        }
-        try optimizer.restore(tensors: tensors, stepCount: state.optimizerSteps)
+        try restoreOptimizerState(optimizer, model: model, path: path, stepCount: state.optimizerSteps)
     }
 }

@@ -9,22 +9,38 @@ public func decaysWeight(_ name: String) -> Bool {
     return !exempt.contains { name.contains($0) }
 }
 
-/// Scales every gradient so that their global L2 norm is at most `maxNorm`, as `torch.nn.utils.clip_grad_norm_`
-/// does (coefficient `maxNorm / (norm + 1e-6)`, capped at 1). Returns the norm before clipping.
+/// MSN's rule (`msn_train.py`): weight decay on every tensor of more than one dimension that is not a bias or
+/// BatchNorm parameter (so CLS and position embeddings decay), none on the prototypes.
+public func msnDecaysWeight(_ name: String, shape: [Int]) -> Bool {
+    shape.count > 1 && !name.contains("bias") && !name.contains(".bn") && name != "prototypes"
+}
+
+/// Scales the gradients of the parameters `included` selects so that their global L2 norm is at most
+/// `maxNorm`, as `torch.nn.utils.clip_grad_norm_` does (coefficient `maxNorm / (norm + 1e-6)`, capped at 1).
+/// Returns the norm before clipping.
 @discardableResult
-public func clipGradientNorm(_ model: Module, maxNorm: Float) -> Float {
+public func clipGradientNorm(_ model: Module, maxNorm: Float, included: (String) -> Bool = { _ in true }) -> Float {
     var squares = 0.0
-    model.visitParameters { _, _, gradient in
+    model.visitParameters { name, _, gradient in
+        guard included(name) else { return }
         gradient?.withUnsafeBufferPointer { g in for x in g { squares += Double(x) * Double(x) } }
     }
     let norm = Float(squares.squareRoot())
     let coefficient = min(maxNorm / (norm + 1e-6), 1)
     if coefficient < 1 {
-        model.visitParameters { _, _, gradient in
+        model.visitParameters { name, _, gradient in
+            guard included(name) else { return }
             gradient?.withUnsafeMutableBufferPointer { g in for i in g.indices { g[i] *= coefficient } }
         }
     }
     return norm
+}
+
+extension Optimizer {
+    /// A step with Transformers' Trainer decay groups (`decaysWeight`).
+    public func step(_ model: Module, learningRate: Float, weightDecay: Float) {
+        step(model, learningRate: learningRate, weightDecay: weightDecay) { name, _ in decaysWeight(name) }
+    }
 }
 
 /// An optimiser over a model's named parameters, with state that can be saved and restored exactly.
@@ -32,8 +48,8 @@ public protocol Optimizer: AnyObject {
     /// Optimiser steps taken so far.
     var stepCount: Int { get }
     /// One update of every parameter that has a gradient, at `learningRate`; `weightDecay` applies to the
-    /// parameters `decaysWeight` selects.
-    func step(_ model: Module, learningRate: Float, weightDecay: Float)
+    /// parameters `decays` selects (by name and shape).
+    func step(_ model: Module, learningRate: Float, weightDecay: Float, decays: (String, [Int]) -> Bool)
     /// The state as named tensors (`<slot>.<parameter name>`) and the step count, and back.
     var state: (tensors: [String: Tensor], stepCount: Int) { get }
     func restore(tensors: [String: Tensor], stepCount: Int) throws
@@ -51,7 +67,7 @@ public final class AdamW: Optimizer {
         (self.beta1, self.beta2, self.eps) = (beta1, beta2, eps)
     }
 
-    public func step(_ model: Module, learningRate lr: Float, weightDecay: Float) {
+    public func step(_ model: Module, learningRate lr: Float, weightDecay: Float, decays: (String, [Int]) -> Bool) {
         stepCount += 1
         let correction1 = 1 - pow(Double(beta1), Double(stepCount))
         let correction2Root = Float((1 - pow(Double(beta2), Double(stepCount))).squareRoot())
@@ -59,7 +75,7 @@ public final class AdamW: Optimizer {
         let (beta1, beta2, eps) = (beta1, beta2, eps)
         model.visitParameters { name, value, gradient in
             guard let gradient else { return }
-            let decay = decaysWeight(name) ? 1 - lr * weightDecay : 1
+            let decay = decays(name, value.shape) ? 1 - lr * weightDecay : 1
             let m = slot(&firstMoment, name, shape: value.shape)
             let v = slot(&secondMoment, name, shape: value.shape)
             gradient.withUnsafeBufferPointer { g in
@@ -98,13 +114,13 @@ public final class SGD: Optimizer {
 
     public init(momentum: Float = 0.9) { self.momentum = momentum }
 
-    public func step(_ model: Module, learningRate lr: Float, weightDecay: Float) {
+    public func step(_ model: Module, learningRate lr: Float, weightDecay: Float, decays: (String, [Int]) -> Bool) {
         let first = stepCount == 0
         stepCount += 1
         let momentum = momentum
         model.visitParameters { name, value, gradient in
             guard let gradient else { return }
-            let wd = decaysWeight(name) ? weightDecay : 0
+            let wd = decays(name, value.shape) ? weightDecay : 0
             let b = slot(&buffers, name, shape: value.shape)
             gradient.withUnsafeBufferPointer { g in
                 value.withUnsafeMutableBufferPointer { p in
@@ -151,4 +167,20 @@ public struct TrainingError: Error, CustomStringConvertible {
     public let message: String
     public init(_ message: String) { self.message = message }
     public var description: String { message }
+}
+
+/// Restores `<slot>.<parameter>` optimizer state saved by a run, checking each tensor against the model.
+func restoreOptimizerState(_ optimizer: Optimizer, model: Module, path: String, stepCount: Int) throws {
+    let file = try SafetensorsFile(path: path)
+    let shapes = Dictionary(uniqueKeysWithValues: model.namedParameters.map { ($0.name, $0.tensor.shape) })
+    var tensors: [String: Tensor] = [:]
+    for name in file.tensorNames {
+        let tensor = try file.floatTensor(name)
+        let parameter = name.split(separator: ".", maxSplits: 1).last.map(String.init) ?? name
+        guard shapes[parameter] == tensor.shape else {
+            throw TrainingError("\(path): optimizer state '\(name)' \(tensor.shape) does not match the model's parameter \(shapes[parameter].map { "\($0)" } ?? "(none)")")
+        }
+        tensors[name] = tensor
+    }
+    try optimizer.restore(tensors: tensors, stepCount: stepCount)
 }
