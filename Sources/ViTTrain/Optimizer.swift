@@ -1,5 +1,6 @@
 import Foundation
 import ViTCore
+import ViTIO
 import ViTMSN
 
 /// Which parameters get weight decay. Biases, normalisation weights, the CLS, mask and position embeddings
