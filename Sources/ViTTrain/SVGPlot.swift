@@ -7,6 +7,15 @@ struct SVGPlot {
         var color: String
         var points: [(Double, Double)]
         var markers = false
+
+        init(label: String, color: String, x: [Double], y: [Double], markers: Bool = false) {
+            (self.label, self.color, points, self.markers) = (label, color, Array(zip(x, y)), markers)
+        }
+
+        /// A noisy per-step series as its moving average over 1/50 of the run.
+        static func smoothed(_ label: String, color: String, x: [Double], y: [Double]) -> Series {
+            Series(label: label, color: color, x: x, y: movingAverage(y, window: max(1, y.count / 50)))
+        }
     }
 
     var title: String

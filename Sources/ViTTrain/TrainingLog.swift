@@ -1,69 +1,125 @@
 import Foundation
 import ViTIO
 
-/// Every optimiser step (`log.csv`) and every evaluation (`eval.csv`) of a run, and the curves drawn from them
-/// (`curves.svg`). Resuming at step N drops the rows after N, so the files describe one run.
-final class TrainingLog {
-    private let directory: String
-    private var steps: [(step: Int, epoch: Int, loss: Double, learningRate: Double, gradientNorm: Double, accuracy: Double, imagesPerSecond: Double)] = []
-    private var evaluations: [(step: Int, epoch: Int, loss: Double, accuracy: Double)] = []
+/// A numeric CSV log whose first column is the optimizer step, rewritten atomically on every row. Resuming
+/// at step N keeps only the rows up to N, so the file describes one run.
+final class CSVLog {
+    let path: String
+    let columns: [String]
+    private(set) var rows: [[Double]] = []
 
-    init(directory: String, resumingAt step: Int) throws {
-        self.directory = directory
-        for row in try Self.rows(directory + "/log.csv") where row.count == 7 && Int(row[0])! <= step {
-            let v = row.map { Double($0)! }
-            steps.append((Int(v[0]), Int(v[1]), v[2], v[3], v[4], v[5], v[6]))
-        }
-        for row in try Self.rows(directory + "/eval.csv") where row.count == 4 && Int(row[0])! <= step {
-            evaluations.append((Int(row[0])!, Int(row[1])!, Double(row[2])!, Double(row[3])!))
+    init(path: String, columns: [String], resumingAt step: Int) throws {
+        (self.path, self.columns) = (path, columns)
+        if let text = try? String(contentsOfFile: path, encoding: .utf8) {
+            for (i, line) in text.split(separator: "\n").dropFirst().enumerated() {
+                let values = line.split(separator: ",").map { Double($0) }
+                guard values.count == columns.count, values.allSatisfy({ $0 != nil }) else {
+                    throw TrainingError("\(path): line \(i + 2) is not a row of \(columns.joined(separator: ",")): \(line)")
+                }
+                if values[0]! <= Double(step) { rows.append(values.map { $0! }) }
+            }
         }
         try write()
     }
 
-    /// The data rows of a CSV file written here (none if it does not exist); rows that do not parse are errors.
-    private static func rows(_ path: String) throws -> [[String]] {
-        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return [] }
-        let rows = text.split(separator: "\n").dropFirst().map { $0.split(separator: ",").map(String.init) }
-        for (i, row) in rows.enumerated() where row.contains(where: { Double($0) == nil }) || Int(row.first ?? "") == nil {
-            throw TrainingError("\(path): line \(i + 2) is not a log row: \(row.joined(separator: ","))")
-        }
-        return rows
-    }
-
-    func step(_ step: Int, epoch: Int, report: StepReport, images: Int, imagesPerSecond: Double) throws {
-        steps.append((step, epoch, Double(report.loss), Double(report.learningRate), Double(report.gradientNorm),
-                      Double(report.correct) / Double(max(images, 1)), imagesPerSecond))
+    func append(_ values: [Double]) throws {
+        precondition(values.count == columns.count, "\(values.count) values for \(columns)")
+        rows.append(values)
         try write()
     }
 
-    func evaluation(_ step: Int, epoch: Int, loss: Double, accuracy: Double) throws {
-        evaluations.append((step, epoch, loss, accuracy))
-        try write()
+    func column(_ name: String) -> [Double] {
+        guard let index = columns.firstIndex(of: name) else { return [] }
+        return rows.map { $0[index] }
     }
 
     private func write() throws {
-        var log = "step,epoch,loss,learning_rate,grad_norm,train_accuracy,images_per_second\n"
-        for s in steps { log += "\(s.step),\(s.epoch),\(s.loss),\(s.learningRate),\(s.gradientNorm),\(s.accuracy),\(s.imagesPerSecond)\n" }
-        try writeAtomically(Data(log.utf8), to: directory + "/log.csv")
-        var eval = "step,epoch,eval_loss,eval_accuracy\n"
-        for e in evaluations { eval += "\(e.step),\(e.epoch),\(e.loss),\(e.accuracy)\n" }
-        try writeAtomically(Data(eval.utf8), to: directory + "/eval.csv")
+        var text = columns.joined(separator: ",") + "\n"
+        for row in rows { text += row.map { $0 == $0.rounded() && abs($0) < 1e15 ? String(Int($0)) : "\($0)" }.joined(separator: ",") + "\n" }
+        try writeAtomically(Data(text.utf8), to: path)
+    }
+}
+
+/// A fine-tuning run's logs: every optimiser step (`log.csv`), every evaluation (`eval.csv`), and the curves
+/// drawn from them (`curves.svg`).
+final class TrainingLog {
+    private let directory: String
+    private let steps: CSVLog
+    private let evaluations: CSVLog
+
+    init(directory: String, resumingAt step: Int) throws {
+        self.directory = directory
+        steps = try CSVLog(path: directory + "/log.csv", columns: ["step", "epoch", "loss", "learning_rate", "grad_norm", "train_accuracy", "images_per_second"], resumingAt: step)
+        evaluations = try CSVLog(path: directory + "/eval.csv", columns: ["step", "epoch", "eval_loss", "eval_accuracy"], resumingAt: step)
     }
 
-    /// Loss (training steps, smoothed, and evaluations) and accuracy (training batches and evaluations)
-    /// against the step, as `curves.svg`.
+    func step(_ step: Int, epoch: Int, report: StepReport, images: Int, imagesPerSecond: Double) throws {
+        try steps.append([Double(step), Double(epoch), Double(report.loss), Double(report.learningRate), Double(report.gradientNorm),
+                          Double(report.correct) / Double(max(images, 1)), imagesPerSecond])
+    }
+
+    func evaluation(_ step: Int, epoch: Int, loss: Double, accuracy: Double) throws {
+        try evaluations.append([Double(step), Double(epoch), loss, accuracy])
+    }
+
+    /// Loss and accuracy (training batches, smoothed, and evaluations) against the step, as `curves.svg`.
     func drawCurves() throws {
-        let smoothed = movingAverage(steps.map(\.loss), window: max(1, steps.count / 50))
-        let lossPlot = SVGPlot(title: "loss", series: [
-            .init(label: "train (moving average)", color: "#1f77b4", points: zip(steps, smoothed).map { (Double($0.step), $1) }),
-            .init(label: "validation", color: "#d62728", points: evaluations.map { (Double($0.step), $0.loss) }, markers: true),
-        ])
-        let accuracyPlot = SVGPlot(title: "accuracy", series: [
-            .init(label: "train batches (moving average)", color: "#1f77b4",
-                  points: zip(steps, movingAverage(steps.map(\.accuracy), window: max(1, steps.count / 50))).map { (Double($0.step), $1) }),
-            .init(label: "validation", color: "#d62728", points: evaluations.map { (Double($0.step), $0.accuracy) }, markers: true),
-        ])
-        try writeAtomically(Data(SVGPlot.document([lossPlot, accuracyPlot], xLabel: "optimizer step").utf8), to: directory + "/curves.svg")
+        try writeAtomically(Data(SVGPlot.document([
+            SVGPlot(title: "loss", series: [
+                .smoothed("train (moving average)", color: "#1f77b4", x: steps.column("step"), y: steps.column("loss")),
+                .init(label: "validation", color: "#d62728", x: evaluations.column("step"), y: evaluations.column("eval_loss"), markers: true),
+            ]),
+            SVGPlot(title: "accuracy", series: [
+                .smoothed("train batches (moving average)", color: "#1f77b4", x: steps.column("step"), y: steps.column("train_accuracy")),
+                .init(label: "validation", color: "#d62728", x: evaluations.column("step"), y: evaluations.column("eval_accuracy"), markers: true),
+            ]),
+        ], xLabel: "optimizer step").utf8), to: directory + "/curves.svg")
+    }
+}
+
+/// A pretraining run's logs: the loss terms and schedules per step (`log.csv`), the low-shot probes
+/// (`probes.csv`) and `curves.svg`.
+final class PretrainLog {
+    private let directory: String
+    private let steps: CSVLog
+    private var probes: CSVLog?
+    private let resumedStep: Int
+
+    init(directory: String, resumingAt step: Int) throws {
+        (self.directory, resumedStep) = (directory, step)
+        steps = try CSVLog(path: directory + "/log.csv", columns: [
+            "step", "epoch", "loss", "ploss", "rloss", "sloss", "learning_rate", "weight_decay", "momentum", "distinct_targets", "images_per_second",
+        ], resumingAt: step)
+    }
+
+    func step(_ step: Int, epoch: Int, result: MSNLossResult, learningRate: Float, weightDecay: Float, momentum: Float, imagesPerSecond: Double) throws {
+        try steps.append([Double(step), Double(epoch), Double(result.loss), Double(result.ploss), Double(result.rloss), Double(result.sloss),
+                          Double(learningRate), Double(weightDecay), Double(momentum), Double(result.distinctTargets), imagesPerSecond])
+    }
+
+    func probe(_ step: Int, epoch: Int, report: [(String, Double)]) throws {
+        if probes == nil { probes = try CSVLog(path: directory + "/probes.csv", columns: ["step", "epoch"] + report.map(\.0), resumingAt: resumedStep) }
+        try probes!.append([Double(step), Double(epoch)] + report.map(\.1))
+    }
+
+    func drawCurves() throws {
+        let x = steps.column("step")
+        var plots = [
+            SVGPlot(title: "MSN loss terms", series: [
+                .smoothed("loss", color: "#1f77b4", x: x, y: steps.column("loss")),
+                .smoothed("ploss (cross-entropy to targets)", color: "#2ca02c", x: x, y: steps.column("ploss")),
+                .smoothed("rloss (me-max)", color: "#d62728", x: x, y: steps.column("rloss")),
+                .smoothed("sloss (anchor entropy)", color: "#9467bd", x: x, y: steps.column("sloss")),
+            ]),
+            SVGPlot(title: "distinct target prototypes per batch", series: [.smoothed("distinct", color: "#8c564b", x: x, y: steps.column("distinct_targets"))]),
+        ]
+        if let probes {
+            let colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd"]
+            plots.append(SVGPlot(title: "low-shot probe accuracy", series: probes.columns.dropFirst(2).enumerated().map { i, name in
+                .init(label: name, color: colors[i % colors.count], x: probes.column("step"), y: probes.column(name), markers: true)
+            }))
+        }
+        try writeAtomically(Data(SVGPlot.document(plots, xLabel: "optimizer step").utf8), to: directory + "/curves.svg")
     }
 }
 
