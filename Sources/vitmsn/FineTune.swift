@@ -65,9 +65,6 @@ final class TrainingDisplay {
     private var barEpoch = -1
     private var skipped = 0
 
-    /// A line on stdout, written at once (so a log file follows the run, unlike buffered `print`).
-    private func say(_ line: String) { FileHandle.standardOutput.write(Data((line + "\n").utf8)) }
-
     func show(_ event: FineTuneEvent) {
         switch event {
         case let .started(trainImages, validationImages, classes, stepsPerEpoch, totalSteps, resumedAt):

@@ -1,0 +1,321 @@
+import Foundation
+import ViTCore
+import ViTIO
+import ViTMSN
+import ViTVision
+
+/// An MSN pretraining run, read from JSON with the sections of the official `msn_vits16.yaml` (`meta`,
+/// `criterion`, `data`, `optimization`); every field has the released config's value unless noted.
+public struct PretrainConfig: Sendable {
+    // meta
+    public var model = "fashion-mnist"      // a preset (fresh weights) or a model directory to continue from
+    public var architecture: [String: Int] = [:] // preset overrides: hidden_size, num_hidden_layers, num_attention_heads, intermediate_size, patch_size
+    public var hiddenDim = 2048, outputDim = 256
+    public var seed: UInt64 = 0
+    public var outputDir = "out/pretrain"
+    public var patchDrop = 0.15
+    // criterion
+    public var loss = MSNLossSettings()
+    public var numProto = 1024
+    public var batchSize = 64
+    // data
+    public var dataset = "fashion-mnist"    // or an image folder
+    public var randSize = 224, focalSize = 96
+    public var focalViews = 10
+    public var randScale = 0.3...1.0, focalScale = 0.05...0.3
+    public var colorJitter = 0.5
+    public var maxImages: Int?
+    // optimization
+    public var epochs = 800
+    public var warmup = 15.0                // epochs
+    public var startLR: Float = 2e-4, lr: Float = 1e-3, finalLR: Float = 1e-6
+    public var weightDecay: Float = 0.04, finalWeightDecay: Float = 0.4
+    public var clipGrad: Float = 3
+    public var emaStart = 0.996, emaEnd = 1.0
+    public var probeEvery = 1               // epochs between low-shot probes (0: none)
+
+    public init() {}
+
+    public init(path: String) throws {
+        guard let data = FileManager.default.contents(atPath: path),
+              let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+            throw TrainingError("\(path): not a readable JSON object (the fields of msn_vits16.yaml, in JSON)")
+        }
+        self.init()
+        func section(_ name: String) -> [String: Any] { json[name] as? [String: Any] ?? [:] }
+        func read<T>(_ s: String, _ key: String, _ convert: (Any) -> T?) throws -> T? {
+            guard let value = section(s)[key], !(value is NSNull) else { return nil }
+            guard let typed = convert(value) else { throw TrainingError("\(path): \(s).\(key) has the wrong type (\(value))") }
+            return typed
+        }
+        let int = { (v: Any) in (v as? NSNumber)?.intValue }, double = { (v: Any) in (v as? NSNumber)?.doubleValue }
+        let string = { (v: Any) in v as? String }
+        let range = { (v: Any) -> ClosedRange<Double>? in
+            guard let pair = v as? [NSNumber], pair.count == 2, pair[0].doubleValue <= pair[1].doubleValue else { return nil }
+            return pair[0].doubleValue...pair[1].doubleValue
+        }
+        model = try read("meta", "model", string) ?? model
+        architecture = try read("meta", "architecture", { v in (v as? [String: Any])?.compactMapValues { ($0 as? NSNumber)?.intValue } }) ?? [:]
+        let known: Set = ["hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "patch_size"]
+        if let unknown = architecture.keys.first(where: { !known.contains($0) }) {
+            throw TrainingError("\(path): meta.architecture.\(unknown) is not one of \(known.sorted())")
+        }
+        hiddenDim = try read("meta", "hidden_dim", int) ?? hiddenDim
+        outputDim = try read("meta", "output_dim", int) ?? outputDim
+        seed = UInt64(try read("meta", "seed", int) ?? Int(seed))
+        outputDir = try read("meta", "output_dir", string) ?? outputDir
+        patchDrop = try read("meta", "patch_drop", double) ?? patchDrop
+        loss = try MSNLossSettings(configPath: path)
+        numProto = try read("criterion", "num_proto", int) ?? numProto
+        batchSize = try read("criterion", "batch_size", int) ?? batchSize
+        dataset = try read("data", "dataset", string) ?? read("data", "image_folder", string) ?? dataset
+        randSize = try read("data", "rand_size", int) ?? randSize
+        focalSize = try read("data", "focal_size", int) ?? focalSize
+        focalViews = try read("data", "focal_views", int) ?? focalViews
+        randScale = try read("data", "rand_scale", range) ?? randScale
+        focalScale = try read("data", "focal_scale", range) ?? focalScale
+        colorJitter = try read("data", "color_jitter_strength", double) ?? colorJitter
+        maxImages = try read("data", "max_images", int)
+        epochs = try read("optimization", "epochs", int) ?? epochs
+        warmup = try read("optimization", "warmup", double) ?? warmup
+        startLR = Float(try read("optimization", "start_lr", double) ?? Double(startLR))
+        lr = Float(try read("optimization", "lr", double) ?? Double(lr))
+        finalLR = Float(try read("optimization", "final_lr", double) ?? Double(finalLR))
+        weightDecay = Float(try read("optimization", "weight_decay", double) ?? Double(weightDecay))
+        finalWeightDecay = Float(try read("optimization", "final_weight_decay", double) ?? Double(finalWeightDecay))
+        clipGrad = Float(try read("optimization", "clip_grad", double) ?? Double(clipGrad))
+        if let ema = try read("optimization", "ema", range) { (emaStart, emaEnd) = (ema.lowerBound, ema.upperBound) }
+        probeEvery = try read("optimization", "probe_every", int) ?? probeEvery
+        guard batchSize > 1, epochs > 0, numProto > 1, (0..<1).contains(patchDrop), focalViews >= 0, randSize > 0, focalSize > 0 else {
+            throw TrainingError("\(path): needs batch_size > 1, epochs > 0, num_proto > 1, patch_drop in [0, 1), focal_views ≥ 0 and positive sizes")
+        }
+    }
+
+    /// `WarmupCosineSchedule` at optimiser step `step` (1-based, as the scheduler steps before the update):
+    /// linear from start_lr to lr over the warm-up, then cosine towards final_lr over 1.25× the run (so the
+    /// run ends at about 80 % of the cosine, as the official code does).
+    func learningRate(step: Int, stepsPerEpoch: Int) -> Float {
+        let warmupSteps = Int(warmup * Double(stepsPerEpoch))
+        if step < warmupSteps { return startLR + Float(step) / Float(warmupSteps) * (lr - startLR) }
+        let span = max(1, Int(1.25 * Double(epochs * stepsPerEpoch)) - warmupSteps)
+        let progress = Double(step - warmupSteps) / Double(span)
+        return max(finalLR, finalLR + (lr - finalLR) * Float(0.5 * (1 + cos(Double.pi * progress))))
+    }
+
+    /// `CosineWDSchedule`: weight_decay → final_weight_decay over 1.25× the run.
+    func weightDecay(step: Int, stepsPerEpoch: Int) -> Float {
+        let span = Double(Int(1.25 * Double(epochs * stepsPerEpoch)))
+        return finalWeightDecay + (weightDecay - finalWeightDecay) * Float(0.5 * (1 + cos(Double.pi * Double(step) / span)))
+    }
+
+    /// The EMA momentum of update `step` (0-based): 0.996 + step·(1 − 0.996)/(1.25 × total steps).
+    func momentum(step: Int, stepsPerEpoch: Int) -> Float {
+        Float(emaStart + Double(step) * (emaEnd - emaStart) / (Double(stepsPerEpoch * epochs) * 1.25))
+    }
+}
+
+/// What a pretraining run reports.
+public enum PretrainEvent {
+    case started(images: Int, stepsPerEpoch: Int, resumedAt: Int?)
+    case step(epoch: Int, batch: Int, batchesPerEpoch: Int, result: MSNLossResult, learningRate: Float, momentum: Float, imagesPerSecond: Double)
+    case epochEnded(epoch: Int, seconds: Double)
+    case probe(epoch: Int, report: [(String, Double)])
+    case saved(path: String)
+}
+
+/// MSN pretraining (`src/msn_train.py`): per image a target view, an anchor view with patches dropped and
+/// focal views; the target encoder and head are an EMA of the anchor ones; AdamW with the warm-up + cosine
+/// learning rate, cosine weight decay, clipping of the encoder and head gradients; a checkpoint per epoch.
+public final class Pretrainer {
+    public let config: PretrainConfig
+    public let model: MSNModel
+    public let target: MSNModel  // EMA copy (its prototypes are unused)
+    public let processor: ImageProcessor
+    let loader: BatchLoader
+    let optimizer = AdamW()
+    var state = TrainerState()
+    let checkpoints: CheckpointDirectory
+    let viewSizes: (target: Int, focal: Int)
+    /// A low-shot probe of the target encoder, run every `probeEvery` epochs.
+    public var probe: ((ViTMSNModel) throws -> [(String, Double)])?
+
+    public init(_ config: PretrainConfig, resume: Bool, parallelism: Parallelism = Parallelism()) throws {
+        self.config = config
+        checkpoints = try CheckpointDirectory(config.outputDir)
+        let resumeFrom = resume ? try checkpoints.last() : nil
+        if resume && resumeFrom == nil { throw TrainingError("\(config.outputDir): --resume, but there is no checkpoint to resume from") }
+        let start = try resumeFrom ?? Self.initialModel(config)
+        model = try MSNModel.load(directory: start, hiddenSize: config.hiddenDim, outputSize: config.outputDim, prototypeCount: config.numProto, seed: config.seed)
+        target = try MSNModel.load(directory: start, hiddenSize: config.hiddenDim, outputSize: config.outputDim, prototypeCount: config.numProto, seed: config.seed)
+        if let resumeFrom {
+            try Self.loadAnchor(model, from: resumeFrom + "/anchor.safetensors")
+            state = try JSONDecoder().decode(TrainerState.self, from: Data(contentsOf: URL(fileURLWithPath: resumeFrom + "/trainer_state.json")))
+            try restoreOptimizerState(optimizer, model: model, path: resumeFrom + "/optimizer.safetensors", stepCount: state.optimizerSteps)
+        }
+        for m in [model, target] { m.encoder.parallelism = parallelism }
+        model.zeroGradients()
+        processor = (try? ImageProcessor.load(modelDirectory: start)) ?? FineTuner.defaultProcessor(for: model.encoder.config)
+        let channels = model.encoder.config.numChannels
+        var data: LabeledImages = config.dataset == "fashion-mnist"
+            ? try FashionMNIST.load(train: true, grayscale: channels == 1)
+            : try ImageFolder(root: config.dataset, grayscale: channels == 1)
+        if let limit = config.maxImages, limit < data.count { data = Subset(data, indices: Array(0..<limit)) }
+        let rand = MSNViewAugmentation(processor: processor, size: config.randSize, scale: config.randScale, colorJitter: config.colorJitter)
+        let focal = MSNViewAugmentation(processor: processor, size: config.focalSize, scale: config.focalScale, colorJitter: config.colorJitter)
+        let focalViews = config.focalViews
+        // Each sample becomes one flat tensor: target view, anchor view, then its focal views.
+        loader = BatchLoader(dataset: data, batchSize: config.batchSize, shuffle: true, seed: config.seed) { image, generator in
+            let views = [rand.pixelValues(image, using: &generator), rand.pixelValues(image, using: &generator)]
+                + (0..<focalViews).map { _ in focal.pixelValues(image, using: &generator) }
+            return Tensor(shape: [views.reduce(0) { $0 + $1.count }], scalars: views.flatMap(\.scalars))
+        }
+        viewSizes = (channels * config.randSize * config.randSize, channels * config.focalSize * config.focalSize)
+    }
+
+    /// A fresh model directory for a preset name (written into the output directory), or the directory given.
+    static func initialModel(_ config: PretrainConfig) throws -> String {
+        guard ViTMSNConfig.presetNames.contains(config.model) else { return config.model }
+        let directory = config.outputDir + "/initial"
+        if !FileManager.default.fileExists(atPath: directory + "/config.json") {
+            var modelConfig = try ViTMSNConfig.preset(config.model)
+            modelConfig.imageSize = .square(config.randSize)
+            let a = config.architecture
+            modelConfig.hiddenSize = a["hidden_size"] ?? modelConfig.hiddenSize
+            modelConfig.numHiddenLayers = a["num_hidden_layers"] ?? modelConfig.numHiddenLayers
+            modelConfig.numAttentionHeads = a["num_attention_heads"] ?? modelConfig.numAttentionHeads
+            modelConfig.intermediateSize = a["intermediate_size"] ?? modelConfig.intermediateSize
+            if let patch = a["patch_size"] { modelConfig.patchSize = .square(patch) }
+            try modelConfig.validate()
+            try ViTMSNModel.randomlyInitialized(config: modelConfig, seed: config.seed).save(directory: directory)
+            var processor = ImageProcessor()
+            (processor.height, processor.width) = (config.randSize, config.randSize)
+            try JSONSerialization.data(withJSONObject: processor.jsonObject, options: [.prettyPrinted, .sortedKeys])
+                .write(to: URL(fileURLWithPath: directory + "/preprocessor_config.json"))
+        }
+        return directory
+    }
+
+    /// Splits a loaded batch (B, per-sample views) into the step's views, focal views view-major.
+    func views(_ batch: LoadedBatch, keep: [Int]) -> MSNViews {
+        let b = batch.labels.count
+        let (c, r, f) = (model.encoder.config.numChannels, config.randSize, config.focalSize)
+        let perSample = batch.pixels.count / b
+        let values = batch.pixels.scalars
+        func slice(_ sample: Int, _ offset: Int, _ count: Int) -> ArraySlice<Float> {
+            values[(sample * perSample + offset)..<(sample * perSample + offset + count)]
+        }
+        let target = Tensor(shape: [b, c, r, r], scalars: (0..<b).flatMap { slice($0, 0, viewSizes.target) })
+        let anchor = Tensor(shape: [b, c, r, r], scalars: (0..<b).flatMap { slice($0, viewSizes.target, viewSizes.target) })
+        let focal = config.focalViews == 0 ? nil : Tensor(
+            shape: [config.focalViews * b, c, f, f],
+            scalars: (0..<config.focalViews).flatMap { v in (0..<b).flatMap { slice($0, 2 * viewSizes.target + v * viewSizes.focal, viewSizes.focal) } })
+        return MSNViews(target: target, anchor: anchor, focal: focal, keep: keep)
+    }
+
+    public func run(stopAfterStep: Int? = nil, events: (PretrainEvent) -> Void) throws {
+        let stepsPerEpoch = loader.batchesPerEpoch
+        events(.started(images: loader.dataset.count, stepsPerEpoch: stepsPerEpoch, resumedAt: state.globalStep == 0 ? nil : state.globalStep))
+        let log = try PretrainLog(directory: config.outputDir, resumingAt: state.globalStep)
+        let numPatches = (config.randSize / model.encoder.config.patchSize.height) * (config.randSize / model.encoder.config.patchSize.width)
+        let kept = Int(Double(numPatches) * (1 - config.patchDrop))
+        var collapsedSteps = 0
+        while state.epoch < config.epochs {
+            let epochStart = Date()
+            var started = Date()
+            let batches = loader.batches(epoch: state.epoch, from: state.batchInEpoch)
+            while let batch = batches.next() {
+                state.batchInEpoch += 1
+                guard batch.labels.count > 1 else { continue }
+                var generator = SeededGenerator(seed: config.seed, state.globalStep, -7)
+                let keep = Array(Array(0..<numPatches).shuffled(using: &generator).prefix(kept))
+                let result = try msnForwardBackward(model, targetEncoder: target.encoder, targetHead: target.head, views: views(batch, keep: keep), settings: config.loss)
+                guard result.loss.isFinite else {
+                    throw TrainingError("the loss is \(result.loss) at step \(state.globalStep + 1): stopping before the weights change")
+                }
+                collapsedSteps = result.distinctTargets == 1 ? collapsedSteps + 1 : 0
+                guard collapsedSteps < 20 else {
+                    throw TrainingError("collapse: for 20 steps every target chose the same prototype (step \(state.globalStep + 1)); stopping")
+                }
+                let step = state.globalStep
+                let learningRate = config.learningRate(step: step + 1, stepsPerEpoch: stepsPerEpoch)
+                let weightDecay = config.weightDecay(step: step + 1, stepsPerEpoch: stepsPerEpoch)
+                clipGradientNorm(model, maxNorm: config.clipGrad) { $0 != "prototypes" }
+                optimizer.step(model, learningRate: learningRate, weightDecay: weightDecay, decays: msnDecaysWeight)
+                model.zeroGradients()
+                let momentum = config.momentum(step: step, stepsPerEpoch: stepsPerEpoch)
+                updateTarget(momentum: momentum)
+                state.globalStep += 1
+                let speed = Double(batch.labels.count) / Date().timeIntervalSince(started)
+                started = Date()
+                try log.step(state.globalStep, epoch: state.epoch, result: result, learningRate: learningRate, weightDecay: weightDecay, momentum: momentum, imagesPerSecond: speed)
+                events(.step(epoch: state.epoch, batch: state.batchInEpoch, batchesPerEpoch: stepsPerEpoch, result: result, learningRate: learningRate, momentum: momentum, imagesPerSecond: speed))
+                if state.globalStep == stopAfterStep, state.batchInEpoch < stepsPerEpoch {
+                    events(.saved(path: try save()))
+                    return
+                }
+            }
+            (state.epoch, state.batchInEpoch) = (state.epoch + 1, 0)
+            events(.epochEnded(epoch: state.epoch, seconds: Date().timeIntervalSince(epochStart)))
+            if let probe, config.probeEvery > 0, state.epoch % config.probeEvery == 0 || state.epoch == config.epochs {
+                let report = try probe(target.encoder)
+                try log.probe(state.globalStep, epoch: state.epoch, report: report)
+                events(.probe(epoch: state.epoch, report: report))
+            }
+            events(.saved(path: try save()))
+            try log.drawCurves()
+            if state.globalStep == stopAfterStep { return }
+        }
+    }
+
+    /// target ← m·target + (1 − m)·anchor, over the encoder's and head's parameters (not BatchNorm statistics).
+    func updateTarget(momentum m: Float) {
+        var anchor: [String: Tensor] = [:]
+        model.visitParameters { name, value in anchor[name] = value }
+        target.visitParameters { name, value in
+            guard name != "prototypes", let source = anchor[name] else { return }
+            value.withUnsafeMutableBufferPointer { t in source.withUnsafeBufferPointer { s in for i in t.indices { t[i] = m * t[i] + (1 - m) * s[i] } } }
+        }
+    }
+
+    /// A checkpoint: the target encoder as a Transformers model directory with `msn_head.safetensors` (target
+    /// head and the prototypes), plus the anchor networks, the optimizer and the run state for `--resume`.
+    func save() throws -> String {
+        let name = String(format: "checkpoint-%06d", state.globalStep)
+        state.optimizerSteps = optimizer.stepCount
+        let path = try checkpoints.write(name) { directory in
+            try target.encoder.save(directory: directory)
+            try writeHead(target.head, prototypes: model.prototypes, to: directory + "/msn_head.safetensors")
+            var records = model.namedParameters.map { SafetensorsRecord(name: $0.name, tensor: $0.tensor) }
+            model.head.visitBuffers { name, value in records.append(SafetensorsRecord(name: "fc." + name, tensor: value)) }
+            try SafetensorsWriter.write(records, to: directory + "/anchor.safetensors")
+            try SafetensorsWriter.write(optimizer.state.tensors.sorted { $0.key < $1.key }.map { SafetensorsRecord(name: $0.key, tensor: $0.value) }, to: directory + "/optimizer.safetensors")
+            try JSONSerialization.data(withJSONObject: processor.jsonObject, options: [.prettyPrinted, .sortedKeys])
+                .write(to: URL(fileURLWithPath: directory + "/preprocessor_config.json"))
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            try encoder.encode(state).write(to: URL(fileURLWithPath: directory + "/trainer_state.json"))
+        }
+        try checkpoints.point("last", at: name)
+        try checkpoints.removeUnreferenced()
+        return path
+    }
+
+    static func loadAnchor(_ model: MSNModel, from path: String) throws {
+        let file = try SafetensorsFile(path: path)
+        func take(_ name: String, _ value: inout Tensor) throws {
+            guard let info = file.info(name), info.shape == value.shape else { throw TrainingError("\(path): '\(name)' is missing or has the wrong shape") }
+            value = try file.floatTensor(name)
+        }
+        try model.visitParameters { name, value in try take(name, &value) }
+        try model.head.visitBuffers { name, value in try take("fc." + name, &value) }
+    }
+}
+
+/// `msn_head.safetensors`: the head's parameters and BatchNorm statistics under `fc.`, and the prototypes.
+func writeHead(_ head: MSNProjectionHead, prototypes: Tensor, to path: String) throws {
+    var records: [SafetensorsRecord] = []
+    head.visitParameters { name, value in records.append(SafetensorsRecord(name: "fc." + name, tensor: value)) }
+    head.visitBuffers { name, value in records.append(SafetensorsRecord(name: "fc." + name, tensor: value)) }
+    records.append(SafetensorsRecord(name: "prototypes", tensor: prototypes))
+    try SafetensorsWriter.write(records, to: path)
+}

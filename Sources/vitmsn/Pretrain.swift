@@ -1,0 +1,68 @@
+import ArgumentParser
+import Foundation
+import ViTTrain
+
+struct Pretrain: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "MSN pretraining on an image folder or Fashion-MNIST, configured like the official msn_vits16.yaml (in JSON).",
+        discussion: """
+        The output directory gets a checkpoint per epoch (checkpoint-NNNNNN and the link 'last': the target \
+        encoder as a Transformers model directory with msn_head.safetensors, plus what --resume needs), log.csv \
+        (loss terms, schedules), probes.csv (low-shot probes) and curves.svg.
+        """)
+
+    @Option(help: "The run's JSON config (meta, criterion, data, optimization sections).") var config: String
+    @Flag(help: "Continue from the output directory's last checkpoint.") var resume = false
+    @Option(help: "Stop after this optimizer step (saving a checkpoint), to continue later with --resume.") var stopAfterStep: Int?
+    @OptionGroup var threading: ThreadOptions
+
+    func run() throws {
+        let settings = try PretrainConfig(path: config)
+        let trainer = try Pretrainer(settings, resume: resume, parallelism: threading.parallelism)
+        if settings.probeEvery > 0 {
+            let grayscale = trainer.model.encoder.config.numChannels == 1
+            let (train, test) = try labelledPair(settings.dataset, grayscale: grayscale)
+            trainer.probe = LowShot.probe(train: train, test: test, processor: trainer.processor)
+        }
+        var bar: ProgressBar?
+        var barEpoch = -1
+        do {
+            try trainer.run(stopAfterStep: stopAfterStep) { event in
+                switch event {
+                case let .started(images, stepsPerEpoch, resumedAt):
+                    say("MSN pretraining on \(images) images, \(stepsPerEpoch) steps per epoch, \(settings.epochs) epochs" + (resumedAt.map { "; resuming after step \($0)" } ?? ""))
+                case let .step(epoch, batch, batches, result, learningRate, momentum, imagesPerSecond):
+                    if epoch != barEpoch {
+                        bar = ProgressBar(total: batches, label: "epoch \(epoch + 1)", unit: "batch")
+                        barEpoch = epoch
+                    }
+                    bar?.update(done: batch, status: String(
+                        format: "loss %.3f (ce %.3f, me-max %.3f, ent %.2f)  lr %.1e  m %.4f  %.0f img/s",
+                        result.loss, result.ploss, result.rloss, result.sloss, learningRate, momentum, imagesPerSecond))
+                case let .epochEnded(epoch, seconds):
+                    bar?.finish(done: nil)
+                    bar = nil
+                    say(String(format: "epoch %d done in %.0f s", epoch, seconds))
+                case let .probe(epoch, report):
+                    say("epoch \(epoch) low-shot probe: " + report.map { String(format: "%@ %.2f %%", $0.0, $0.1 * 100) }.joined(separator: ", "))
+                case .saved(let path):
+                    say("saved \(path)")
+                }
+            }
+        } catch let error as TrainingError {
+            bar?.finish(done: nil)
+            throw CLIError(error.description + " (the last good checkpoint is \(settings.outputDir)/last)")
+        }
+    }
+}
+
+/// A line on stdout, written at once (so a log file follows a long run, unlike buffered `print`).
+func say(_ line: String) { FileHandle.standardOutput.write(Data((line + "\n").utf8)) }
+
+/// Training and test images: Fashion-MNIST's two files, or FOLDER/train and FOLDER/val (one sub-folder per class).
+func labelledPair(_ dataset: String, grayscale: Bool) throws -> (LabeledImages, LabeledImages) {
+    if dataset == "fashion-mnist" {
+        return (try FashionMNIST.load(train: true, grayscale: grayscale), try FashionMNIST.load(train: false, grayscale: grayscale))
+    }
+    return (try ImageFolder(root: dataset + "/train", grayscale: grayscale), try ImageFolder(root: dataset + "/val", grayscale: grayscale))
+}
