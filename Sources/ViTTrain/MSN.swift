@@ -74,6 +74,33 @@ public struct MSNViews {
     }
 }
 
+extension MSNViews {
+    /// Views from a safetensors file: `target`, `anchor`, optionally `focal` and `keep` (I64).
+    public init(file path: String) throws {
+        let file = try SafetensorsFile(path: path)
+        for name in ["target", "anchor"] where file.info(name) == nil { throw TrainingError("\(path): no '\(name)' tensor") }
+        self.init(
+            target: try file.floatTensor("target"), anchor: try file.floatTensor("anchor"),
+            focal: file.info("focal") == nil ? nil : try file.floatTensor("focal"),
+            keep: file.info("keep") == nil ? nil : try file.integerValues("keep").map(Int.init))
+    }
+}
+
+/// `vitmsn msn-step`: one forward and backward of `model` (its own encoder and head as the target, which an
+/// EMA copy equals at the first step), written to `output` as `loss`, `ploss`, `rloss`, `sloss`, `targets`
+/// and `grad.<name>` for every trainable tensor.
+@discardableResult
+public func writeMSNStep(_ model: MSNModel, views: MSNViews, settings: MSNLossSettings, to output: String) throws -> MSNLossResult {
+    model.zeroGradients()
+    let result = try msnForwardBackward(model, targetEncoder: model.encoder, targetHead: model.head, views: views, settings: settings)
+    var records = [("loss", result.loss), ("ploss", result.ploss), ("rloss", result.rloss), ("sloss", result.sloss)]
+        .map { SafetensorsRecord(name: $0.0, tensor: Tensor(shape: [], scalars: [$0.1])) }
+    records.append(SafetensorsRecord(name: "targets", tensor: result.targets))
+    model.visitParameters { name, _, gradient in records.append(SafetensorsRecord(name: "grad." + name, tensor: gradient!)) }
+    try SafetensorsWriter.write(records, to: output)
+    return result
+}
+
 /// The CLS token (B, D) of a last hidden state (B, S, D), and back.
 func clsTokens(_ lastHiddenState: Tensor) -> Tensor {
     let (batch, sequence, dim) = (lastHiddenState.shape[0], lastHiddenState.shape[1], lastHiddenState.shape[2])

@@ -55,13 +55,14 @@ public func msnLoss(anchors: Tensor, targets: Tensor, prototypes: Tensor, settin
     for r in 0..<m {
         for j in 0..<k {
             let (pr, t) = (Double(probs[r * k + j]), Double(sharp[(r % batch) * k + j]))
-            if t > 0 { ploss -= t * log(pr) }
-            if pr > 0 { sloss -= pr * log(pr) }
+            // 0·log 0 counts as 0; `!= 0` (not `> 0`) so that a NaN still reaches the loss.
+            if t != 0 { ploss -= t * log(pr) }
+            if pr != 0 { sloss -= pr * log(pr) }
             average[j] += pr / Double(m)
         }
     }
     (ploss, sloss) = (ploss / Double(m), sloss / Double(m))
-    let rloss = average.reduce(0.0) { $1 > 0 ? $0 + $1 * log($1) : $0 } + log(Double(k))
+    let rloss = average.reduce(0.0) { $1 != 0 ? $0 + $1 * log($1) : $0 } + log(Double(k))
     let loss = ploss + Double(settings.memaxWeight) * rloss + Double(settings.entropyWeight) * sloss
 
     // d/ds of each term through the softmax, s = cos/τ: ploss gives (p − t)/M; me-max gives

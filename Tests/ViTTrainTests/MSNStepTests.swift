@@ -22,39 +22,51 @@ final class MSNStepTests: XCTestCase {
         for fixture in manifest.cases {
             let directory = root.appendingPathComponent(fixture.name).path
             let model = try MSNModel.load(directory: directory)
-            let settings = try MSNLossSettings(configPath: directory + "/msn_config.json")
-            let viewsFile = try SafetensorsFile(path: directory + "/views.safetensors")
-            let views = MSNViews(
-                target: try viewsFile.floatTensor("target"), anchor: try viewsFile.floatTensor("anchor"),
-                focal: viewsFile.info("focal") == nil ? nil : try viewsFile.floatTensor("focal"),
-                keep: try viewsFile.integerValues("keep").map(Int.init))
-            model.zeroGradients()
-            let result = try msnForwardBackward(model, targetEncoder: model.encoder, targetHead: model.head, views: views, settings: settings)
+            // The path `vitmsn msn-step` takes: views from a file, results written to one and read back.
+            let output = FileManager.default.temporaryDirectory.appendingPathComponent("msn-step-\(fixture.name)-\(UUID()).safetensors").path
+            defer { try? FileManager.default.removeItem(atPath: output) }
+            try writeMSNStep(model, views: try MSNViews(file: directory + "/views.safetensors"),
+                             settings: try MSNLossSettings(configPath: directory + "/msn_config.json"), to: output)
+            let result = try SafetensorsFile(path: output)
             let expected = try SafetensorsFile(path: directory + "/expected.safetensors")
-            for (name, value) in [("loss", result.loss), ("ploss", result.ploss), ("rloss", result.rloss), ("sloss", result.sloss)] {
-                XCTAssertEqual(value, try expected.floatTensor(name).scalars[0], accuracy: manifest.loss_atol, "\(fixture.name): \(name)")
+            for name in ["loss", "ploss", "rloss", "sloss"] {
+                XCTAssertEqual(try result.floatTensor(name).scalars[0], try expected.floatTensor(name).scalars[0], accuracy: manifest.loss_atol, "\(fixture.name): \(name)")
             }
-            XCTAssertLessThan(result.targets.maxAbsDifference(try expected.floatTensor("targets")), 1e-5, "\(fixture.name): targets")
+            XCTAssertLessThan(try result.floatTensor("targets").maxAbsDifference(try expected.floatTensor("targets")), 1e-5, "\(fixture.name): targets")
             var worst: (Float, String) = (0, "")
             var checked = 0
-            let scale = norm(result.prototypeGradient)
-            model.visitParameters { name, _, gradient in
+            let scale = norm(try result.floatTensor("grad.prototypes"))
+            model.visitParameters { name, _, _ in
+                guard let gradient = try? result.floatTensor("grad." + name) else { return XCTFail("\(fixture.name): no grad.\(name) written") }
                 let reference = try! expected.floatTensor("grad." + name)
                 // Gradients that are zero in exact arithmetic, so both sides hold rounding noise: the key bias
                 // (softmax ignores a shift shared by a row of scores), and whatever only shifts a BatchNorm input
                 // by the same vector for every row (fc1 and fc2 biases, the final LayerNorm bias).
                 if ["key.bias", "fc1.bias", "fc2.bias"].contains(where: name.hasSuffix) || name == "layernorm.bias" {
-                    XCTAssertLessThan(norm(gradient!), 1e-5 * scale, "\(fixture.name): \(name)")
+                    XCTAssertLessThan(norm(gradient), 1e-5 * scale, "\(fixture.name): \(name)")
                     XCTAssertLessThan(norm(reference), 1e-5 * scale, "\(fixture.name): \(name) (PyTorch)")
                     return
                 }
-                let error = gradient!.relativeDifference(reference)
+                let error = gradient.relativeDifference(reference)
                 if error > worst.0 { worst = (error, name) }
                 XCTAssertLessThanOrEqual(error, manifest.gradient_rtol, "\(fixture.name): grad.\(name)")
                 checked += 1
             }
             XCTAssertGreaterThan(checked, 30)
-            print("msn-step \(fixture.name): loss \(result.loss), worst gradient error \(worst.0) (\(worst.1))")
+            print("msn-step \(fixture.name): loss \(try result.floatTensor("loss").scalars[0]), worst gradient error \(worst.0) (\(worst.1))")
+        }
+    }
+
+    /// A NaN anywhere in the networks reaches the loss (nothing in the loss skips it), so training stops.
+    func testNaNWeightGivesNaNLoss() throws {
+        let directory = TrainingFixtures.root.deletingLastPathComponent().appendingPathComponent("msn/sinkhorn_focal").path
+        for poisoned in ["encoder.layer.0.attention.attention.query.weight", "fc.fc1.weight", "prototypes"] {
+            let model = try MSNModel.load(directory: directory)
+            model.visitParameters { name, value in if name == poisoned { value.withUnsafeMutableBufferPointer { $0[0] = .nan } } }
+            model.zeroGradients()
+            let result = try msnForwardBackward(model, targetEncoder: model.encoder, targetHead: model.head, views: try MSNViews(file: directory + "/views.safetensors"),
+                                                settings: try MSNLossSettings(configPath: directory + "/msn_config.json"))
+            XCTAssertTrue(result.loss.isNaN, "\(poisoned): loss \(result.loss)")
         }
     }
 

@@ -1,0 +1,147 @@
+import Foundation
+import ViTCore
+import ViTIO
+import ViTMSN
+import ViTVision
+import XCTest
+@testable import ViTTrain
+
+/// Tiny MSN runs on the fixture photos (read as grayscale, 16 px views, a 1-layer 16-wide ViT).
+final class PretrainTests: XCTestCase {
+    private var workspace: FineTuneWorkspace!
+
+    override func setUpWithError() throws { workspace = try FineTuneWorkspace() }
+    override func tearDown() { workspace = nil }
+
+    private func config(epochs: Int = 2) -> PretrainConfig {
+        var c = PretrainConfig()
+        c.architecture = ["hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32]
+        (c.hiddenDim, c.outputDim, c.numProto, c.batchSize) = (16, 8, 8, 8)
+        (c.dataset, c.outputDir) = (workspace.trainDir, workspace.outputDir)
+        (c.randSize, c.focalSize, c.focalViews) = (16, 8, 2)
+        (c.epochs, c.warmup, c.probeEvery) = (epochs, 1, 0)
+        return c
+    }
+
+    private func run(_ config: PretrainConfig, resume: Bool = false, stopAfterStep: Int? = nil) throws -> Pretrainer {
+        let trainer = try Pretrainer(config, resume: resume, parallelism: .serial)
+        try trainer.run(stopAfterStep: stopAfterStep) { _ in }
+        return trainer
+    }
+
+    private func parameters(_ model: Module) -> [String: [Float]] {
+        Dictionary(uniqueKeysWithValues: model.namedParameters.map { ($0.name, $0.tensor.scalars) })
+    }
+
+    /// Three epochs in one go, and the same run stopped mid-epoch 2 then resumed, end with bit-identical
+    /// anchor networks, target networks, prototypes and optimizer state, and the same log.
+    func testResumedRunEndsBitIdentical() throws {
+        let straight = try run(config(epochs: 3))
+        let steps = straight.state.globalStep
+        XCTAssertEqual(steps, 9) // 22 images, batches of 8 (the last of 6), 3 epochs
+        let straightLog = try String(contentsOfFile: workspace.outputDir + "/log.csv", encoding: .utf8)
+        try FileManager.default.removeItem(atPath: workspace.outputDir)
+
+        let first = try run(config(epochs: 3), stopAfterStep: 5)
+        XCTAssertEqual(first.state.globalStep, 5)
+        let resumed = try run(config(epochs: 3), resume: true)
+        XCTAssertEqual(resumed.state.globalStep, steps)
+        XCTAssertEqual(parameters(resumed.model), parameters(straight.model))
+        // The target's own prototypes are never used (the loss takes the anchor's), so only its encoder and head count.
+        XCTAssertEqual(parameters(resumed.target.encoder), parameters(straight.target.encoder))
+        XCTAssertEqual(parameters(resumed.target.head), parameters(straight.target.head))
+        XCTAssertEqual(resumed.optimizer.state.tensors.mapValues(\.scalars), straight.optimizer.state.tensors.mapValues(\.scalars))
+        let resumedLog = try String(contentsOfFile: workspace.outputDir + "/log.csv", encoding: .utf8)
+        XCTAssertEqual(resumedLog.replacingImagesPerSecond(with: straightLog), straightLog)
+        // The target moved away from its start, and the anchor from the target.
+        XCTAssertNotEqual(parameters(straight.model), parameters(straight.target))
+    }
+
+    /// The checkpoint holds the target encoder as a Transformers model directory and the head and prototypes,
+    /// which load back into an MSN model.
+    func testCheckpointLoadsAsModelAndHead() throws {
+        let trainer = try run(config(epochs: 1))
+        let last = workspace.outputDir + "/last"
+        let encoder = try ViTMSNModel.load(directory: last)
+        XCTAssertEqual(parameters(encoder), parameters(trainer.target.encoder))
+        let loaded = try MSNModel.load(directory: last)
+        XCTAssertEqual(loaded.prototypes.scalars, trainer.model.prototypes.scalars)
+        XCTAssertEqual(parameters(loaded.head), parameters(trainer.target.head))
+        for file in ["log.csv", "curves.svg"] { XCTAssertTrue(FileManager.default.fileExists(atPath: workspace.outputDir + "/" + file), file) }
+    }
+
+    /// An infinite learning rate (weights become inf and NaN) stops the run at the first non-finite loss, and `last` still
+    /// names the checkpoint of the last good epoch.
+    func testNonFiniteLossStopsAndKeepsTheLastGoodCheckpoint() throws {
+        _ = try run(config(epochs: 1))
+        let good = try String(contentsOfFile: workspace.outputDir + "/last/trainer_state.json", encoding: .utf8)
+        var exploding = config(epochs: 3)
+        (exploding.startLR, exploding.lr, exploding.warmup) = (.infinity, .infinity, 0)
+        XCTAssertThrowsError(try run(exploding, resume: true)) { error in
+            XCTAssertTrue("\(error)".contains("loss is"), "\(error)")
+        }
+        XCTAssertEqual(try String(contentsOfFile: workspace.outputDir + "/last/trainer_state.json", encoding: .utf8), good)
+        XCTAssertTrue(try ViTMSNModel.load(directory: workspace.outputDir + "/last").namedParameters.allSatisfy { $0.tensor.scalars.allSatisfy(\.isFinite) })
+    }
+
+    func testConfigErrorsNameTheField() throws {
+        let path = workspace.root + "/config.json"
+        func error(_ json: String) -> String {
+            try? json.write(toFile: path, atomically: true, encoding: .utf8)
+            do { _ = try PretrainConfig(path: path); return "" } catch { return "\(error)" }
+        }
+        XCTAssertTrue(error(#"{"meta": {"architecture": {"depth": 3}}}"#).contains("meta.architecture.depth"))
+        XCTAssertTrue(error(#"{"criterion": {"batch_size": "many"}}"#).contains("criterion.batch_size"))
+        XCTAssertTrue(error(#"{"data": {"rand_scale": [1.0, 0.3]}}"#).contains("data.rand_scale"))
+        XCTAssertTrue(error(#"{"meta": {"patch_drop": 1.5}}"#).contains("patch_drop"))
+        XCTAssertTrue(error("[1, 2").contains("config.json"))
+        try #"{"optimization": {"epochs": 7, "ema": [0.99, 1.0]}, "criterion": {"num_proto": 64}}"#.write(toFile: path, atomically: true, encoding: .utf8)
+        let parsed = try PretrainConfig(path: path)
+        XCTAssertEqual(parsed.epochs, 7)
+        XCTAssertEqual(parsed.numProto, 64)
+        XCTAssertEqual(parsed.emaStart, 0.99)
+    }
+
+    /// Resuming without a checkpoint, or on a dataset folder that doesn't exist, fails with the path named.
+    func testMissingInputsGetClearErrors() {
+        XCTAssertThrowsError(try Pretrainer(config(), resume: true)) { XCTAssertTrue("\($0)".contains("no checkpoint"), "\($0)") }
+        var missing = config()
+        missing.dataset = workspace.root + "/nowhere"
+        XCTAssertThrowsError(try Pretrainer(missing, resume: false)) { XCTAssertTrue("\($0)".contains("nowhere"), "\($0)") }
+    }
+
+    /// The schedules of msn_train.py: warm-up then cosine to 80 % of the way, cosine weight decay, linear EMA.
+    func testSchedules() {
+        var c = PretrainConfig()
+        (c.epochs, c.warmup) = (10, 2)
+        XCTAssertEqual(c.learningRate(step: 0, stepsPerEpoch: 100), c.startLR)
+        XCTAssertEqual(c.learningRate(step: 200, stepsPerEpoch: 100), c.lr, accuracy: 1e-9)
+        let end = c.finalLR + (c.lr - c.finalLR) * Float(0.5 * (1 + cos(Double.pi * 800 / 1050)))
+        XCTAssertEqual(c.learningRate(step: 1000, stepsPerEpoch: 100), end, accuracy: 1e-7)
+        XCTAssertEqual(c.weightDecay(step: 0, stepsPerEpoch: 100), c.weightDecay, accuracy: 1e-7)
+        XCTAssertEqual(c.momentum(step: 1250, stepsPerEpoch: 100), 1, accuracy: 1e-7)
+    }
+}
+
+final class MSNAugmentationTests: XCTestCase {
+    /// Views have the configured size, are reproducible from the seed, differ between draws, and a grey
+    /// image stays grey (colour jitter and grayscale keep R = G = B).
+    func testViewsAreSeededSizedAndKeepGreyGrey() {
+        var processor = ImageProcessor()
+        (processor.height, processor.width) = (12, 12)
+        let augmentation = MSNViewAugmentation(processor: processor, size: 12, scale: 0.05...0.3)
+        let grey = Image(width: 40, height: 30, mode: .RGB, pixels: (0..<(40 * 30)).flatMap { i -> [UInt8] in
+            let v = UInt8(i % 251); return [v, v, v]
+        })
+        var a = SeededGenerator(seed: 3), b = SeededGenerator(seed: 3)
+        let first = augmentation.pixelValues(grey, using: &a)
+        XCTAssertEqual(first.shape, [3, 12, 12])
+        XCTAssertEqual(first.scalars, augmentation.pixelValues(grey, using: &b).scalars)
+        XCTAssertNotEqual(first.scalars, augmentation.pixelValues(grey, using: &a).scalars)
+        let plane = 144
+        for i in 0..<plane { // normalised with mean = std = 0.5 on every channel, so equal channels stay equal
+            XCTAssertEqual(first.scalars[i], first.scalars[plane + i])
+            XCTAssertEqual(first.scalars[i], first.scalars[2 * plane + i])
+        }
+    }
+}
