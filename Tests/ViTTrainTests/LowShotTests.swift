@@ -1,0 +1,70 @@
+import Foundation
+import ViTCore
+import ViTIO
+import XCTest
+@testable import ViTTrain
+
+final class LowShotTests: XCTestCase {
+    /// The L-BFGS solver reaches scikit-learn's minimiser of Σ CE + λ/2 ‖W‖² (multinomial, no intercept) and
+    /// predicts the same classes.
+    func testLogisticRegressionMatchesScikitLearn() throws {
+        let root = TrainingFixtures.root.deletingLastPathComponent().appendingPathComponent("lowshot")
+        let file = try SafetensorsFile(path: root.appendingPathComponent("logistic.safetensors").path)
+        for (name, classes, lambda) in [("few", 5, 0.0025), ("more", 4, 0.1)] {
+            let x = try file.floatTensor("\(name).x")
+            let labels = try file.integerValues("\(name).labels").map(Int.init)
+            let model = LogisticRegression(features: x, labels: labels, classes: classes, lambda: lambda, tolerance: 1e-8, maxIterations: 5000)
+            let reference = try file.floatTensor("\(name).coef")
+            XCTAssertLessThan(model.weights.relativeDifference(reference), 1e-5, name)
+            XCTAssertEqual(model.predict(try file.floatTensor("\(name).test")), try file.integerValues("\(name).predictions").map(Int.init), name)
+        }
+    }
+
+    func testPreprocessingCentresAndNormalisesEachRow() {
+        let x = LowShot.centredAndNormalised(Tensor(shape: [2, 3], scalars: [1, 2, 3, 10, 10, 13]))
+        for r in 0..<2 {
+            let row = Array(x.scalars[(r * 3)..<(r * 3 + 3)])
+            XCTAssertEqual(row.reduce(0, +), 0, accuracy: 1e-6)
+            XCTAssertEqual(row.reduce(0) { $0 + $1 * $1 }, 1, accuracy: 1e-6)
+        }
+    }
+
+    /// Splits are nested (1 ⊂ 2 ⊂ 5), balanced, and differ between split seeds.
+    func testShotSplitsAreNestedAndBalanced() {
+        let labels = (0..<300).map { $0 % 10 }
+        let one = LowShot.shotIndices(labels: labels, classes: 10, shots: 1, split: 0)
+        let five = LowShot.shotIndices(labels: labels, classes: 10, shots: 5, split: 0)
+        XCTAssertTrue(Set(one).isSubset(of: Set(five)))
+        XCTAssertEqual(Dictionary(grouping: five) { labels[$0] }.mapValues(\.count), Dictionary(uniqueKeysWithValues: (0..<10).map { ($0, 5) }))
+        XCTAssertNotEqual(five, LowShot.shotIndices(labels: labels, classes: 10, shots: 5, split: 1))
+    }
+
+    /// On features that separate the classes, every row of the table is 100 %; without k-NN and the linear
+    /// probe the protocol reads only the images of its splits.
+    func testProtocolOnSeparableFeatures() {
+        let classes = 3, perClass = 200
+        let labels = (0..<(classes * perClass)).map { $0 % classes }
+        var generator = SeededGenerator(seed: 5)
+        func features(_ labels: [Int]) -> Tensor {
+            Tensor(shape: [labels.count, 8], scalars: labels.flatMap { c in (0..<8).map { j in (j == c ? 3 : 0) + Float.random(in: -0.5...0.5, using: &generator) } })
+        }
+        let testLabels = (0..<90).map { $0 % classes }
+        let rows = LowShotProtocol().evaluate(train: features(labels), trainLabels: labels, test: features(testLabels), testLabels: testLabels, classes: classes)
+        XCTAssertEqual(rows.map(\.0), ["1 per class", "2 per class", "5 per class", "1 % (2 per class)", "k-NN (k = 20, all labels)", "linear probe (all labels)"])
+        for row in rows { XCTAssertEqual(row.1, 1, row.0) }
+        var shotsOnly = LowShotProtocol()
+        (shotsOnly.onePercent, shotsOnly.nearestNeighbours, shotsOnly.linearProbe) = (false, false, false)
+        XCTAssertNil(LowShotProtocol().trainingIndices(labels: labels, classes: classes))
+        let needed = Set(shotsOnly.trainingIndices(labels: labels, classes: classes)!)
+        XCTAssertLessThanOrEqual(needed.count, 3 * 5 * classes)
+        for split in 0..<3 { XCTAssertTrue(Set(LowShot.shotIndices(labels: labels, classes: classes, shots: 5, split: split)).isSubset(of: needed)) }
+    }
+
+    func testNearestNeighboursAndClassMeans() {
+        // Two tight clusters on the unit circle.
+        let train = Tensor(shape: [4, 2], scalars: [1, 0, 0.99, 0.14, 0, 1, 0.14, 0.99])
+        let test = Tensor(shape: [2, 2], scalars: [0.98, 0.2, 0.2, 0.98])
+        XCTAssertEqual(nearestNeighbourPredictions(train: train, labels: [0, 0, 1, 1], classes: 2, test: test, k: 3), [0, 1])
+        XCTAssertEqual(nearestClassMeanPredictions(train: train, labels: [0, 0, 1, 1], classes: 2, test: test), [0, 1])
+    }
+}
