@@ -220,3 +220,32 @@ int vitmsn_decode_png(const uint8_t *data, size_t size, int64_t max_pixels, vitm
     png_destroy_read_struct(&png, &info, NULL);
     return 0;
 }
+
+int vitmsn_encode_png(const uint8_t *pixels, int width, int height, int channels, const char *path, char *message, size_t message_size) {
+    static const int color_types[] = {0, PNG_COLOR_TYPE_GRAY, PNG_COLOR_TYPE_GRAY_ALPHA, PNG_COLOR_TYPE_RGB, PNG_COLOR_TYPE_RGBA};
+    if (width <= 0 || height <= 0 || channels < 1 || channels > 4) return fail(message, message_size, "no pixels, or not 1 to 4 channels");
+    struct png_source source = {NULL, 0, 0, "could not write the PNG"};
+    FILE *volatile file = fopen(path, "wb");
+    if (!file) return fail(message, message_size, "cannot open the file for writing");
+    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &source, png_fail, png_ignore);
+    png_infop info = png ? png_create_info_struct(png) : NULL;
+    if (!info) {
+        png_destroy_write_struct(&png, NULL);
+        fclose(file);
+        return fail(message, message_size, "out of memory");
+    }
+    if (setjmp(png_jmpbuf(png))) {
+        png_destroy_write_struct(&png, &info);
+        fclose(file);
+        return fail(message, message_size, source.text);
+    }
+    png_init_io(png, file);
+    png_set_IHDR(png, info, (png_uint_32)width, (png_uint_32)height, 8, color_types[channels], PNG_INTERLACE_NONE,
+                 PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    png_write_info(png, info);
+    for (int y = 0; y < height; y++) png_write_row(png, pixels + (size_t)y * width * channels);
+    png_write_end(png, NULL);
+    png_destroy_write_struct(&png, &info);
+    if (fclose(file) != 0) return fail(message, message_size, "could not finish writing the file");
+    return 0;
+}

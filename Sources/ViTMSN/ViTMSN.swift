@@ -673,6 +673,17 @@ public final class ViTMSNModel: Module {
         return ViTMSNModelOutput(lastHiddenState: last, hiddenStates: hiddenStates, attentions: attentions)
     }
 
+    /// The last layer's attention from the CLS token to every patch (B, heads, S − 1): the maps the DINO and
+    /// MSN papers show.
+    public func clsAttention(pixelValues: Tensor, interpolatePosEncoding: Bool = false) throws -> Tensor {
+        let probabilities = try forward(pixelValues: pixelValues, outputAttentions: true, interpolatePosEncoding: interpolatePosEncoding).attentions!.last!
+        let (batch, heads, sequence) = (probabilities.shape[0], probabilities.shape[1], probabilities.shape[2])
+        let values = probabilities.scalars
+        return Tensor(shape: [batch, heads, sequence - 1], scalars: (0..<(batch * heads)).flatMap { row in
+            values[(row * sequence * sequence + 1)..<(row * sequence * sequence + sequence)] // query 0 (CLS), keys 1...
+        })
+    }
+
     /// Training forward (Transformers' `model.train()`): returns `last_hidden_state` (B, S, D) and the
     /// activations `backward` needs. `keep` drops patches as MSN's anchor views do (see
     /// `ViTMSNEmbeddings.forwardTraining`); `dropout` nil means eval-mode behaviour.

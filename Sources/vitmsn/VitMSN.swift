@@ -8,7 +8,7 @@ struct VitMSN: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vitmsn",
         abstract: "ViT-MSN in Swift: run, convert, benchmark and fine-tune Transformers-compatible ViT-MSN models.",
-        subcommands: [Forward.self, Preprocess.self, Classify.self, Embed.self, Convert.self, Info.self, Download.self, Bench.self, Init.self, FineTune.self, Pretrain.self, MSNStep.self, LowShotCommand.self]
+        subcommands: [Forward.self, Preprocess.self, Classify.self, Embed.self, Convert.self, Info.self, Download.self, Bench.self, Init.self, FineTune.self, Pretrain.self, MSNStep.self, LowShotCommand.self, Attention.self]
     )
 }
 

@@ -161,3 +161,22 @@ final class BlockedAttentionTests: XCTestCase {
         XCTAssertLessThanOrEqual(blocked.lastHiddenState.maxAbsDifference(full.lastHiddenState), 2e-6)
     }
 }
+
+final class AttentionMapTests: XCTestCase {
+    /// The CLS maps are row 0 of the last layer's attentions without the CLS column, so each sums to one
+    /// minus what the CLS token gives itself.
+    func testCLSAttentionIsTheLastLayersCLSRow() throws {
+        let model = try ViTMSNModel.load(directory: Fixtures.model("base"))
+        var generator = SeededGenerator(seed: 4)
+        let pixels = Tensor(shape: [2, 3, 16, 16], scalars: (0..<(2 * 768)).map { _ in generator.normal() })
+        let maps = try model.clsAttention(pixelValues: pixels)
+        let full = try XCTUnwrap(try model.forward(pixelValues: pixels, outputAttentions: true).attentions?.last)
+        let (heads, sequence) = (full.shape[1], full.shape[2])
+        XCTAssertEqual(maps.shape, [2, heads, sequence - 1])
+        for row in 0..<(2 * heads) {
+            let map = maps.scalars[(row * (sequence - 1))..<((row + 1) * (sequence - 1))]
+            XCTAssertEqual(Array(map), Array(full.scalars[(row * sequence * sequence + 1)..<(row * sequence * sequence + sequence)]))
+            XCTAssertEqual(map.reduce(0, +) + full.scalars[row * sequence * sequence], 1, accuracy: 1e-5)
+        }
+    }
+}

@@ -21,4 +21,8 @@ int vitmsn_decode_png(const uint8_t *data, size_t size, int64_t max_pixels, vitm
 
 void vitmsn_image_free(vitmsn_image *image);
 
+/// Write height·width·channels interleaved bytes (1 L, 2 LA, 3 RGB, 4 RGBA) as an 8-bit PNG file. Return 0
+/// on success, otherwise a message as above.
+int vitmsn_encode_png(const uint8_t *pixels, int width, int height, int channels, const char *path, char *message, size_t message_size);
+
 #endif
