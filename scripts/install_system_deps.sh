@@ -2,7 +2,8 @@
 # Installs what building and testing need, when missing: the Debian libraries the Swift package links
 # against, and a python3 for the tests' local stand-in of the Hugging Face Hub (standard library only).
 set -euo pipefail
-packages=(libopenblas-dev libjpeg-dev libpng-dev zlib1g-dev pkg-config)
+# Extra Debian packages may be named as arguments (the demo adds dataset-fashion-mnist).
+packages=(libopenblas-dev libjpeg-dev libpng-dev zlib1g-dev pkg-config "$@")
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 command -v python3 >/dev/null 2>&1 || missing+=(python3)

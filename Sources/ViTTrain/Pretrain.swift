@@ -216,8 +216,6 @@ public final class Pretrainer {
         let stepsPerEpoch = loader.batchesPerEpoch
         events(.started(images: loader.dataset.count, stepsPerEpoch: stepsPerEpoch, resumedAt: state.globalStep == 0 ? nil : state.globalStep))
         let log = try PretrainLog(directory: config.outputDir, resumingAt: state.globalStep)
-        let numPatches = (config.randSize / model.encoder.config.patchSize.height) * (config.randSize / model.encoder.config.patchSize.width)
-        let kept = Int(Double(numPatches) * (1 - config.patchDrop))
         var collapsedSteps = 0
         while state.epoch < config.epochs {
             let epochStart = Date()
@@ -226,25 +224,11 @@ public final class Pretrainer {
             while let batch = batches.next() {
                 state.batchInEpoch += 1
                 guard batch.labels.count > 1 else { continue }
-                var generator = SeededGenerator(seed: config.seed, state.globalStep, -7)
-                let keep = Array(Array(0..<numPatches).shuffled(using: &generator).prefix(kept))
-                let result = try msnForwardBackward(model, targetEncoder: target.encoder, targetHead: target.head, views: views(batch, keep: keep), settings: config.loss)
-                guard result.loss.isFinite else {
-                    throw TrainingError("the loss is \(result.loss) at step \(state.globalStep + 1): stopping before the weights change")
-                }
+                let (result, learningRate, weightDecay, momentum) = try step(batch)
                 collapsedSteps = result.distinctTargets == 1 ? collapsedSteps + 1 : 0
                 guard collapsedSteps < 20 else {
-                    throw TrainingError("collapse: for 20 steps every target chose the same prototype (step \(state.globalStep + 1)); stopping")
+                    throw TrainingError("collapse: for 20 steps every target chose the same prototype (step \(state.globalStep)); stopping")
                 }
-                let step = state.globalStep
-                let learningRate = config.learningRate(step: step + 1, stepsPerEpoch: stepsPerEpoch)
-                let weightDecay = config.weightDecay(step: step + 1, stepsPerEpoch: stepsPerEpoch)
-                clipGradientNorm(model, maxNorm: config.clipGrad) { $0 != "prototypes" }
-                optimizer.step(model, learningRate: learningRate, weightDecay: weightDecay, decays: msnDecaysWeight)
-                model.zeroGradients()
-                let momentum = config.momentum(step: step, stepsPerEpoch: stepsPerEpoch)
-                updateTarget(momentum: momentum)
-                state.globalStep += 1
                 let speed = Double(batch.labels.count) / Date().timeIntervalSince(started)
                 started = Date()
                 try log.step(state.globalStep, epoch: state.epoch, result: result, learningRate: learningRate, weightDecay: weightDecay, momentum: momentum, imagesPerSecond: speed)
@@ -266,6 +250,39 @@ public final class Pretrainer {
             if state.globalStep == stopAfterStep { return }
         }
     }
+
+    /// One optimizer step on a loaded batch: the anchor patches kept are drawn from the step number; forward
+    /// and backward, clipping of the encoder and head gradients, AdamW, then the EMA update of the target.
+    /// A non-finite loss throws before any weight changes.
+    func step(_ batch: LoadedBatch) throws -> (result: MSNLossResult, learningRate: Float, weightDecay: Float, momentum: Float) {
+        let stepsPerEpoch = loader.batchesPerEpoch
+        let patchSize = model.encoder.config.patchSize
+        let numPatches = (config.randSize / patchSize.height) * (config.randSize / patchSize.width)
+        var generator = SeededGenerator(seed: config.seed, state.globalStep, -7)
+        let keep = Array(Array(0..<numPatches).shuffled(using: &generator).prefix(Int(Double(numPatches) * (1 - config.patchDrop))))
+        let result = try msnForwardBackward(model, targetEncoder: target.encoder, targetHead: target.head, views: views(batch, keep: keep), settings: config.loss)
+        guard result.loss.isFinite else {
+            throw TrainingError("the loss is \(result.loss) at step \(state.globalStep + 1): stopping before the weights change")
+        }
+        let step = state.globalStep
+        let learningRate = config.learningRate(step: step + 1, stepsPerEpoch: stepsPerEpoch)
+        let weightDecay = config.weightDecay(step: step + 1, stepsPerEpoch: stepsPerEpoch)
+        clipGradientNorm(model, maxNorm: config.clipGrad) { $0 != "prototypes" }
+        optimizer.step(model, learningRate: learningRate, weightDecay: weightDecay, decays: msnDecaysWeight)
+        model.zeroGradients()
+        let momentum = config.momentum(step: step, stepsPerEpoch: stepsPerEpoch)
+        updateTarget(momentum: momentum)
+        state.globalStep += 1
+        return (result, learningRate, weightDecay, momentum)
+    }
+
+    /// An optimizer step on the data's first batch, loaded once (what `vitmsn bench --msn` times).
+    public func stepOnFirstBatch() throws {
+        if firstBatch == nil { firstBatch = loader.batches(epoch: 0, from: 0).next() }
+        guard let firstBatch else { throw TrainingError("no data to time a step on") }
+        _ = try step(firstBatch)
+    }
+    private var firstBatch: LoadedBatch?
 
     /// target ← m·target + (1 − m)·anchor, over the encoder's and head's parameters (not BatchNorm statistics).
     func updateTarget(momentum m: Float) {

@@ -18,6 +18,7 @@ struct Bench: ParsableCommand {
     @Flag(help: "Time loading the --model directory (validation, CRC checks, mapping) instead of the forward pass.")
     var load = false
     @Flag(help: "Time a training step (forward, backward, AdamW) of a 10-label classifier instead.") var train = false
+    @Option(help: "Time an MSN pretraining step (views of the first batch, forward, backward, AdamW, EMA) of this pretraining config instead.") var msn: String?
     @Option(help: "Images per batch.") var batch = 8
     @Option(help: "Seconds of timed runs (after one warm-up run); at least 3 runs are timed.") var seconds = 10.0
     @OptionGroup var threading: ThreadOptions
@@ -32,6 +33,7 @@ struct Bench: ParsableCommand {
             return print(summary: [("model", directory), ("load_ms", median * 1000)])
         }
         if train { return try timeTrainingStep() }
+        if let msn { return try timeMSNStep(msn) }
         let backbone: ViTMSNModel
         switch (model, preset) {
         case (let reference?, nil): backbone = try ViTMSNModel.load(directory: HubCache().resolve(reference, revision: revision), warn: warn)
@@ -74,6 +76,19 @@ struct Bench: ParsableCommand {
         print(summary: [
             ("batch", batch), ("median_ms", median * 1000), ("images_per_s", Double(batch) / median),
             ("threads", classifier.vit.parallelism.threads), ("kernels", VectorMath.instructionSet),
+        ])
+    }
+
+    /// Steps of a pretraining config on its first batch, in a scratch output directory.
+    private func timeMSNStep(_ path: String) throws {
+        var config = try PretrainConfig(path: path)
+        (config.outputDir, config.maxImages, config.probeEvery) = (NSTemporaryDirectory() + "vitmsn-bench-\(UUID().uuidString)", config.batchSize, 0)
+        defer { try? FileManager.default.removeItem(atPath: config.outputDir) }
+        let trainer = try Pretrainer(config, resume: false, parallelism: threading.parallelism)
+        let median = try medianSeconds { try trainer.stepOnFirstBatch() }
+        print(summary: [
+            ("batch", config.batchSize), ("median_ms", median * 1000), ("images_per_s", Double(config.batchSize) / median),
+            ("threads", threading.parallelism.threads), ("kernels", VectorMath.instructionSet),
         ])
     }
 
