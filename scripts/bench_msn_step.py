@@ -9,15 +9,13 @@ pretraining config, interleaved round by round. Prints images/s (median over rou
 import argparse
 import copy
 import json
-import statistics
-import subprocess
 from pathlib import Path
 
 import torch
 from transformers import ViTMSNConfig, ViTMSNModel
 
 from bench_train import PRESETS
-from benchlib import median_seconds
+from benchlib import swift_against_torch
 from make_msn_fixtures import cls_after_layernorm, msn_loss, projection_head
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,12 +69,6 @@ def torch_step(config_path, attention):
     return batch, step
 
 
-def swift_images_per_second(binary, config, seconds):
-    out = subprocess.run([str(binary), "bench", "--msn", str(config), "--seconds", str(seconds), "--json"],
-                         check=True, capture_output=True, text=True).stdout
-    return json.loads(out)["images_per_s"]
-
-
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--config", action="append", help="pretraining configs (JSON)")
@@ -90,12 +82,7 @@ def main():
     for config in args.config or [ROOT / "configs" / "fashion_mnist_msn.json"]:
         steps = {a: torch_step(config, a) for a in ("sdpa", "eager")}
         batch = steps["sdpa"][0]
-        results = {"swift": [], "sdpa": [], "eager": []}
-        for _ in range(args.rounds):
-            results["swift"].append(swift_images_per_second(args.binary, config, args.seconds))
-            for attention, (_, step) in steps.items():
-                results[attention].append(batch / median_seconds(step, args.seconds))
-        m = {k: statistics.median(v) for k, v in results.items()}
+        m = swift_against_torch(args.binary, ["--msn", config], {a: step for a, (_, step) in steps.items()}, batch, args.rounds, args.seconds)
         print(f"{Path(config).name:<34}{batch:>6}{m['swift']:>9.2f}{m['sdpa']:>12.2f}{m['eager']:>13.2f}"
               f"{m['swift'] / max(m['sdpa'], m['eager']):>7.2f}×")
 

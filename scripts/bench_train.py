@@ -6,15 +6,12 @@ ViTMSNForImageClassification, in PyTorch (eager attention and sdpa, fp32, all co
     .venv/bin/python scripts/bench_train.py --preset small:16 --preset fashion-mnist:256
 """
 import argparse
-import json
-import statistics
-import subprocess
 from pathlib import Path
 
 import torch
 from transformers import ViTMSNConfig, ViTMSNForImageClassification
 
-from benchlib import median_seconds
+from benchlib import swift_against_torch
 
 PRESETS = {  # hidden, layers, heads, intermediate, image, patch, channels
     "small": (384, 12, 6, 1536, 224, 16, 3), "base": (768, 12, 12, 3072, 224, 16, 3),
@@ -42,12 +39,6 @@ def torch_step(preset, batch, attention):
     return step
 
 
-def swift_images_per_second(binary, preset, batch, seconds):
-    out = subprocess.run([str(binary), "bench", "--train", "--preset", preset, "--batch", str(batch),
-                          "--seconds", str(seconds), "--json"], check=True, capture_output=True, text=True).stdout
-    return json.loads(out)["images_per_s"]
-
-
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--preset", action="append", help="NAME:BATCH, e.g. small:16")
@@ -61,12 +52,7 @@ def main():
     print(f"{'model':<15}{'batch':>6}{'Swift':>9}{'torch sdpa':>12}{'torch eager':>13}{'ratio':>8}   (images/s per training step)")
     for name, batch in cells:
         steps = {a: torch_step(name, batch, a) for a in ("sdpa", "eager")}
-        results = {"swift": [], "sdpa": [], "eager": []}
-        for _ in range(args.rounds):
-            results["swift"].append(swift_images_per_second(args.binary, name, batch, args.seconds))
-            for attention, step in steps.items():
-                results[attention].append(batch / median_seconds(step, args.seconds))
-        m = {k: statistics.median(v) for k, v in results.items()}
+        m = swift_against_torch(args.binary, ["--train", "--preset", name, "--batch", batch], steps, batch, args.rounds, args.seconds)
         print(f"{name:<15}{batch:>6}{m['swift']:>9.2f}{m['sdpa']:>12.2f}{m['eager']:>13.2f}"
               f"{m['swift'] / max(m['sdpa'], m['eager']):>7.2f}×")
 
