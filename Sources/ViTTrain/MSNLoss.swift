@@ -1,5 +1,6 @@
 import Foundation
 import ViTCore
+import ViTIO
 
 /// The constants of MSN's loss (`src/losses.py`, `msn_vits16.yaml`).
 public struct MSNLossSettings: Codable, Sendable {
@@ -164,15 +165,13 @@ func sinkhorn(_ targets: [Float], rows batch: Int, k: Int, iterations: Int = 3) 
 }
 
 extension MSNLossSettings {
-    /// The `criterion` section of an MSN config in JSON (the official `msn_vits16.yaml` fields):
+    /// The `criterion` section of an MSN config in YAML or JSON (the official `msn_vits16.yaml` fields):
     /// `temperature`, `final_sharpen`, `me_max` / `memax_weight`, `ent_weight`, `use_sinkhorn`. Unknown fields are
     /// ignored, wrongly typed ones are errors naming them.
     public init(configPath: String) throws {
         self.init()
-        guard let data = FileManager.default.contents(atPath: configPath),
-              let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
-            throw TrainingError("\(configPath): not a readable JSON object")
-        }
+        let json: [String: Any]
+        do { json = try readConfigFile(configPath) } catch { throw TrainingError("\(error)") }
         let criterion = (json["criterion"] as? [String: Any]) ?? [:]
         func number(_ key: String) throws -> Float? {
             guard let value = criterion[key] else { return nil }

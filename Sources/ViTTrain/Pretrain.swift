@@ -4,7 +4,7 @@ import ViTIO
 import ViTMSN
 import ViTVision
 
-/// An MSN pretraining run, read from JSON with the sections of the official `msn_vits16.yaml` (`meta`,
+/// An MSN pretraining run, read from YAML or JSON with the sections of the official `msn_vits16.yaml` (`meta`,
 /// `criterion`, `data`, `optimization`); every field has the released config's value unless noted.
 public struct PretrainConfig: Sendable {
     // meta
@@ -37,10 +37,8 @@ public struct PretrainConfig: Sendable {
     public init() {}
 
     public init(path: String) throws {
-        guard let data = FileManager.default.contents(atPath: path),
-              let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
-            throw TrainingError("\(path): not a readable JSON object (the fields of msn_vits16.yaml, in JSON)")
-        }
+        let json: [String: Any]
+        do { json = try readConfigFile(path) } catch { throw TrainingError("\(error) (expected the sections of msn_vits16.yaml, in YAML or JSON)") }
         self.init()
         func section(_ name: String) -> [String: Any] { json[name] as? [String: Any] ?? [:] }
         func read<T>(_ s: String, _ key: String, _ convert: (Any) -> T?) throws -> T? {
@@ -53,6 +51,12 @@ public struct PretrainConfig: Sendable {
         let range = { (v: Any) -> ClosedRange<Double>? in
             guard let pair = v as? [NSNumber], pair.count == 2, pair[0].doubleValue <= pair[1].doubleValue else { return nil }
             return pair[0].doubleValue...pair[1].doubleValue
+        }
+        // The official configs name a DeiT (`model_name: deit_small`); `model` (a preset or directory) wins.
+        let deit = ["deit_small": "small", "deit_base": "base", "deit_large": "large", "deit_base_p4": "base-4", "deit_large_p7": "large-7"]
+        if let name = try read("meta", "model_name", string) {
+            guard let preset = deit[name] else { throw TrainingError("\(path): meta.model_name '\(name)' is not one of \(deit.keys.sorted())") }
+            model = preset
         }
         model = try read("meta", "model", string) ?? model
         architecture = try read("meta", "architecture", { v in (v as? [String: Any])?.compactMapValues { ($0 as? NSNumber)?.intValue } }) ?? [:]

@@ -17,7 +17,7 @@ struct MSNStep: ParsableCommand {
     @OptionGroup var modelOptions: ModelOptions
     @Option(help: "Safetensors file with a 'prototypes' tensor (K×O).") var prototypes: String?
     @Option(help: "Safetensors file with the views.") var inputs: String
-    @Option(help: "MSN config (JSON, the criterion section is read).") var config: String
+    @Option(help: "MSN config, YAML or JSON (its criterion section is read).") var config: String
     @Option(help: "Safetensors file to write.") var output: String
     @OptionGroup var threading: ThreadOptions
 

@@ -4,14 +4,14 @@ import ViTTrain
 
 struct Pretrain: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "MSN pretraining on an image folder or Fashion-MNIST, configured like the official msn_vits16.yaml (in JSON).",
+        abstract: "MSN pretraining on an image folder or Fashion-MNIST, configured like the official msn_vits16.yaml (the same YAML, or JSON).",
         discussion: """
         The output directory gets a checkpoint per epoch (checkpoint-NNNNNN and the link 'last': the target \
         encoder as a Transformers model directory with msn_head.safetensors, plus what --resume needs), log.csv \
         (loss terms, schedules), probes.csv (low-shot probes) and curves.svg.
         """)
 
-    @Option(help: "The run's JSON config (meta, criterion, data, optimization sections).") var config: String
+    @Option(help: "The run's config, YAML or JSON (meta, criterion, data, optimization sections).") var config: String
     @Flag(help: "Continue from the output directory's last checkpoint.") var resume = false
     @Option(help: "Stop after this optimizer step (saving a checkpoint), to continue later with --resume.") var stopAfterStep: Int?
     @OptionGroup var threading: ThreadOptions

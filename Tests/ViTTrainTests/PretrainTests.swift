@@ -102,6 +102,22 @@ final class PretrainTests: XCTestCase {
         XCTAssertEqual(parsed.emaStart, 0.99)
     }
 
+    /// The YAML recipe of the released ViT-S/16 and the committed Fashion-MNIST JSON config both load.
+    func testCommittedConfigsLoad() throws {
+        let configs = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("configs").path
+        let vits16 = try PretrainConfig(path: configs + "/msn_vits16.yaml")
+        XCTAssertEqual(vits16.model, "small")
+        XCTAssertEqual(vits16.dataset, "imagenet/train")
+        XCTAssertEqual([vits16.numProto, vits16.batchSize, vits16.focalSize, vits16.focalViews, vits16.epochs], [1024, 64, 96, 10, 800])
+        XCTAssertEqual(vits16.focalScale, 0.05...0.3)
+        XCTAssertEqual(vits16.finalLR, 1e-6)
+        XCTAssertEqual(vits16.loss.sharpen, 0.25)
+        XCTAssertTrue(vits16.loss.sinkhorn)
+        let fashion = try PretrainConfig(path: configs + "/fashion_mnist_msn.json")
+        XCTAssertEqual(fashion.dataset, "fashion-mnist")
+        XCTAssertEqual(fashion.architecture["patch_size"], 7)
+    }
+
     /// Resuming without a checkpoint, or on a dataset folder that doesn't exist, fails with the path named.
     func testMissingInputsGetClearErrors() {
         XCTAssertThrowsError(try Pretrainer(config(), resume: true)) { XCTAssertTrue("\($0)".contains("no checkpoint"), "\($0)") }
