@@ -3,7 +3,7 @@ SWIFT ?= swift
 VENV := .venv/bin/python
 CLI := .build/release/vitmsn
 
-.PHONY: setup build test demo fixtures parity bench fuzz clean
+.PHONY: setup build test demo default-model fixtures parity bench bench-train fuzz clean
 
 # Debian packages the build links against (CI and fresh machines start without OpenBLAS).
 setup:
@@ -19,13 +19,19 @@ test: setup
 	$(SWIFT) build --product vitmsn
 	scripts/check_killed_save.sh .build/debug/vitmsn
 
-# The main job: classify and embed real photos with a model that ships with the repo (a tiny random-weight
-# classifier until the pretrained default model lands), then time the ViT-S/16 forward pass.
-DEMO_MODEL := Tests/Fixtures/models/classifier_single
+# The main job: the default model (MSN-pretrained on Fashion-MNIST by configs/fashion_mnist_msn.json, in
+# models/) on the paper's low-shot protocol against three baselines, then its attention maps.
+DEMO_MODEL := models/fashion-mnist-msn
 demo: build
-	$(CLI) classify --model $(DEMO_MODEL) --top-k 3 Tests/Fixtures/images/flower_original.jpg Tests/Fixtures/images/progressive.jpg
-	$(CLI) embed --model $(DEMO_MODEL) --dir Tests/Fixtures/images --output out/demo-embeddings.safetensors
-	$(CLI) bench --preset small --batch 8 --seconds 5
+	@scripts/install_system_deps.sh dataset-fashion-mnist
+	$(CLI) lowshot --model $(DEMO_MODEL) --dataset fashion-mnist --baselines
+	@mkdir -p out
+	$(CLI) attention --model $(DEMO_MODEL) --fashion-mnist 8 --output out/attention.png
+
+# Pretrains the default model again (under 30 minutes on two cores) into out/msn-fashion-mnist.
+default-model: build
+	@scripts/install_system_deps.sh dataset-fashion-mnist
+	$(CLI) pretrain --config configs/fashion_mnist_msn.json
 
 $(VENV):
 	scripts/setup_venv.sh
@@ -36,6 +42,7 @@ fixtures: $(VENV)
 	$(VENV) scripts/make_fixtures.py
 	$(VENV) scripts/make_training_fixtures.py
 	$(VENV) scripts/make_msn_fixtures.py
+	$(VENV) scripts/make_lowshot_fixtures.py
 
 # Full-size parity against Transformers (vit-msn-small and -base shapes), on demand.
 parity: build $(VENV)
@@ -46,6 +53,12 @@ parity: build $(VENV)
 bench: build $(VENV)
 	scripts/setup_venv.sh
 	$(VENV) scripts/bench_peers.py --preset small --batch 1 --batch 8 --preset base
+
+# Training and MSN pretraining steps against PyTorch, interleaved.
+bench-train: build $(VENV)
+	scripts/setup_venv.sh
+	$(VENV) scripts/bench_train.py --preset small:16 --preset fashion-mnist:256
+	$(VENV) scripts/bench_msn_step.py --config configs/fashion_mnist_msn.json
 
 # libFuzzer + ASan on the image decoders for a fixed budget (SECONDS=60 by default).
 fuzz: setup
