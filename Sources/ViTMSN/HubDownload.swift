@@ -195,7 +195,9 @@ enum HTTP {
     /// Appends the body to `path`, resuming from its current size with a Range request; restarts when the
     /// server ignores the range.
     static func download(_ url: String, to path: String, token: String?, expectedSize: Int, progress: (Int) -> Void) throws {
-        if !FileManager.default.fileExists(atPath: path) { FileManager.default.createFile(atPath: path, contents: nil) }
+        if !FileManager.default.fileExists(atPath: path), !FileManager.default.createFile(atPath: path, contents: nil) {
+            throw CheckpointError(path, "cannot create")
+        }
         var have = (try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
         if have > expectedSize { try Data().write(to: URL(fileURLWithPath: path)); have = 0 }
         guard have < expectedSize else { return }

@@ -28,8 +28,8 @@ public final class MSNModel: Module {
         let encoder = try ViTMSNModel.load(directory: directory)
         let headPath = directory + "/msn_head.safetensors"
         let stored = FileManager.default.fileExists(atPath: headPath) ? try SafetensorsFile(path: headPath) : nil
-        let hidden = try stored?.info("fc.fc1.weight").map { $0.shape[0] } ?? hiddenSize
-        let output = try stored?.info("fc.fc3.weight").map { $0.shape[0] } ?? outputSize
+        let hidden = stored?.info("fc.fc1.weight").map { $0.shape[0] } ?? hiddenSize
+        let output = stored?.info("fc.fc3.weight").map { $0.shape[0] } ?? outputSize
         let head = MSNProjectionHead(inputSize: encoder.config.hiddenSize, hiddenSize: hidden, outputSize: output)
         var generator = SeededGenerator(seed: seed)
         if let stored, stored.info("fc.fc1.weight") != nil {
