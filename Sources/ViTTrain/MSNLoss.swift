@@ -25,6 +25,7 @@ public struct MSNLossResult {
     public var anchorGradient: Tensor     // (M, O) d loss / d anchor projections
     public var prototypeGradient: Tensor  // (K, O)
     public var distinctTargets: Int       // prototypes that are some target's argmax (collapse when 1)
+    public var targetEntropy: Float       // mean entropy of the target rows (log K when flat, 0 when one-hot)
 }
 
 /// MSN's loss on anchor projections `anchors` (M, O), M = views·B in view-major order, target projections
@@ -97,12 +98,13 @@ public func msnLoss(anchors: Tensor, targets: Tensor, prototypes: Tensor, settin
         }
     }
     let distinct = Set((0..<batch).map { r in (0..<k).max { sharp[r * k + $0] < sharp[r * k + $1] }! }).count
+    let targetEntropy = sharp.reduce(0.0) { $1 > 0 ? $0 - Double($1) * log(Double($1)) : $0 } / Double(batch)
     return MSNLossResult(
         loss: Float(loss), ploss: Float(ploss), rloss: Float(rloss), sloss: Float(sloss),
         targets: Tensor(shape: [batch, k], scalars: sharp),
         anchorGradient: Tensor(shape: anchors.shape, scalars: normalizeBackward(dz, normalized: z, norms: zNorms, width: width)),
         prototypeGradient: Tensor(shape: prototypes.shape, scalars: normalizeBackward(dp, normalized: p, norms: pNorms, width: width)),
-        distinctTargets: distinct)
+        distinctTargets: distinct, targetEntropy: Float(targetEntropy))
 }
 
 /// `F.normalize(x, dim=1)`: rows divided by max(‖row‖, 1e-12); returns the rows and the divisors.

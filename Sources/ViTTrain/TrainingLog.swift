@@ -88,13 +88,13 @@ final class PretrainLog {
     init(directory: String, resumingAt step: Int) throws {
         (self.directory, resumedStep) = (directory, step)
         steps = try CSVLog(path: directory + "/log.csv", columns: [
-            "step", "epoch", "loss", "ploss", "rloss", "sloss", "learning_rate", "weight_decay", "momentum", "distinct_targets", "images_per_second",
+            "step", "epoch", "loss", "ploss", "rloss", "sloss", "learning_rate", "weight_decay", "momentum", "distinct_targets", "target_entropy", "images_per_second",
         ], resumingAt: step)
     }
 
     func step(_ step: Int, epoch: Int, result: MSNLossResult, learningRate: Float, weightDecay: Float, momentum: Float, imagesPerSecond: Double) throws {
         try steps.append([Double(step), Double(epoch), Double(result.loss), Double(result.ploss), Double(result.rloss), Double(result.sloss),
-                          Double(learningRate), Double(weightDecay), Double(momentum), Double(result.distinctTargets), imagesPerSecond])
+                          Double(learningRate), Double(weightDecay), Double(momentum), Double(result.distinctTargets), Double(result.targetEntropy), imagesPerSecond])
     }
 
     func probe(_ step: Int, epoch: Int, report: [(String, Double)]) throws {
@@ -110,6 +110,7 @@ final class PretrainLog {
                 .smoothed("ploss (cross-entropy to targets)", color: "#2ca02c", x: x, y: steps.column("ploss")),
                 .smoothed("rloss (me-max)", color: "#d62728", x: x, y: steps.column("rloss")),
                 .smoothed("sloss (anchor entropy)", color: "#9467bd", x: x, y: steps.column("sloss")),
+                .smoothed("target entropy", color: "#ff7f0e", x: x, y: steps.column("target_entropy")),
             ]),
             SVGPlot(title: "distinct target prototypes per batch", series: [.smoothed("distinct", color: "#8c564b", x: x, y: steps.column("distinct_targets"))]),
         ]

@@ -37,8 +37,8 @@ struct Pretrain: ParsableCommand {
                         barEpoch = epoch
                     }
                     bar?.update(done: batch, status: String(
-                        format: "loss %.3f (ce %.3f, me-max %.3f, ent %.2f)  lr %.1e  m %.4f  %.0f img/s",
-                        result.loss, result.ploss, result.rloss, result.sloss, learningRate, momentum, imagesPerSecond))
+                        format: "loss %.3f (ce %.3f, me-max %.3f, anchor ent %.2f, target ent %.2f)  lr %.1e  m %.4f  %.0f img/s",
+                        result.loss, result.ploss, result.rloss, result.sloss, result.targetEntropy, learningRate, momentum, imagesPerSecond))
                 case let .epochEnded(epoch, seconds):
                     bar?.finish(done: nil)
                     bar = nil

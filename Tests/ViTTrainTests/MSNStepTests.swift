@@ -57,6 +57,20 @@ final class MSNStepTests: XCTestCase {
         }
     }
 
+    /// The monitored target entropy is the mean entropy of the target rows, between 0 and log K.
+    func testTargetEntropyIsTheMeanRowEntropy() throws {
+        let directory = TrainingFixtures.root.deletingLastPathComponent().appendingPathComponent("msn/sinkhorn_focal").path
+        let model = try MSNModel.load(directory: directory)
+        model.zeroGradients()
+        let result = try msnForwardBackward(model, targetEncoder: model.encoder, targetHead: model.head, views: try MSNViews(file: directory + "/views.safetensors"),
+                                            settings: try MSNLossSettings(configPath: directory + "/msn_config.json"))
+        let (rows, k) = (result.targets.shape[0], result.targets.shape[1])
+        let entropy = result.targets.scalars.reduce(0.0) { $1 > 0 ? $0 - Double($1) * log(Double($1)) : $0 } / Double(rows)
+        XCTAssertEqual(Double(result.targetEntropy), entropy, accuracy: 1e-5)
+        XCTAssertGreaterThan(result.targetEntropy, 0)
+        XCTAssertLessThan(Double(result.targetEntropy), log(Double(k)))
+    }
+
     /// A NaN anywhere in the networks reaches the loss (nothing in the loss skips it), so training stops.
     func testNaNWeightGivesNaNLoss() throws {
         let directory = TrainingFixtures.root.deletingLastPathComponent().appendingPathComponent("msn/sinkhorn_focal").path
