@@ -679,9 +679,12 @@ public final class ViTMSNModel: Module {
         let probabilities = try forward(pixelValues: pixelValues, outputAttentions: true, interpolatePosEncoding: interpolatePosEncoding).attentions!.last!
         let (batch, heads, sequence) = (probabilities.shape[0], probabilities.shape[1], probabilities.shape[2])
         let values = probabilities.scalars
-        return Tensor(shape: [batch, heads, sequence - 1], scalars: (0..<(batch * heads)).flatMap { row in
-            values[(row * sequence * sequence + 1)..<(row * sequence * sequence + sequence)] // query 0 (CLS), keys 1...
-        })
+        var maps: [Float] = []
+        for row in 0..<(batch * heads) {
+            let query0 = row * sequence * sequence // the CLS token's row; keys 1... are the patches
+            maps += values[(query0 + 1)..<(query0 + sequence)]
+        }
+        return Tensor(shape: [batch, heads, sequence - 1], scalars: maps)
     }
 
     /// Training forward (Transformers' `model.train()`): returns `last_hidden_state` (B, S, D) and the
@@ -764,6 +767,29 @@ public struct ImageClassifierOutput {
     public var attentions: [Tensor]?
 }
 
+/// The CLS token (B, D) of each sequence of a hidden state (B, S, D): what the classifier, MSN's head and the
+/// low-shot features take.
+public func clsTokens(_ hiddenState: Tensor) -> Tensor {
+    let (batch, sequence, dim) = (hiddenState.shape[0], hiddenState.shape[1], hiddenState.shape[2])
+    var cls = Tensor(zeros: [batch, dim])
+    cls.withUnsafeMutableBufferPointer { out in
+        hiddenState.withUnsafeBufferPointer { states in
+            for b in 0..<batch { (out.baseAddress! + b * dim).update(from: states.baseAddress! + b * sequence * dim, count: dim) }
+        }
+    }
+    return cls
+}
+
+/// The backward of `clsTokens`: the gradient (B, S, D) of the hidden state, `clsGradient` (B, D) at token 0
+/// and zero elsewhere.
+public func clsTokensBackward(_ clsGradient: UnsafePointer<Float>, batch: Int, sequence: Int, dim: Int) -> Tensor {
+    var gradient = Tensor(zeros: [batch, sequence, dim])
+    gradient.withUnsafeMutableBufferPointer { d in
+        for b in 0..<batch { (d.baseAddress! + b * sequence * dim).update(from: clsGradient + b * dim, count: dim) }
+    }
+    return gradient
+}
+
 /// The backbone with a linear classifier on the CLS token after the final LayerNorm.
 public final class ViTMSNForImageClassification: Module {
     public let vit: ViTMSNModel
@@ -799,13 +825,8 @@ public final class ViTMSNForImageClassification: Module {
     /// CLS features (B, D) of `last_hidden_state` (B, S, D) and the logits on them (the features themselves
     /// without a classifier).
     private func classify(_ lastHiddenState: Tensor) -> (cls: Tensor, logits: Tensor) {
-        let (batch, sequence, dim) = (lastHiddenState.shape[0], lastHiddenState.shape[1], config.hiddenSize)
-        var cls = Tensor(zeros: [batch, dim]) // token 0 of each sequence
-        cls.withUnsafeMutableBufferPointer { out in
-            lastHiddenState.withUnsafeBufferPointer { last in
-                for b in 0..<batch { (out.baseAddress! + b * dim).update(from: last.baseAddress! + b * sequence * dim, count: dim) }
-            }
-        }
+        let batch = lastHiddenState.shape[0]
+        let cls = clsTokens(lastHiddenState)
         guard let classifier else { return (cls, cls) }
         var logits = Tensor(zeros: [batch, classifier.outFeatures])
         logits.withUnsafeMutableBufferPointer { out in
@@ -851,10 +872,7 @@ public final class ViTMSNForImageClassification: Module {
             }
         }
         guard let backbone = activations.backbone, let clsGradient else { return nil }
-        var lastGradient = Tensor(zeros: [batch, activations.sequence, dim])
-        lastGradient.withUnsafeMutableBufferPointer { d in
-            for b in 0..<batch { (d.baseAddress! + b * activations.sequence * dim).update(from: clsGradient.pointer + b * dim, count: dim) }
-        }
+        let lastGradient = clsTokensBackward(clsGradient.pointer, batch: batch, sequence: activations.sequence, dim: dim)
         return vit.backward(backbone, lastHiddenStateGradient: lastGradient, inputGradient: inputGradient)
     }
 }

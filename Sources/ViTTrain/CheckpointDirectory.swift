@@ -1,4 +1,6 @@
 import Foundation
+import ViTIO
+import ViTMSN
 
 /// The checkpoints of a run: complete `checkpoint-NNNNNN` directories and the symbolic links `last` and
 /// `best` that name them. A checkpoint is written under a hidden partial name and renamed into place, and a
@@ -56,4 +58,26 @@ struct CheckpointDirectory {
             throw TrainingError("cannot rename \(from) to \(to): \(String(cString: strerror(errno)))")
         }
     }
+}
+
+/// What `--resume` needs besides the weights: the optimizer's state (`optimizer.safetensors`) and the run's
+/// position (`trainer_state.json`), written into a checkpoint directory.
+func writeResumeState(_ state: TrainerState, optimizer: Optimizer, to directory: String) throws {
+    try SafetensorsWriter.write(
+        optimizer.state.tensors.sorted { $0.key < $1.key }.map { SafetensorsRecord(name: $0.key, tensor: $0.value) },
+        to: directory + "/optimizer.safetensors")
+    try writePrettyJSON(state, to: directory + "/trainer_state.json")
+}
+
+/// Reads `writeResumeState`'s files back: restores `optimizer` (checked against `model`) and returns the state.
+func readResumeState(from directory: String, optimizer: Optimizer, model: Module) throws -> TrainerState {
+    let state = try JSONDecoder().decode(TrainerState.self, from: Data(contentsOf: URL(fileURLWithPath: directory + "/trainer_state.json")))
+    try restoreOptimizerState(optimizer, model: model, path: directory + "/optimizer.safetensors", stepCount: state.optimizerSteps)
+    return state
+}
+
+func writePrettyJSON<T: Encodable>(_ value: T, to path: String) throws {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+    try encoder.encode(value).write(to: URL(fileURLWithPath: path))
 }

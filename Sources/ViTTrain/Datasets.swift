@@ -71,11 +71,14 @@ public struct ImagesInMemory: LabeledImages {
 public struct Subset: LabeledImages {
     public let base: LabeledImages
     public let indices: [Int]
+    public let labels: [Int] // gathered once: callers index them per sample
 
-    public init(_ base: LabeledImages, indices: [Int]) { (self.base, self.indices) = (base, indices) }
+    public init(_ base: LabeledImages, indices: [Int]) {
+        let all = base.labels
+        (self.base, self.indices, labels) = (base, indices, indices.map { all[$0] })
+    }
 
     public var classNames: [String] { base.classNames }
-    public var labels: [Int] { indices.map { base.labels[$0] } }
     public func image(at index: Int) throws -> Image { try base.image(at: indices[index]) }
 }
 

@@ -96,7 +96,7 @@ public final class FineTuner {
         model = try ViTMSNForImageClassification.load(
             directory: modelDirectory, labels: trainData.classNames, ignoreMismatchedSizes: arguments.ignoreMismatchedSizes,
             seed: arguments.seed, warn: { events(.warning($0)) })
-        processor = (try? ImageProcessor.load(modelDirectory: modelDirectory)) ?? Self.defaultProcessor(for: model.config)
+        processor = (try? ImageProcessor.load(modelDirectory: modelDirectory)) ?? ImageProcessor(height: model.config.imageSize.height, width: model.config.imageSize.width)
         let augmentation = TrainingAugmentation(processor: processor)
         let processor = processor
         train = BatchLoader(dataset: trainData, batchSize: arguments.batchSize, shuffle: true, seed: arguments.seed) { image, generator in
@@ -114,8 +114,7 @@ public final class FineTuner {
         optimizer = arguments.optimizer == "sgd" ? SGD(momentum: 0.9) : AdamW()
         if arguments.freezeBackbone { model.classifier!.zeroGradients() } else { model.zeroGradients() }
         if let resumeFrom {
-            state = try JSONDecoder().decode(TrainerState.self, from: Data(contentsOf: URL(fileURLWithPath: resumeFrom + "/trainer_state.json")))
-            try restoreOptimizer(from: resumeFrom + "/optimizer.safetensors")
+            state = try readResumeState(from: resumeFrom, optimizer: optimizer, model: model)
         }
         events(.started(
             trainImages: trainData.count, validationImages: validationData.count, classes: trainData.classNames,
@@ -169,13 +168,6 @@ public final class FineTuner {
             validation = Subset(validation, indices: Array(Array(0..<validation.count).shuffled(using: &generator).prefix(limit)).sorted())
         }
         return (train, validation)
-    }
-
-    /// A processor for a model directory without one: the model's image size, ViT's 0.5 mean and std.
-    static func defaultProcessor(for config: ViTMSNConfig) -> ImageProcessor {
-        var processor = ImageProcessor()
-        (processor.height, processor.width) = (config.imageSize.height, config.imageSize.width)
-        return processor
     }
 
     /// Trains to the last epoch, evaluating and saving a checkpoint at every epoch's end (and every
@@ -248,24 +240,13 @@ public final class FineTuner {
         state.optimizerSteps = optimizer.stepCount
         let path = try checkpoints.write(name) { directory in
             try model.save(directory: directory)
-            try JSONSerialization.data(withJSONObject: processor.jsonObject, options: [.prettyPrinted, .sortedKeys])
-                .write(to: URL(fileURLWithPath: directory + "/preprocessor_config.json"))
-            let optimizerState = optimizer.state
-            try SafetensorsWriter.write(
-                optimizerState.tensors.sorted { $0.key < $1.key }.map { SafetensorsRecord(name: $0.key, tensor: $0.value) },
-                to: directory + "/optimizer.safetensors")
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            try encoder.encode(state).write(to: URL(fileURLWithPath: directory + "/trainer_state.json"))
-            try encoder.encode(arguments).write(to: URL(fileURLWithPath: directory + "/finetune_args.json"))
+            try processor.save(modelDirectory: directory)
+            try writeResumeState(state, optimizer: optimizer, to: directory)
+            try writePrettyJSON(arguments, to: directory + "/finetune_args.json")
         }
         try checkpoints.point("last", at: name)
         if accuracy != nil { try checkpoints.point("best", at: name) }
         try checkpoints.removeUnreferenced()
         return path
-    }
-
-    func restoreOptimizer(from path: String) throws {
-        try restoreOptimizerState(optimizer, model: model, path: path, stepCount: state.optimizerSteps)
     }
 }

@@ -26,12 +26,9 @@ public enum LowShot {
                 processor.normalized(try data.image(at: i).resized(width: processor.width, height: processor.height, resample: .bilinear))
             })
             let output = try encoder.forward(pixelValues: pixels, outputHiddenStates: feature == .preNorm)
-            let states = feature == .preNorm ? output.hiddenStates!.last! : output.lastHiddenState
-            let sequence = states.shape[1]
-            states.withUnsafeBufferPointer { s in
-                for (b, i) in batch.enumerated() {
-                    for j in 0..<dim { values[i * dim + j] = s[b * sequence * dim + j] }
-                }
+            let cls = clsTokens(feature == .preNorm ? output.hiddenStates!.last! : output.lastHiddenState).scalars
+            for (b, i) in batch.enumerated() {
+                for j in 0..<dim { values[i * dim + j] = cls[b * dim + j] }
             }
         }
         return Tensor(shape: [data.count, dim], scalars: values)
@@ -47,10 +44,8 @@ public enum LowShot {
         return { encoder in
             let trainFeatures = centredAndNormalised(try features(encoder, data: Subset(train, indices: fiveShot), processor: processor, feature: .preNorm))
             let testFeatures = centredAndNormalised(try features(encoder, data: testSubset, processor: processor, feature: .preNorm))
-            let d = trainFeatures.shape[1]
             return [("1-shot", oneShot), ("5-shot", fiveShot)].map { name, indices in
-                let rows = indices.map { fiveShot.firstIndex(of: $0)! }
-                let x = Tensor(shape: [rows.count, d], scalars: rows.flatMap { trainFeatures.scalars[($0 * d)..<(($0 + 1) * d)] })
+                let x = trainFeatures.gatheredRows(indices.map { fiveShot.firstIndex(of: $0)! })
                 let model = LogisticRegression(features: x, labels: indices.map { train.labels[$0] }, classes: classes, lambda: 0.0025)
                 return (name, accuracy(model.predict(testFeatures), testSubset.labels))
             }
@@ -295,11 +290,7 @@ public struct LowShotProtocol: Sendable {
         var rows: [(String, Double, Double)] = []
         let testFeatures = LowShot.centredAndNormalised(test)
         let trainFeatures = LowShot.centredAndNormalised(train)
-        func subset(_ indices: [Int]) -> Tensor {
-            let d = train.shape[1]
-            let values = trainFeatures.scalars
-            return Tensor(shape: [indices.count, d], scalars: indices.flatMap { values[($0 * d)..<(($0 + 1) * d)] })
-        }
+        let subset = trainFeatures.gatheredRows
         for k in shots {
             let results = (0..<splits).map { split -> Double in
                 let indices = LowShot.shotIndices(labels: trainLabels, classes: classes, shots: k, split: split)
@@ -322,6 +313,18 @@ public struct LowShotProtocol: Sendable {
             rows.append(("linear probe (all labels)", accuracy(model.predict(testFeatures), testLabels), 0))
         }
         return rows
+    }
+}
+
+extension Tensor {
+    /// The rows `indices` of a matrix (N, D), in that order.
+    func gatheredRows(_ indices: [Int]) -> Tensor {
+        let d = shape[1]
+        let values = scalars
+        var gathered: [Float] = []
+        gathered.reserveCapacity(indices.count * d)
+        for i in indices { gathered += values[(i * d)..<((i + 1) * d)] }
+        return Tensor(shape: [indices.count, d], scalars: gathered)
     }
 }
 

@@ -54,7 +54,7 @@ public final class MSNModel: Module {
     }
 }
 
-private func checkedTensor(_ file: SafetensorsFile, _ name: String, shape: [Int]) throws -> Tensor {
+func checkedTensor(_ file: SafetensorsFile, _ name: String, shape: [Int]) throws -> Tensor {
     guard let info = file.info(name) else { throw TrainingError("\(file.location): missing '\(name)'") }
     guard info.shape == shape else { throw TrainingError("\(file.location): '\(name)' has shape \(info.shape), expected \(shape)") }
     return try file.floatTensor(name)
@@ -101,21 +101,6 @@ public func writeMSNStep(_ model: MSNModel, views: MSNViews, settings: MSNLossSe
     return result
 }
 
-/// The CLS token (B, D) of a last hidden state (B, S, D), and back.
-func clsTokens(_ lastHiddenState: Tensor) -> Tensor {
-    let (batch, sequence, dim) = (lastHiddenState.shape[0], lastHiddenState.shape[1], lastHiddenState.shape[2])
-    let values = lastHiddenState.scalars
-    return Tensor(shape: [batch, dim], scalars: (0..<batch).flatMap { values[($0 * sequence * dim)..<($0 * sequence * dim + dim)] })
-}
-
-func scatterCLS(_ gradient: Tensor, sequence: Int) -> Tensor {
-    let (batch, dim) = (gradient.shape[0], gradient.shape[1])
-    var full = [Float](repeating: 0, count: batch * sequence * dim)
-    let values = gradient.scalars
-    for b in 0..<batch { for i in 0..<dim { full[b * sequence * dim + i] = values[b * dim + i] } }
-    return Tensor(shape: [batch, sequence, dim], scalars: full)
-}
-
 /// One MSN forward and backward: the target projections from `targetEncoder`/`targetHead` (no gradient,
 /// head in training mode), the anchor projections from `model` per resolution group (the masked anchors,
 /// then the focal views with interpolated positions; BatchNorm statistics per group), the loss, and the
@@ -133,24 +118,30 @@ public func msnForwardBackward(
     var eval: Dropout? = nil
     var groups: [(pixels: Tensor, keep: [[Int]]?, interpolate: Bool)] = [(views.anchor, views.keep.map { k in Array(repeating: k, count: batch) }, false)]
     if let focal = views.focal { groups.append((focal, nil, true)) }
-    var forwards: [(ViTMSNActivations, MSNProjectionHead.Activations, Int, Tensor)] = []
+    var forwards: [(encoder: ViTMSNActivations, head: MSNProjectionHead.Activations, sequence: Int, projection: Tensor)] = []
     for group in groups {
         let (last, activations) = try model.encoder.forwardTraining(
             pixelValues: group.pixels, keep: group.keep, interpolatePosEncoding: group.interpolate, dropout: &eval)
         let (projection, headActivations) = model.head.forward(clsTokens(last), training: true, parallelism: model.encoder.parallelism)
         forwards.append((activations, headActivations, last.shape[1], projection))
     }
-    let anchors = forwards.count == 1 ? forwards[0].3 : Tensor(shape: [forwards.reduce(0) { $0 + $1.3.shape[0] }, targets.shape[1]], scalars: forwards.flatMap { $0.3.scalars })
+    let width = targets.shape[1]
+    var anchorRows: [Float] = []
+    for forward in forwards { anchorRows += forward.projection.scalars } // the groups' rows, in order
+    let anchors = Tensor(shape: [anchorRows.count / width, width], scalars: anchorRows)
     let result = msnLoss(anchors: anchors, targets: targets, prototypes: model.prototypes, settings: settings)
     addInPlace(&model.prototypesGradient, result.prototypeGradient)
-    var offset = 0
-    let gradient = result.anchorGradient.scalars
-    for (activations, headActivations, sequence, projection) in forwards {
-        let rows = projection.shape[0]
-        let slice = Tensor(shape: projection.shape, scalars: Array(gradient[(offset * projection.shape[1])..<((offset + rows) * projection.shape[1])]))
-        let clsGradient = model.head.backward(headActivations, outputGradient: slice, parallelism: model.encoder.parallelism)
-        model.encoder.backward(activations, lastHiddenStateGradient: scatterCLS(clsGradient, sequence: sequence))
-        offset += rows
+    let dim = model.encoder.config.hiddenSize
+    result.anchorGradient.withUnsafeBufferPointer { gradient in
+        var offset = 0
+        for forward in forwards {
+            let rows = forward.projection.shape[0]
+            let slice = Tensor(shape: forward.projection.shape, scalars: Array(gradient[(offset * width)..<((offset + rows) * width)]))
+            let clsGradient = model.head.backward(forward.head, outputGradient: slice, parallelism: model.encoder.parallelism)
+            let lastGradient = clsGradient.withUnsafeBufferPointer { clsTokensBackward($0.baseAddress!, batch: rows, sequence: forward.sequence, dim: dim) }
+            model.encoder.backward(forward.encoder, lastHiddenStateGradient: lastGradient)
+            offset += rows
+        }
     }
     return result
 }

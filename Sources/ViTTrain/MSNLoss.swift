@@ -3,7 +3,7 @@ import ViTCore
 import ViTIO
 
 /// The constants of MSN's loss (`src/losses.py`, `msn_vits16.yaml`).
-public struct MSNLossSettings: Codable, Sendable {
+public struct MSNLossSettings: Sendable {
     public var temperature: Float = 0.1     // anchor softmax temperature τ
     public var sharpen: Float = 0.25        // target sharpening T: targets are a softmax at τ·T
     public var memaxWeight: Float = 1       // mean-entropy maximisation λ
@@ -11,11 +11,6 @@ public struct MSNLossSettings: Codable, Sendable {
     public var sinkhorn = true              // three Sinkhorn iterations on the targets
 
     public init() {}
-
-    enum CodingKeys: String, CodingKey {
-        case temperature, sharpen
-        case memaxWeight = "memax_weight", entropyWeight = "ent_weight", sinkhorn = "use_sinkhorn"
-    }
 }
 
 /// The loss terms, the targets and the gradients of one MSN step.
@@ -171,10 +166,14 @@ extension MSNLossSettings {
     /// `temperature`, `final_sharpen`, `me_max` / `memax_weight`, `ent_weight`, `use_sinkhorn`. Unknown fields are
     /// ignored, wrongly typed ones are errors naming them.
     public init(configPath: String) throws {
-        self.init()
         let json: [String: Any]
         do { json = try readConfigFile(configPath) } catch { throw TrainingError("\(error)") }
-        let criterion = (json["criterion"] as? [String: Any]) ?? [:]
+        try self.init(criterion: (json["criterion"] as? [String: Any]) ?? [:], configPath: configPath)
+    }
+
+    /// The same from a config already read; `configPath` names the file in errors.
+    init(criterion: [String: Any], configPath: String) throws {
+        self.init()
         func number(_ key: String) throws -> Float? {
             guard let value = criterion[key] else { return nil }
             guard let n = value as? NSNumber else { throw TrainingError("\(configPath): criterion.\(key) must be a number, got \(value)") }

@@ -69,7 +69,7 @@ public struct PretrainConfig: Sendable {
         seed = UInt64(try read("meta", "seed", int) ?? Int(seed))
         outputDir = try read("meta", "output_dir", string) ?? outputDir
         patchDrop = try read("meta", "patch_drop", double) ?? patchDrop
-        loss = try MSNLossSettings(configPath: path)
+        loss = try MSNLossSettings(criterion: section("criterion"), configPath: path)
         numProto = try read("criterion", "num_proto", int) ?? numProto
         batchSize = try read("criterion", "batch_size", int) ?? batchSize
         dataset = try read("data", "dataset", string) ?? read("data", "image_folder", string) ?? dataset
@@ -153,12 +153,11 @@ public final class Pretrainer {
         target = try MSNModel.load(directory: start, hiddenSize: config.hiddenDim, outputSize: config.outputDim, prototypeCount: config.numProto, seed: config.seed)
         if let resumeFrom {
             try Self.loadAnchor(model, from: resumeFrom + "/anchor.safetensors")
-            state = try JSONDecoder().decode(TrainerState.self, from: Data(contentsOf: URL(fileURLWithPath: resumeFrom + "/trainer_state.json")))
-            try restoreOptimizerState(optimizer, model: model, path: resumeFrom + "/optimizer.safetensors", stepCount: state.optimizerSteps)
+            state = try readResumeState(from: resumeFrom, optimizer: optimizer, model: model)
         }
         for m in [model, target] { m.encoder.parallelism = parallelism }
         model.zeroGradients()
-        processor = (try? ImageProcessor.load(modelDirectory: start)) ?? FineTuner.defaultProcessor(for: model.encoder.config)
+        processor = (try? ImageProcessor.load(modelDirectory: start)) ?? ImageProcessor(height: model.encoder.config.imageSize.height, width: model.encoder.config.imageSize.width)
         let channels = model.encoder.config.numChannels
         var data: LabeledImages = config.dataset == "fashion-mnist"
             ? try FashionMNIST.load(train: true, grayscale: channels == 1)
@@ -191,10 +190,7 @@ public final class Pretrainer {
             if let patch = a["patch_size"] { modelConfig.patchSize = .square(patch) }
             try modelConfig.validate()
             try ViTMSNModel.randomlyInitialized(config: modelConfig, seed: config.seed).save(directory: directory)
-            var processor = ImageProcessor()
-            (processor.height, processor.width) = (config.randSize, config.randSize)
-            try JSONSerialization.data(withJSONObject: processor.jsonObject, options: [.prettyPrinted, .sortedKeys])
-                .write(to: URL(fileURLWithPath: directory + "/preprocessor_config.json"))
+            try ImageProcessor(height: config.randSize, width: config.randSize).save(modelDirectory: directory)
         }
         return directory
     }
@@ -309,12 +305,8 @@ public final class Pretrainer {
             var records = model.namedParameters.map { SafetensorsRecord(name: $0.name, tensor: $0.tensor) }
             model.head.visitBuffers { name, value in records.append(SafetensorsRecord(name: "fc." + name, tensor: value)) }
             try SafetensorsWriter.write(records, to: directory + "/anchor.safetensors")
-            try SafetensorsWriter.write(optimizer.state.tensors.sorted { $0.key < $1.key }.map { SafetensorsRecord(name: $0.key, tensor: $0.value) }, to: directory + "/optimizer.safetensors")
-            try JSONSerialization.data(withJSONObject: processor.jsonObject, options: [.prettyPrinted, .sortedKeys])
-                .write(to: URL(fileURLWithPath: directory + "/preprocessor_config.json"))
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            try encoder.encode(state).write(to: URL(fileURLWithPath: directory + "/trainer_state.json"))
+            try processor.save(modelDirectory: directory)
+            try writeResumeState(state, optimizer: optimizer, to: directory)
         }
         try checkpoints.point("last", at: name)
         try checkpoints.removeUnreferenced()
@@ -323,12 +315,8 @@ public final class Pretrainer {
 
     static func loadAnchor(_ model: MSNModel, from path: String) throws {
         let file = try SafetensorsFile(path: path)
-        func take(_ name: String, _ value: inout Tensor) throws {
-            guard let info = file.info(name), info.shape == value.shape else { throw TrainingError("\(path): '\(name)' is missing or has the wrong shape") }
-            value = try file.floatTensor(name)
-        }
-        try model.visitParameters { name, value in try take(name, &value) }
-        try model.head.visitBuffers { name, value in try take("fc." + name, &value) }
+        try model.visitParameters { name, value in value = try checkedTensor(file, name, shape: value.shape) }
+        try model.head.visitBuffers { name, value in value = try checkedTensor(file, "fc." + name, shape: value.shape) }
     }
 }
 

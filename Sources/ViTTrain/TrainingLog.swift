@@ -1,17 +1,20 @@
 import Foundation
 import ViTIO
 
-/// A numeric CSV log whose first column is the optimizer step, rewritten atomically on every row. Resuming
-/// at step N keeps only the rows up to N, so the file describes one run.
+/// A numeric CSV log whose first column is the optimizer step. Opening it to resume at step N rewrites the
+/// file (atomically) with only the rows up to N, so it describes one run; each new row is then appended. A
+/// last line cut short by a killed process is dropped on resuming.
 final class CSVLog {
     let path: String
     let columns: [String]
     private(set) var rows: [[Double]] = []
+    private let file: FileHandle
 
     init(path: String, columns: [String], resumingAt step: Int) throws {
         (self.path, self.columns) = (path, columns)
         if let text = try? String(contentsOfFile: path, encoding: .utf8) {
-            for (i, line) in text.split(separator: "\n").dropFirst().enumerated() {
+            let complete = text.hasSuffix("\n") ? text : String(text[..<(text.lastIndex(of: "\n") ?? text.startIndex)])
+            for (i, line) in complete.split(separator: "\n").dropFirst().enumerated() {
                 let values = line.split(separator: ",").map { Double($0) }
                 guard values.count == columns.count, values.allSatisfy({ $0 != nil }) else {
                     throw TrainingError("\(path): line \(i + 2) is not a row of \(columns.joined(separator: ",")): \(line)")
@@ -19,13 +22,20 @@ final class CSVLog {
                 if values[0]! <= Double(step) { rows.append(values.map { $0! }) }
             }
         }
-        try write()
+        var text = columns.joined(separator: ",") + "\n"
+        for row in rows { text += Self.line(row) + "\n" }
+        try writeAtomically(Data(text.utf8), to: path)
+        guard let file = FileHandle(forWritingAtPath: path) else { throw TrainingError("\(path): cannot open for appending") }
+        file.seekToEndOfFile()
+        self.file = file
     }
+
+    deinit { try? file.close() }
 
     func append(_ values: [Double]) throws {
         precondition(values.count == columns.count, "\(values.count) values for \(columns)")
         rows.append(values)
-        try write()
+        try file.write(contentsOf: Data((Self.line(values) + "\n").utf8))
     }
 
     func column(_ name: String) -> [Double] {
@@ -33,10 +43,8 @@ final class CSVLog {
         return rows.map { $0[index] }
     }
 
-    private func write() throws {
-        var text = columns.joined(separator: ",") + "\n"
-        for row in rows { text += row.map { $0 == $0.rounded() && abs($0) < 1e15 ? String(Int($0)) : "\($0)" }.joined(separator: ",") + "\n" }
-        try writeAtomically(Data(text.utf8), to: path)
+    private static func line(_ row: [Double]) -> String {
+        row.map { $0 == $0.rounded() && abs($0) < 1e15 ? String(Int($0)) : "\($0)" }.joined(separator: ",")
     }
 }
 

@@ -81,7 +81,12 @@ public struct AttentionFigure {
 
     /// The heat map over a dimmed input, half and half.
     static func overlay(_ heat: Image, on input: Image) -> Image {
-        Image(width: heat.width, height: heat.height, mode: .RGB, pixels: zip(heat.pixels, input.pixels).map { UInt8((Int($0) + Int($1) / 2) * 2 / 3) })
+        var pixels = heat.pixels
+        for i in pixels.indices {
+            let blend: Int = (Int(heat.pixels[i]) + Int(input.pixels[i]) / 2) * 2 / 3
+            pixels[i] = UInt8(blend)
+        }
+        return Image(width: heat.width, height: heat.height, mode: .RGB, pixels: pixels)
     }
 }
 

@@ -197,8 +197,7 @@ public struct MSNViewAugmentation: Sendable {
             view = view.colorJittered(brightness: 0.8 * s, contrast: 0.8 * s, saturation: 0.8 * s, hue: 0.2 * s, using: &generator)
         }
         if Double.random(in: 0..<1, using: &generator) < 0.2, view.mode == .RGB {
-            let gray = view.convertedToGrayscale().pixels
-            view = Image(width: size, height: size, mode: .RGB, pixels: gray.flatMap { [$0, $0, $0] })
+            view = view.convertedToGrayscale().converted(toRGBWith: .drop)
         }
         if Double.random(in: 0..<1, using: &generator) < 0.5 {
             view = view.gaussianBlurred(radius: Double.random(in: 0.1...2.0, using: &generator) * Double(size) / 224)

@@ -18,6 +18,10 @@ public struct ImageProcessor: Sendable {
 
     public init() {}
 
+    /// ViT's defaults (0.5 mean and std, bilinear) at `height` × `width`: what a model without a saved
+    /// processor gets.
+    public init(height: Int, width: Int) { (self.height, self.width) = (height, width) }
+
     /// The processor saved with a model (`DIR/preprocessor_config.json`).
     public static func load(modelDirectory directory: String) throws -> ImageProcessor {
         let path = directory + "/preprocessor_config.json"
@@ -89,6 +93,12 @@ public struct ImageProcessor: Sendable {
         ]
         if let doConvertRGB { json["do_convert_rgb"] = doConvertRGB }
         return json
+    }
+
+    /// Writes `DIR/preprocessor_config.json`.
+    public func save(modelDirectory directory: String) throws {
+        try JSONSerialization.data(withJSONObject: jsonObject, options: [.prettyPrinted, .sortedKeys])
+            .write(to: URL(fileURLWithPath: directory + "/preprocessor_config.json"))
     }
 
     /// The resized uint8 image this processor feeds to rescale and normalise.

@@ -15,10 +15,7 @@ struct Init: ParsableCommand {
         guard !FileManager.default.fileExists(atPath: output) else { throw CLIError("\(output) already exists") }
         let config = try ViTMSNConfig.preset(preset)
         try ViTMSNModel.randomlyInitialized(config: config, seed: seed).save(directory: output)
-        var processor = ImageProcessor()
-        (processor.height, processor.width) = (config.imageSize.height, config.imageSize.width)
-        let json = try JSONSerialization.data(withJSONObject: processor.jsonObject, options: [.prettyPrinted, .sortedKeys])
-        try json.write(to: URL(fileURLWithPath: output + "/preprocessor_config.json"))
+        try ImageProcessor(height: config.imageSize.height, width: config.imageSize.width).save(modelDirectory: output)
         print("wrote \(output): \(preset) shape, \(config.numChannels) channel(s), \(config.imageSize.height)×\(config.imageSize.width) images")
     }
 }

@@ -35,11 +35,8 @@ struct LowShotCommand: ParsableCommand {
         let directory = try modelOptions.directory()
         let encoder = try ViTMSNModel.load(directory: directory, warn: warn)
         encoder.parallelism = threading.parallelism
-        let processor = (try? ImageProcessor.load(modelDirectory: directory)) ?? {
-            var p = ImageProcessor()
-            (p.height, p.width) = (encoder.config.imageSize.height, encoder.config.imageSize.width)
-            return p
-        }()
+        let processor = (try? ImageProcessor.load(modelDirectory: directory))
+            ?? ImageProcessor(height: encoder.config.imageSize.height, width: encoder.config.imageSize.width)
         let (train, fullTest) = try labelledPair(dataset, grayscale: encoder.config.numChannels == 1)
         let test: LabeledImages = maxTestImages.map { Subset(fullTest, indices: Array(0..<min($0, fullTest.count))) } ?? fullTest
         var protocolSettings = LowShotProtocol()
