@@ -3,9 +3,9 @@ SWIFT ?= swift
 VENV := .venv/bin/python
 CLI := .build/release/vitmsn
 
-.PHONY: setup build test demo default-model fixtures parity bench bench-train fuzz clean
+.PHONY: setup build test demo default-model fixtures parity bench bench-gemm bench-train fuzz clean
 
-# Debian packages the build links against (CI and fresh machines start without OpenBLAS).
+# Debian packages the build links against (CI and fresh machines start without them).
 setup:
 	@scripts/install_system_deps.sh
 
@@ -53,6 +53,11 @@ parity: build $(VENV)
 bench: build $(VENV)
 	scripts/setup_venv.sh
 	$(VENV) scripts/bench_peers.py --preset small --batch 1 --batch 8 --preset base
+
+# The GEMM against OpenBLAS, BLIS, oneDNN and ONNX Runtime's MLAS at 1 and 2 threads, with the FMA peak.
+bench-gemm: $(VENV)
+	scripts/setup_venv.sh
+	$(VENV) scripts/bench_gemm.py
 
 # Training and MSN pretraining steps against PyTorch, interleaved.
 bench-train: build $(VENV)

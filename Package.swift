@@ -4,7 +4,7 @@ import PackageDescription
 // Layers, from the bottom: ViTCore (tensor + kernels) → ViTIO (checkpoint files) → ViTMSN (the model, with its
 // backward passes) → ViTTrain (optimisers, data, fine-tuning) → vitmsn (CLI);
 // ViTVision (image decoding and preprocessing) sits beside ViTIO.
-// GEMM comes from OpenBLAS on Linux and from Accelerate on Apple platforms.
+// The GEMM is the project's own (CKernels), dispatched at run time to AVX-512, AVX2+FMA or a portable build.
 let package = Package(
     name: "swift-vitmsn",
     platforms: [.macOS(.v13)],
@@ -16,17 +16,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
     ],
     targets: [
-        .systemLibrary(
-            name: "COpenBLAS",
-            pkgConfig: "openblas",
-            providers: [.apt(["libopenblas-dev"])]
-        ),
         .target(name: "CKernels"),
-        .target(
-            name: "ViTCore",
-            dependencies: ["CKernels", .target(name: "COpenBLAS", condition: .when(platforms: [.linux]))],
-            linkerSettings: [.linkedFramework("Accelerate", .when(platforms: [.macOS]))]
-        ),
+        .target(name: "ViTCore", dependencies: ["CKernels"]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .target(name: "ViTIO", dependencies: ["ViTCore", "CZlib"]),
         .target(

@@ -128,3 +128,27 @@ KERNEL_TARGET static void KERNEL(activation_backward)(vitmsn_activation kind, co
         break;
     }
 }
+
+// One key block of an online softmax over `rows` rows of `cols` scores: each row's running maximum and sum
+// take in the block, the scores become exp(s − new maximum), and rescale[r] = exp(old − new maximum), the
+// factor for what was summed before (0 for the first block).
+KERNEL_TARGET static void KERNEL(online_softmax)(
+    float *restrict x, size_t rows, size_t cols, float *restrict row_max, float *restrict row_sum, float *restrict rescale, int first
+) {
+    for (size_t r = 0; r < rows; r++) {
+        float *row = x + r * cols;
+        float maximum = first ? -INFINITY : row_max[r];
+        for (size_t i = 0; i < cols; i++) maximum = row[i] > maximum ? row[i] : maximum;
+        float total = 0.0f;
+        {
+#pragma clang fp reassociate(on)
+            for (size_t i = 0; i < cols; i++) {
+                row[i] = KERNEL(exp_one)(row[i] - maximum);
+                total += row[i];
+            }
+        }
+        rescale[r] = first ? 0.0f : KERNEL(exp_one)(row_max[r] - maximum);
+        row_sum[r] = first ? total : row_sum[r] * rescale[r] + total;
+        row_max[r] = maximum;
+    }
+}

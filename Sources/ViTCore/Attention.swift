@@ -1,17 +1,33 @@
+import CKernels
+
 /// Query rows scored at a time when attention probabilities are not returned.
 public let queryBlock = 64
 
-/// Floats of scratch `multiHeadAttention` needs without returned probabilities: one query block per thread.
+/// Keys scored at a time: longer sequences are split into key blocks of at most this many, with an online
+/// softmax across them, so a query block's scores stay in the L2 cache.
+let keyBlockLimit = 512
+
+/// Floats of scratch `multiHeadAttention` needs without returned probabilities: one query block's scores
+/// per thread.
 public func attentionScratchCount(sequence: Int, threads: Int) -> Int { threads * min(queryBlock, sequence) * sequence }
+
+/// The key blocks of a sequence: as even as possible, each starting at a multiple of 32 (a packed panel).
+func keyBlocks(sequence: Int) -> [Range<Int>] {
+    let count = (sequence + keyBlockLimit - 1) / keyBlockLimit
+    let size = ((sequence + count - 1) / count + 31) / 32 * 32
+    return stride(from: 0, to: sequence, by: size).map { $0..<min($0 + size, sequence) }
+}
 
 /// Multi-head scaled dot-product attention over tokens laid out (B, S, heads·headDim), as the query, key and
 /// value projections produce them: each head is a column slice, so no transposes are materialised.
 ///
-/// For every (batch, head): `P = softmax(scale · Q Kᵀ)` (S×S), `P *= headMask[head]`, `context = P V`.
+/// For every (batch, head): `P = softmax(scale · Q Kᵀ)` (S×S), `P *= headMask[head]`, `context = P V`, with
+/// K and V packed once per head.
 /// - probabilities: if given, (B, heads, S, S) receives `P` (after the head mask), as Transformers' eager
-///   attention returns it. Otherwise queries go in blocks of `queryBlock` rows, each scored against every
-///   key, so `scratch` needs only `queryBlock`·S floats per thread: memory linear in the sequence length,
-///   and score rows that stay in cache. (Each block sees all keys, so no online softmax is needed.)
+///   attention returns it. Otherwise queries go in blocks of `queryBlock` rows, and keys in blocks of at
+///   most `keyBlockLimit` with an online softmax (running row maximum and sum, the context rescaled as the
+///   maximum grows), so `scratch` needs only `queryBlock`·S floats per thread: memory linear in the
+///   sequence length, and scores that stay in cache.
 /// The (batch, head) pairs are split across `parallelism`.
 public func multiHeadAttention(
     query: UnsafePointer<Float>, key: UnsafePointer<Float>, value: UnsafePointer<Float>,
@@ -23,31 +39,53 @@ public func multiHeadAttention(
     parallelism: Parallelism = .serial
 ) {
     let width = heads * headDim
+    let blocks = probabilities == nil ? keyBlocks(sequence: sequence) : [0..<sequence]
     parallelism.forEachChunk(of: batch * heads) { chunk, pairs in
         let threadScratch = scratch + chunk * min(queryBlock, sequence) * sequence
-        let block = probabilities == nil ? queryBlock : sequence
+        let queryRows = probabilities == nil ? queryBlock : sequence
+        var (rowMaximum, rowSum, rescale) = ([Float](repeating: 0, count: queryRows), [Float](repeating: 0, count: queryRows), [Float](repeating: 0, count: queryRows))
         for pair in pairs {
             let (b, h) = (pair / heads, pair % heads)
             let offset = b * sequence * width + h * headDim
-            for first in stride(from: 0, to: sequence, by: block) {
-                let rows = min(block, sequence - first)
-                let scores = probabilities.map { $0 + pair * sequence * sequence } ?? threadScratch
-                let rowOffset = offset + first * width
-                // scores (rows, S) = scale · Q_h[first..] (rows, hd) · K_hᵀ (hd, S)
-                gemm(
-                    transposeA: false, transposeB: true, m: rows, n: sequence, k: headDim, alpha: scale,
-                    a: query + rowOffset, lda: width, b: key + offset, ldb: width, c: scores, ldc: sequence
-                )
-                softmaxRows(scores, rows: rows, cols: sequence)
-                if let headMask, headMask[h] != 1 { scaleInPlace(scores, by: headMask[h], count: rows * sequence) }
-                // context_h[first..] (rows, hd) = P (rows, S) · V_h (S, hd)
-                gemm(
-                    transposeA: false, transposeB: false, m: rows, n: headDim, k: sequence,
-                    a: scores, lda: sequence, b: value + offset, ldb: width, c: context + rowOffset, ldc: width
-                )
+            let mask = headMask?[h] ?? 1
+            // Kᵀ as the scores' right operand (hd × S); V per key block (keys × hd).
+            let keys = PackedMatrix(packing: key + offset, ldb: width, transposed: true, k: headDim, n: sequence)
+            let values = blocks.map { PackedMatrix(packing: value + offset + $0.lowerBound * width, ldb: width, transposed: false, k: $0.count, n: headDim) }
+            for first in stride(from: 0, to: sequence, by: queryRows) {
+                let rows = min(queryRows, sequence - first)
+                let q = query + offset + first * width, out = context + offset + first * width
+                if blocks.count == 1 {
+                    let scores = probabilities.map { $0 + pair * sequence * sequence } ?? threadScratch
+                    // scores (rows, S) = scale · Q_h (rows, hd) · K_hᵀ; P = softmax; context_h = P · V_h
+                    gemm(a: q, lda: width, b: keys, c: scores, ldc: sequence, m: rows, epilogue: Epilogue(alpha: scale))
+                    softmaxRows(scores, rows: rows, cols: sequence)
+                    if mask != 1 { scaleInPlace(scores, by: mask, count: rows * sequence) }
+                    gemm(a: scores, lda: sequence, b: values[0], c: out, ldc: width, m: rows)
+                    continue
+                }
+                for (index, keyRange) in blocks.enumerated() {
+                    let n = keyRange.count
+                    // scores (rows, n) = scale · Q_h · K_h[keyRange]ᵀ: columns keyRange of the packed keys.
+                    blockScores(q: q, lda: width, keys: keys, columns: keyRange, scale: scale, into: threadScratch, rows: rows)
+                    vitmsn_online_softmax(threadScratch, rows, n, &rowMaximum, &rowSum, &rescale, index == 0 ? 1 : 0)
+                    if index > 0 { for r in 0..<rows where rescale[r] != 1 { scaleInPlace(out + r * width, by: rescale[r], count: headDim) } }
+                    // context_h (+)= exp(scores) · V_h[keyRange]
+                    gemm(a: threadScratch, lda: n, b: values[index], c: out, ldc: width, m: rows, epilogue: Epilogue(beta: index == 0 ? 0 : 1))
+                }
+                for r in 0..<rows { scaleInPlace(out + r * width, by: mask / rowSum[r], count: headDim) }
             }
         }
     }
+}
+
+/// Columns `columns` of `scale · Q · Kᵀ` into `scores` (rows × columns.count), from the packed keys.
+private func blockScores(
+    q: UnsafePointer<Float>, lda: Int, keys: PackedMatrix, columns: Range<Int>, scale: Float,
+    into scores: UnsafeMutablePointer<Float>, rows: Int
+) {
+    // The kernel addresses C from column 0; the block's scores start at column `columns.lowerBound`.
+    gemm(a: q, lda: lda, b: keys, c: scores - columns.lowerBound, ldc: columns.count, m: rows,
+         columns: columns, epilogue: Epilogue(alpha: scale))
 }
 
 /// The backward of `multiHeadAttention` (no head mask) from the probabilities it kept, (B, heads, S, S).

@@ -17,7 +17,7 @@ public enum Activation: String, CaseIterable, Sendable {
         vitmsn_activate(kernel, p, count)
     }
 
-    private var kernel: vitmsn_activation {
+    var kernel: vitmsn_activation {
         switch self {
         case .gelu: VITMSN_GELU
         case .geluNew, .geluPytorchTanh: VITMSN_GELU_TANH

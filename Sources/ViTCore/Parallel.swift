@@ -2,15 +2,13 @@ import Dispatch
 import Foundation
 
 /// The forward pass's one level of parallelism: work is split into contiguous chunks run on `threads`
-/// threads, and every BLAS call inside a chunk is single-threaded, so cores are never oversubscribed.
-/// Elementwise, row-wise and per-head work gives the same bits for any split; GEMMs may not, because
-/// OpenBLAS picks its kernels by matrix size, so results can move in the last bit with the thread count.
+/// threads, and every product inside a chunk is single-threaded, so cores are never oversubscribed.
+/// Elementwise, row-wise, per-head and GEMM work all give the same bits for any split.
 public struct Parallelism: Sendable {
     public let threads: Int
 
     public init(threads: Int = ProcessInfo.processInfo.activeProcessorCount) {
         self.threads = max(1, threads)
-        singleThreadedBLAS
     }
 
     public static let serial = Parallelism(threads: 1)
@@ -18,21 +16,6 @@ public struct Parallelism: Sendable {
     /// Runs `body` over `0..<count` in at most `threads` contiguous chunks of at least `minimumChunk` items.
     public func forEachChunk(of count: Int, minimumChunk: Int = 1, _ body: (Range<Int>) -> Void) {
         forEachChunk(of: count, minimumChunk: minimumChunk) { _, range in body(range) }
-    }
-
-    /// Whether a product with `rows` output rows and `columns` output columns is better split by columns:
-    /// with few rows (a batch of one image) row chunks are too short for BLAS to run at full speed.
-    public func splitsByColumns(rows: Int, columns: Int) -> Bool {
-        threads > 1 && rows < 256 * threads && columns >= 64 * threads
-    }
-
-    /// Chunks of GEMM rows that start at multiples of 16 (the M unroll of OpenBLAS's x86 sgemm kernels), so
-    /// every chunk but the last fills whole tiles while the chunks stay balanced.
-    public func forEachRowBlock(of rows: Int, _ body: (Range<Int>) -> Void) {
-        let block = 16
-        forEachChunk(of: (rows + block - 1) / block) { _, blocks in
-            body((blocks.lowerBound * block)..<min(blocks.upperBound * block, rows))
-        }
     }
 
     /// The same, also telling `body` which chunk (0 ..< threads) it runs, for per-thread scratch memory.

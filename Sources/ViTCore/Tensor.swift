@@ -10,7 +10,12 @@ public final class TensorStorage: @unchecked Sendable {
     public let base: UnsafeMutablePointer<Float>
     public let count: Int
     public let isOwned: Bool
+    /// Borrowed from a read-only private file mapping, whose pages can be dropped and read again.
+    public let isFileMapped: Bool
     private let owner: AnyObject?
+    /// Counts the writable accesses through `Tensor`, so that copies derived from the values (packed
+    /// weights) can tell they are stale.
+    public internal(set) var version = 0
 
     /// Zero-filled owned storage. `calloc` leaves large blocks as untouched zero pages, so placeholders that
     /// are replaced by mapped weights before use never become resident.
@@ -20,19 +25,33 @@ public final class TensorStorage: @unchecked Sendable {
         base = memory.assumingMemoryBound(to: Float.self)
         self.count = count
         isOwned = true
+        isFileMapped = false
         owner = nil
     }
 
-    /// Read-only storage that lives inside memory kept alive by `owner`.
-    public init(borrowing pointer: UnsafePointer<Float>, count: Int, owner: AnyObject) {
+    /// Read-only storage that lives inside memory kept alive by `owner`, a read-only file mapping when
+    /// `fileMapped`.
+    public init(borrowing pointer: UnsafePointer<Float>, count: Int, owner: AnyObject, fileMapped: Bool = false) {
         base = UnsafeMutablePointer(mutating: pointer)
         self.count = count
         isOwned = false
+        isFileMapped = fileMapped
         self.owner = owner
     }
 
     deinit {
         if isOwned { free(base) }
+    }
+
+    /// Gives the pages of file-mapped storage back to the kernel; they are read again from the file if
+    /// touched. Other memory is left alone.
+    public func releaseResidentPages() {
+        guard isFileMapped, count > 0 else { return }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = (Int(bitPattern: base) + page - 1) / page * page
+        let end = (Int(bitPattern: base + count)) / page * page
+        guard end > start, let pointer = UnsafeMutableRawPointer(bitPattern: start) else { return }
+        _ = madvise(pointer, end - start, Int32(MADV_DONTNEED))
     }
 }
 
@@ -86,6 +105,7 @@ public struct Tensor: @unchecked Sendable {
             copy.base.update(from: storage.base, count: count)
             storage = copy
         }
+        storage.version &+= 1
         return try body(UnsafeMutableBufferPointer(start: storage.base, count: count))
     }
 

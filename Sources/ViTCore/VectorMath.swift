@@ -35,8 +35,12 @@ public func sum(_ p: UnsafePointer<Float>, count: Int) -> Float {
 /// CKernels, built twice and dispatched at run time: Swift SIMD code compiles for the baseline x86-64 (SSE2)
 /// only, and its generic comparisons run lane by lane.
 public enum VectorMath {
-    /// "avx2+fma" or "generic": the build of the kernels this CPU runs.
+    /// "avx512", "avx2+fma" or "generic": the build of the kernels this CPU runs.
     public static var instructionSet: String { String(cString: vitmsn_kernel_isa()) }
+
+    /// The measured FMA peak (GFLOP/s) of `threads` cores at the dispatched vector width: register-only FMA
+    /// chains on every thread at once.
+    public static func fmaPeakGFLOPs(threads: Int) -> Double { vitmsn_fma_peak_gflops(Int32(threads)) }
 
     public static func exp(_ x: [Float]) -> [Float] { map(x, vitmsn_exp) }
     public static func erf(_ x: [Float]) -> [Float] { map(x, vitmsn_erf) }

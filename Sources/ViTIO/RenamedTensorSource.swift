@@ -30,7 +30,7 @@ public final class RenamedTensorSource: TensorSource {
             throw CheckpointError(location, "tensor '\(rule.source)' of shape \(whole.shape) has no rows \(rows)")
         }
         let width = whole.count / max(height, 1)
-        let view = TensorStorage(borrowing: whole.storage.base + rows.lowerBound * width, count: rows.count * width, owner: whole.storage)
+        let view = TensorStorage(borrowing: whole.storage.base + rows.lowerBound * width, count: rows.count * width, owner: whole.storage, fileMapped: whole.storage.isFileMapped)
         return Tensor(shape: [rows.count] + whole.shape.dropFirst(), storage: view)
     }
 }

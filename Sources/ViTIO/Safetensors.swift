@@ -144,7 +144,7 @@ public final class SafetensorsFile: TensorSource {
         let count = info.elementCount
         if info.dtype == .F32, let base = raw.baseAddress, count > 0,
            Int(bitPattern: base) % MemoryLayout<Float>.alignment == 0 {
-            let storage = TensorStorage(borrowing: base.assumingMemoryBound(to: Float.self), count: count, owner: file)
+            let storage = TensorStorage(borrowing: base.assumingMemoryBound(to: Float.self), count: count, owner: file, fileMapped: true)
             return Tensor(shape: info.shape, storage: storage)
         }
         var tensor = Tensor(zeros: info.shape)

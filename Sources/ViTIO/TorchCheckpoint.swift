@@ -105,7 +105,7 @@ public final class TorchCheckpoint: TensorSource {
         }.0
         let base = bytes.baseAddress! + tensor.offset * storage.dtype.byteSize
         if storage.dtype == .F32, contiguous, count > 0, Int(bitPattern: base) % MemoryLayout<Float>.alignment == 0 {
-            return Tensor(shape: tensor.shape, storage: TensorStorage(borrowing: base.assumingMemoryBound(to: Float.self), count: count, owner: archive.file))
+            return Tensor(shape: tensor.shape, storage: TensorStorage(borrowing: base.assumingMemoryBound(to: Float.self), count: count, owner: archive.file, fileMapped: true))
         }
         // Strided or converted: gather element by element in row-major order.
         var result = Tensor(zeros: tensor.shape)

@@ -1,3 +1,4 @@
+import Foundation
 import ViTCore
 
 /// A layer that owns parameters. `visitParameters` names each one as the checkpoint does, relative to the
@@ -67,19 +68,41 @@ public final class Linear: Module {
         if bias != nil { try visit("bias", &bias!, &biasGradient) }
     }
 
-    /// y (rows, out) = x (rows, in) · Wᵀ + b, or y += x · Wᵀ + b when `accumulate` (a residual add fused
-    /// into the GEMM).
+    /// y (rows, out) = act(x (rows, in) · Wᵀ + b), or y += x · Wᵀ + b when `accumulate` (a residual add),
+    /// fused into the GEMM's epilogue.
     public func forward(
         _ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>,
-        accumulate: Bool = false, parallelism: Parallelism = .serial
+        accumulate: Bool = false, activation: Activation? = nil, parallelism: Parallelism = .serial
     ) {
-        weight.withUnsafeBufferPointer { w in
-            let b = bias?.storage.base
-            linearForward(
-                x: x, weight: w.baseAddress!, bias: b.map { UnsafePointer($0) }, y: y, rows: rows,
-                inFeatures: inFeatures, outFeatures: outFeatures, accumulate: accumulate, parallelism: parallelism)
-        }
+        let packed = packedWeight(parallelism: parallelism)
+        let b = bias?.storage.base
+        linearForward(
+            x: x, weight: packed, bias: b.map { UnsafePointer($0) }, y: y, rows: rows,
+            accumulate: accumulate, activation: activation, parallelism: parallelism)
     }
+
+    /// Wᵀ packed for the GEMM, packed again only after the weight has changed (a new tensor, or a write
+    /// through it). A memory-mapped weight's pages are given back once packed, so the packed copy replaces
+    /// them in resident memory instead of doubling it.
+    public func packedWeight(parallelism: Parallelism = .serial) -> PackedMatrix {
+        packLock.lock()
+        defer { packLock.unlock() }
+        if let copy = packed, copy.source === weight.storage, copy.version == weight.storage.version { return copy.matrix }
+        let matrix = weight.withUnsafeBufferPointer { w in
+            PackedMatrix(packing: w.baseAddress!, ldb: inFeatures, transposed: true, k: inFeatures, n: outFeatures, parallelism: parallelism)
+        }
+        weight.storage.releaseResidentPages()
+        packed = PackedCopy(source: weight.storage, version: weight.storage.version, matrix: matrix)
+        return matrix
+    }
+
+    private struct PackedCopy {
+        weak var source: TensorStorage? // weak: the optimiser's in-place writes need the weight uniquely held
+        let version: Int
+        let matrix: PackedMatrix
+    }
+    private var packed: PackedCopy?
+    private let packLock = NSLock()
 
     /// The backward of `forward`, given its input `x` (rows, in) and output gradient `dy` (rows, out):
     /// accumulates the weight and bias gradients and writes the input gradient into `dx` when given
@@ -140,28 +163,32 @@ public final class LayerNorm: Module {
     }
 
     /// The backward of `forward` from its input `x`: adds `dGamma`, `dBeta` to the gradients and writes
-    /// (or, with `accumulate`, adds) the input gradient into `dx`. Rows are split across cores, each chunk
-    /// summing its own parameter gradients, which are added up at the end.
+    /// (or, with `accumulate`, adds) the input gradient into `dx`. Rows go in blocks of 64, each summing its
+    /// own parameter gradients, which are added up in block order: the same bits on any number of cores.
     public func backward(
         input x: UnsafePointer<Float>, outputGradient dy: UnsafePointer<Float>, rows: Int,
         inputGradient dx: UnsafeMutablePointer<Float>, accumulate: Bool, parallelism: Parallelism = .serial
     ) {
         precondition(weightGradient != nil, "zeroGradients() allocates the gradients before a backward pass")
-        let dim = weight.count
-        let partials = Buffer(zeros: parallelism.threads * 2 * dim) // per chunk: dGamma, dBeta
+        let dim = weight.count, blockRows = 64
+        let blocks = (rows + blockRows - 1) / blockRows
+        let partials = Buffer(zeros: blocks * 2 * dim) // per block: dGamma, dBeta
         weight.withUnsafeBufferPointer { g in
-            parallelism.forEachChunk(of: rows, minimumChunk: 16) { chunk, range in
-                let partial = partials.pointer + chunk * 2 * dim
-                layerNormBackward(
-                    x: x + range.lowerBound * dim, gamma: g.baseAddress!, dy: dy + range.lowerBound * dim,
-                    dx: dx + range.lowerBound * dim, dGamma: partial, dBeta: partial + dim,
-                    rows: range.count, dim: dim, eps: eps, accumulate: accumulate)
+            parallelism.forEachChunk(of: blocks) { blockRange in
+                for block in blockRange {
+                    let (first, count) = (block * blockRows, min(blockRows, rows - block * blockRows))
+                    let partial = partials.pointer + block * 2 * dim
+                    layerNormBackward(
+                        x: x + first * dim, gamma: g.baseAddress!, dy: dy + first * dim,
+                        dx: dx + first * dim, dGamma: partial, dBeta: partial + dim,
+                        rows: count, dim: dim, eps: eps, accumulate: accumulate)
+                }
             }
         }
         let (dGamma, dBeta) = (weightGradient!.uniqueBaseAddress(), biasGradient!.uniqueBaseAddress())
-        for chunk in 0..<parallelism.threads {
-            addInPlace(dGamma, partials.pointer + chunk * 2 * dim, count: dim)
-            addInPlace(dBeta, partials.pointer + chunk * 2 * dim + dim, count: dim)
+        for block in 0..<blocks {
+            addInPlace(dGamma, partials.pointer + block * 2 * dim, count: dim)
+            addInPlace(dBeta, partials.pointer + block * 2 * dim + dim, count: dim)
         }
     }
 }

@@ -399,19 +399,9 @@ public final class ViTMSNIntermediate: Module {
         try self.visit("dense", dense, visit)
     }
 
-    /// y (rows, I) = act(x (rows, D) · Wᵀ + b). With many rows each chunk of rows is activated while it is
-    /// still in cache; with few, the product is split by columns (see `linearForward`) and then activated.
+    /// y (rows, I) = act(x (rows, D) · Wᵀ + b), the activation fused into the product.
     func forward(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>, parallelism: Parallelism) {
-        let width = dense.outFeatures
-        if parallelism.splitsByColumns(rows: rows, columns: width) {
-            dense.forward(x, rows: rows, into: y, parallelism: parallelism)
-            parallelism.forEachChunk(of: rows) { chunk in activation.apply(y + chunk.lowerBound * width, count: chunk.count * width) }
-            return
-        }
-        parallelism.forEachRowBlock(of: rows) { chunk in
-            dense.forward(x + chunk.lowerBound * dense.inFeatures, rows: chunk.count, into: y + chunk.lowerBound * width)
-            activation.apply(y + chunk.lowerBound * width, count: chunk.count * width)
-        }
+        dense.forward(x, rows: rows, into: y, activation: activation, parallelism: parallelism)
     }
 }
 

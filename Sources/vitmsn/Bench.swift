@@ -19,6 +19,8 @@ struct Bench: ParsableCommand {
     var load = false
     @Flag(help: "Time a training step (forward, backward, AdamW) of a 10-label classifier instead.") var train = false
     @Option(help: "Time an MSN pretraining step (views of the first batch, forward, backward, AdamW, EMA) of this pretraining config instead.") var msn: String?
+    @Option(help: "Time the GEMM alone on MxNxK (packed weights, as the forward runs it) or MxNxK:t (op(A) transposed and B packed per call, as the backward's weight gradient runs it); repeatable.")
+    var gemm: [String] = []
     @Option(help: "Images per batch.") var batch = 8
     @Option(help: "Seconds of timed runs (after one warm-up run); at least 3 runs are timed.") var seconds = 10.0
     @OptionGroup var threading: ThreadOptions
@@ -34,6 +36,7 @@ struct Bench: ParsableCommand {
         }
         if train { return try timeTrainingStep() }
         if let msn { return try timeMSNStep(msn) }
+        if !gemm.isEmpty { return try timeGEMMs() }
         let backbone: ViTMSNModel
         switch (model, preset) {
         case (let reference?, nil): backbone = try ViTMSNModel.load(directory: HubCache().resolve(reference, revision: revision), warn: warn)
@@ -48,10 +51,50 @@ struct Bench: ParsableCommand {
 
         let median = try medianSeconds { _ = try backbone.forward(pixelValues: pixels) }
         let gflops = config.forwardFLOPs(height: shape[2], width: shape[3]) * Double(batch) / median / 1e9
+        let peak = VectorMath.fmaPeakGFLOPs(threads: backbone.parallelism.threads)
         print(summary: [
             ("batch", batch), ("median_ms", median * 1000), ("images_per_s", Double(batch) / median), ("gflops", gflops),
+            ("fma_peak_gflops", peak), ("percent_of_peak", 100 * gflops / peak),
             ("threads", backbone.parallelism.threads), ("kernels", VectorMath.instructionSet),
         ])
+    }
+
+    /// The GEMM alone on each `--gemm` shape, with the FMA peak of the same threads.
+    private func timeGEMMs() throws {
+        let parallelism = threading.parallelism
+        let peak = VectorMath.fmaPeakGFLOPs(threads: parallelism.threads)
+        for spec in gemm {
+            let parts = spec.split(separator: ":")
+            let sizes = parts[0].split(separator: "x").compactMap { Int($0) }
+            guard sizes.count == 3, sizes.allSatisfy({ $0 > 0 }), parts.count == 1 || parts[1] == "t" else {
+                throw CLIError("--gemm \(spec): expected MxNxK or MxNxK:t")
+            }
+            let (m, n, k, transposed) = (sizes[0], sizes[1], sizes[2], parts.count == 2)
+            var generator = SeededGenerator(seed: 2)
+            let a = (0..<(m * k)).map { _ in generator.normal() }, b = (0..<(k * n)).map { _ in generator.normal() }
+            var c = [Float](repeating: 0, count: m * n)
+            let median: Double = try a.withUnsafeBufferPointer { a in
+                try b.withUnsafeBufferPointer { b in
+                    try c.withUnsafeMutableBufferPointer { c in
+                        if transposed {
+                            return try medianSeconds {
+                                ViTCore.gemm(transposeA: true, transposeB: false, m: m, n: n, k: k, a: a.baseAddress!, lda: m,
+                                             b: b.baseAddress!, ldb: n, c: c.baseAddress!, ldc: n, parallelism: parallelism)
+                            }
+                        }
+                        let packed = PackedMatrix(packing: b.baseAddress!, ldb: k, transposed: true, k: k, n: n)
+                        return try medianSeconds {
+                            ViTCore.gemm(a: a.baseAddress!, lda: k, b: packed, c: c.baseAddress!, ldc: n, m: m, parallelism: parallelism)
+                        }
+                    }
+                }
+            }
+            let gflops = 2 * Double(m * n * k) / median / 1e9
+            print(summary: [
+                ("gemm", spec), ("median_ms", median * 1000), ("gflops", gflops), ("fma_peak_gflops", peak),
+                ("percent_of_peak", 100 * gflops / peak), ("threads", parallelism.threads), ("kernels", VectorMath.instructionSet),
+            ])
+        }
     }
 
     /// Forward, backward and an AdamW update of a preset's shape with a 10-label head, on random inputs.

@@ -25,12 +25,13 @@ final class VectorMathTests: XCTestCase {
         XCTAssertLessThan(VectorMath.erf([-0.5])[0], 0, "odd function")
     }
 
-    func testThisCPURunsTheAVX2BuildWhenItHasAVX2() throws {
+    func testThisCPURunsTheWidestBuildItHas() throws {
         let cpuinfo = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
         let flags = Set(cpuinfo.split(whereSeparator: { $0 == " " || $0 == "\n" || $0 == "\t" }).map(String.init))
         try XCTSkipIf(cpuinfo.isEmpty, "no /proc/cpuinfo")
-        let forcedGeneric = ProcessInfo.processInfo.environment["VITMSN_KERNELS"] == "generic"
-        let expected = flags.contains("avx2") && flags.contains("fma") && !forcedGeneric ? "avx2+fma" : "generic"
+        let forced = ProcessInfo.processInfo.environment["VITMSN_KERNELS"]
+        let avx2 = flags.contains("avx2") && flags.contains("fma")
+        let expected = forced == "generic" || !avx2 ? "generic" : flags.contains("avx512f") && forced != "avx2" ? "avx512" : "avx2+fma"
         XCTAssertEqual(VectorMath.instructionSet, expected)
     }
 
@@ -60,36 +61,102 @@ final class KernelTests: XCTestCase {
         return (0..<count).map { _ in offset + scale * generator.normal() }
     }
 
-    func testLinearForwardMatchesNaiveProduct() {
-        let (rows, inFeatures, outFeatures) = (5, 19, 7)
-        let x = random(rows * inFeatures, seed: 1), w = random(outFeatures * inFeatures, seed: 2), b = random(outFeatures, seed: 3)
-        var y = [Float](repeating: .nan, count: rows * outFeatures)
-        linearForward(x: x, weight: w, bias: b, y: &y, rows: rows, inFeatures: inFeatures, outFeatures: outFeatures)
-        for r in 0..<rows {
-            for o in 0..<outFeatures {
-                var exact = Double(b[o])
-                for i in 0..<inFeatures { exact += Double(x[r * inFeatures + i]) * Double(w[o * inFeatures + i]) }
-                XCTAssertEqual(Double(y[r * outFeatures + o]), exact, accuracy: 1e-5)
+    /// op(A) (m × k) · op(B) (k × n) in Double.
+    func reference(_ a: [Float], _ b: [Float], m: Int, n: Int, k: Int, transposeA: Bool, transposeB: Bool) -> [Double] {
+        var c = [Double](repeating: 0, count: m * n)
+        for r in 0..<m {
+            for j in 0..<n {
+                var total = 0.0
+                for i in 0..<k {
+                    total += Double(transposeA ? a[i * m + r] : a[r * k + i]) * Double(transposeB ? b[j * k + i] : b[i * n + j])
+                }
+                c[r * n + j] = total
+            }
+        }
+        return c
+    }
+
+    /// Every transpose combination, alpha and beta, on shapes with ragged tiles and several K blocks.
+    func testGEMMMatchesADoubleReference() {
+        for (m, n, k) in [(1, 1, 1), (7, 13, 5), (37, 70, 800), (13, 33, 385), (300, 9, 17)] {
+            for (transposeA, transposeB) in [(false, false), (false, true), (true, false), (true, true)] {
+                let a = random(m * k, seed: 1), b = random(k * n, seed: 2), start = random(m * n, seed: 3)
+                let exact = reference(a, b, m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB)
+                var c = start
+                gemm(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: 0.5,
+                     a: a, lda: transposeA ? m : k, b: b, ldb: transposeB ? k : n, beta: 2, c: &c, ldc: n)
+                for i in 0..<(m * n) {
+                    XCTAssertEqual(Double(c[i]), 0.5 * exact[i] + 2 * Double(start[i]), accuracy: 1e-5 * Double(k).squareRoot() * 4,
+                                   "\(m)×\(n)×\(k) transposes \(transposeA) \(transposeB) at \(i)")
+                }
             }
         }
     }
 
-    /// Few rows split by output columns, many rows by rows: both give the serial product, also when
-    /// accumulating onto a residual.
-    func testParallelLinearForwardSplitsEitherWay() {
-        for (rows, outFeatures) in [(5, 200), (600, 70)] {
-            let inFeatures = 33
-            let x = random(rows * inFeatures, seed: 8), w = random(outFeatures * inFeatures, seed: 9), b = random(outFeatures, seed: 10)
-            let parallel = Parallelism(threads: 2)
-            XCTAssertEqual(parallel.splitsByColumns(rows: rows, columns: outFeatures), rows == 5)
-            for accumulate in [false, true] {
-                let residual = random(rows * outFeatures, seed: 11)
-                var (serialY, parallelY) = (residual, residual)
-                linearForward(x: x, weight: w, bias: b, y: &serialY, rows: rows, inFeatures: inFeatures, outFeatures: outFeatures, accumulate: accumulate)
-                linearForward(x: x, weight: w, bias: b, y: &parallelY, rows: rows, inFeatures: inFeatures, outFeatures: outFeatures,
-                              accumulate: accumulate, parallelism: parallel)
-                let worst = zip(serialY, parallelY).map { abs($0 - $1) }.max()!
-                XCTAssertLessThanOrEqual(worst, 1e-5, "rows \(rows), accumulate \(accumulate)")
+    /// The fused epilogues: bias then GELU, and bias plus a residual.
+    func testLinearForwardEpilogues() {
+        let (rows, inFeatures, outFeatures) = (5, 19, 37)
+        let x = random(rows * inFeatures, seed: 1), w = random(outFeatures * inFeatures, seed: 2), b = random(outFeatures, seed: 3)
+        let residual = random(rows * outFeatures, seed: 4)
+        let exact = reference(x, w, m: rows, n: outFeatures, k: inFeatures, transposeA: false, transposeB: true)
+        let packed = PackedMatrix(packing: w, ldb: inFeatures, transposed: true, k: inFeatures, n: outFeatures)
+        var activated = [Float](repeating: .nan, count: rows * outFeatures), added = residual
+        linearForward(x: x, weight: packed, bias: b, y: &activated, rows: rows, activation: .gelu)
+        linearForward(x: x, weight: packed, bias: b, y: &added, rows: rows, accumulate: true)
+        for r in 0..<rows {
+            for o in 0..<outFeatures {
+                let i = r * outFeatures + o, pre = exact[i] + Double(b[o])
+                XCTAssertEqual(Double(activated[i]), 0.5 * pre * (1 + erf(pre / 2.0.squareRoot())), accuracy: 2e-5)
+                XCTAssertEqual(Double(added[i]), Double(residual[i]) + pre, accuracy: 2e-5)
+            }
+        }
+    }
+
+    /// The partition fixes each element's summation order, so one and two threads give the same bits, split
+    /// by rows (many rows) or by columns (few rows, a batch of one image), with several K blocks.
+    func testGEMMIsBitIdenticalAcrossThreadCounts() {
+        for (m, n, k) in [(600, 70, 1000), (5, 900, 800), (197, 1152, 384)] {
+            let a = random(m * k, seed: 5), b = random(n * k, seed: 6), bias = random(n, seed: 7)
+            let packed = PackedMatrix(packing: b, ldb: k, transposed: true, k: k, n: n, parallelism: Parallelism(threads: 2))
+            XCTAssertEqual(packed.byteCount, PackedMatrix(packing: b, ldb: k, transposed: true, k: k, n: n).byteCount)
+            var results: [[Float]] = []
+            for threads in [1, 2, 3] {
+                var c = [Float](repeating: .nan, count: m * n)
+                bias.withUnsafeBufferPointer { bias in
+                    gemm(a: a, lda: k, b: packed, c: &c, ldc: n, m: m, epilogue: Epilogue(bias: bias.baseAddress, activation: .gelu),
+                         parallelism: Parallelism(threads: threads))
+                }
+                results.append(c)
+            }
+            XCTAssertEqual(results[0], results[1], "\(m)×\(n)×\(k): 1 against 2 threads")
+            XCTAssertEqual(results[0], results[2], "\(m)×\(n)×\(k): 1 against 3 threads")
+        }
+    }
+
+    /// Long sequences split keys into blocks with an online softmax; the result matches softmax(QKᵀ)V over
+    /// all keys, with and without returned probabilities, head mask included.
+    func testBlockedAttentionMatchesTheFullSoftmax() {
+        let (batch, sequence, heads, headDim) = (1, 600, 2, 8)
+        XCTAssertEqual(keyBlocks(sequence: sequence), [0..<320, 320..<600])
+        let width = heads * headDim, count = batch * sequence * width
+        let q = random(count, seed: 11, scale: 2), k = random(count, seed: 12, scale: 2), v = random(count, seed: 13)
+        let scale = 1 / Float(headDim).squareRoot(), mask: [Float] = [1, 0.5]
+        var scratch = [Float](repeating: 0, count: attentionScratchCount(sequence: sequence, threads: 2))
+        var blocked = [Float](repeating: .nan, count: count), full = blocked
+        var probabilities = [Float](repeating: 0, count: batch * heads * sequence * sequence)
+        multiHeadAttention(query: q, key: k, value: v, context: &blocked, batch: batch, sequence: sequence, heads: heads, headDim: headDim,
+                           scale: scale, headMask: mask, probabilities: nil, scratch: &scratch, parallelism: Parallelism(threads: 2))
+        multiHeadAttention(query: q, key: k, value: v, context: &full, batch: batch, sequence: sequence, heads: heads, headDim: headDim,
+                           scale: scale, headMask: mask, probabilities: &probabilities, scratch: &scratch)
+        for h in 0..<heads {
+            for i in stride(from: 0, to: sequence, by: 37) {
+                let scores = (0..<sequence).map { j in (0..<headDim).reduce(0.0) { $0 + Double(q[i * width + h * headDim + $1]) * Double(k[j * width + h * headDim + $1]) } * Double(scale) }
+                let maximum = scores.max()!, weights = scores.map { exp($0 - maximum) }, total = weights.reduce(0, +)
+                for d in 0..<headDim {
+                    let exact = Double(mask[h]) * (0..<sequence).reduce(0.0) { $0 + weights[$1] * Double(v[$1 * width + h * headDim + d]) } / total
+                    XCTAssertEqual(Double(blocked[i * width + h * headDim + d]), exact, accuracy: 1e-5, "blocked, head \(h) query \(i)")
+                    XCTAssertEqual(Double(full[i * width + h * headDim + d]), exact, accuracy: 1e-5, "full, head \(h) query \(i)")
+                }
             }
         }
     }

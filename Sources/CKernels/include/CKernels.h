@@ -21,14 +21,65 @@ void vitmsn_activation_backward(vitmsn_activation kind, const float *x, float *g
 /// Softmax over each row of `cols` floats, in place (row maximum subtracted first).
 void vitmsn_softmax_rows(float *x, size_t rows, size_t cols);
 
+/// One key block of an online softmax: rows' running maximum and sum updated with the block's scores, the
+/// scores replaced by exp(s − new maximum), rescale[r] = exp(old − new maximum) (0 when `first`).
+void vitmsn_online_softmax(float *x, size_t rows, size_t cols, float *row_max, float *row_sum, float *rescale, int first);
+
 /// y[i] = e^x[i] (relative error < 2e-7 on [-87, 88]) and y[i] = erf(x[i]) (absolute error < 6e-7).
 void vitmsn_exp(const float *x, float *y, size_t n);
 void vitmsn_erf(const float *x, float *y, size_t n);
 
+/// What the GEMM does with each finished element: C = act(alpha·(A·B) + bias[col]) + beta·C, where the
+/// activation (a vitmsn_activation, or -1 for none) needs beta = 0.
+typedef struct {
+    float alpha;
+    float beta;
+    const float *bias;  // N floats, or NULL
+    int activation;
+} vitmsn_epilogue;
+
+/// One GEMM over the block rows [m0, m1) × columns [n0, n1) of C (M × N), with op(A) M × K
+/// (op(A)(r, k) = transpose_a ? a[k·lda + r] : a[r·lda + k]) and B packed by vitmsn_gemm_pack_b.
+/// n0 must be a multiple of vitmsn_gemm_panel_width(). Results do not depend on the block split.
+typedef struct {
+    size_t m, n, k;
+    const float *a;
+    size_t lda;
+    int transpose_a;
+    const float *packed_b;
+    float *c;
+    size_t ldc;
+    vitmsn_epilogue epilogue;
+    size_t m0, m1, n0, n1;
+} vitmsn_gemm_call;
+
+/// Columns per packed panel and rows per register tile of the dispatched GEMM kernel.
+size_t vitmsn_gemm_panel_width(void);
+size_t vitmsn_gemm_row_tile(void);
+
+/// Floats that op(B) (K × N) takes packed.
+size_t vitmsn_gemm_packed_count(size_t k, size_t n);
+
+/// Packs panels [p0, p1) of op(B) (K × N; op(B)(k, n) = transposed ? b[n·ldb + k] : b[k·ldb + n]).
+void vitmsn_gemm_pack_b(const float *b, size_t ldb, int transposed, size_t k, size_t n, size_t p0, size_t p1, float *packed);
+
+/// How many parts a call is split into for `threads` threads (1 for small products), and part `part` of
+/// `parts`: by rows when op(A) has more rows than B has columns, else by B's panels (a batch of one image),
+/// so that no thread re-reads the larger operand.
+size_t vitmsn_gemm_parts(const vitmsn_gemm_call *call, size_t threads);
+vitmsn_gemm_call vitmsn_gemm_part(const vitmsn_gemm_call *call, size_t part, size_t parts);
+
+/// Runs one call; returns 0, or -1 for arguments out of range, -2 when scratch memory is short.
+int vitmsn_gemm_packed(const vitmsn_gemm_call *call);
+
+/// The FMA peak in GFLOP/s of `threads` threads at once (register-only FMA chains at the dispatched vector
+/// width, the best of five rounds of about 0.1 s).
+double vitmsn_fma_peak_gflops(int threads);
+
 /// With glibc, keeps freed large blocks in the heap instead of unmapping them (no-op elsewhere).
 void vitmsn_keep_freed_memory(void);
 
-/// The instruction set the kernels were dispatched to on this CPU: "avx2+fma" or "generic".
+/// The instruction set the kernels were dispatched to on this CPU: "avx512", "avx2+fma" or "generic".
 const char *vitmsn_kernel_isa(void);
 
 #endif
