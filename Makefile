@@ -18,6 +18,7 @@ test: setup
 	$(SWIFT) test --disable-swift-testing --skip-build
 	$(SWIFT) build --product vitmsn
 	scripts/check_killed_save.sh .build/debug/vitmsn
+	scripts/check_example.sh .build/debug/vitmsn
 
 # The main job: the default model (MSN-pretrained on Fashion-MNIST by configs/fashion_mnist_msn.json, in
 # models/) on the paper's low-shot protocol against three baselines, then its attention maps.

@@ -1,8 +1,9 @@
 // swift-tools-version:6.0
 import PackageDescription
 
-// Layers, from the bottom: ViTCore (tensor + kernels) → ViTIO (checkpoint files) → ViTMSN (the model, with its
-// backward passes) → ViTTrain (optimisers, data, fine-tuning) → vitmsn (CLI);
+// Layers, from the bottom: ViTCore (tensor + kernels) → ViTIO (checkpoint files) → ViTModel (the model, with its
+// backward passes) → ViTMSN (the pipelines; re-exports the model, vision and core: what an app imports) →
+// ViTTrain (optimisers, data, fine-tuning, MSN pretraining, low-shot evaluation) → vitmsn (the CLI, a thin shell);
 // ViTVision (image decoding and preprocessing) sits beside ViTIO.
 // The GEMM is the project's own (CKernels), dispatched at run time to AVX-512, AVX2+FMA or a portable build.
 let package = Package(
@@ -10,6 +11,7 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .library(name: "ViTMSN", targets: ["ViTMSN"]),
+        .library(name: "ViTTrain", targets: ["ViTTrain"]),
         .executable(name: "vitmsn", targets: ["vitmsn"]),
     ],
     dependencies: [
@@ -25,16 +27,19 @@ let package = Package(
             linkerSettings: [.linkedLibrary("jpeg"), .linkedLibrary("png16")]
         ),
         .target(name: "ViTVision", dependencies: ["ViTCore", "CImageCodecs"]),
-        .target(name: "ViTMSN", dependencies: ["ViTCore", "ViTIO"]),
-        .target(name: "ViTTrain", dependencies: ["ViTMSN", "ViTVision", "CKernels"]),
+        .target(name: "ViTModel", dependencies: ["ViTCore", "ViTIO"]),
+        .target(name: "ViTMSN", dependencies: ["ViTCore", "ViTIO", "ViTModel", "ViTVision"]),
+        .target(name: "ViTTrain", dependencies: ["ViTMSN", "ViTIO", "CKernels"]),
         .executableTarget(
             name: "vitmsn",
             dependencies: ["ViTMSN", "ViTVision", "ViTTrain", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
         .testTarget(name: "ViTCoreTests", dependencies: ["ViTCore"]),
         .testTarget(name: "ViTIOTests", dependencies: ["ViTIO"]),
+        .testTarget(name: "ViTModelTests", dependencies: ["ViTModel"]),
         .testTarget(name: "ViTMSNTests", dependencies: ["ViTMSN"]),
         .testTarget(name: "ViTVisionTests", dependencies: ["ViTVision", "ViTIO"]),
         .testTarget(name: "ViTTrainTests", dependencies: ["ViTTrain"]),
+        .testTarget(name: "vitmsnTests", dependencies: ["vitmsn", "ViTIO"]),
     ]
 )

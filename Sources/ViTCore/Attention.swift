@@ -1,7 +1,7 @@
 import CKernels
 
 /// Query rows scored at a time when attention probabilities are not returned.
-public let queryBlock = 64
+package let queryBlock = 64
 
 /// Keys scored at a time: longer sequences are split into key blocks of at most this many, with an online
 /// softmax across them, so a query block's scores stay in the L2 cache.
@@ -9,7 +9,7 @@ let keyBlockLimit = 512
 
 /// Floats of scratch `multiHeadAttention` needs without returned probabilities: one query block's scores
 /// per thread.
-public func attentionScratchCount(sequence: Int, threads: Int) -> Int { threads * min(queryBlock, sequence) * sequence }
+package func attentionScratchCount(sequence: Int, threads: Int) -> Int { threads * min(queryBlock, sequence) * sequence }
 
 /// The key blocks of a sequence: as even as possible, each starting at a multiple of 32 (a packed panel).
 func keyBlocks(sequence: Int) -> [Range<Int>] {
@@ -29,7 +29,7 @@ func keyBlocks(sequence: Int) -> [Range<Int>] {
 ///   maximum grows), so `scratch` needs only `queryBlock`·S floats per thread: memory linear in the
 ///   sequence length, and scores that stay in cache.
 /// The (batch, head) pairs are split across `parallelism`.
-public func multiHeadAttention(
+package func multiHeadAttention(
     query: UnsafePointer<Float>, key: UnsafePointer<Float>, value: UnsafePointer<Float>,
     context: UnsafeMutablePointer<Float>,
     batch: Int, sequence: Int, heads: Int, headDim: Int, scale: Float,
@@ -94,7 +94,7 @@ private func blockScores(
 /// `dV = P_dᵀ dC`, `dP_d = dC Vᵀ`, `dP = dP_d ⊙ multipliers`, `dS = scale · P ⊙ (dP − rowsum(dP ⊙ P))`,
 /// `dQ = dS K`, `dK = dSᵀ Q`. Gradients are written (not accumulated) in the (B, S, heads·headDim) layout;
 /// `scratch` holds S·S floats per thread.
-public func multiHeadAttentionBackward(
+package func multiHeadAttentionBackward(
     query: UnsafePointer<Float>, key: UnsafePointer<Float>, value: UnsafePointer<Float>,
     probabilities: UnsafePointer<Float>, dropped: UnsafePointer<Float>?, dropMultipliers: UnsafePointer<Float>?,
     contextGradient dContext: UnsafePointer<Float>,
@@ -137,7 +137,7 @@ public func multiHeadAttentionBackward(
 
 /// `context_h = P_h V_h` for every (batch, head), from probabilities laid out (B, heads, S, S): the second half
 /// of `multiHeadAttention`, for callers that change the probabilities in between (attention dropout).
-public func attentionContext(
+package func attentionContext(
     probabilities: UnsafePointer<Float>, value: UnsafePointer<Float>, context: UnsafeMutablePointer<Float>,
     batch: Int, sequence: Int, heads: Int, headDim: Int, parallelism: Parallelism = .serial
 ) {

@@ -48,7 +48,7 @@ public struct Epilogue {
 /// when `transposeA`); with `columns` (starting at a multiple of 32), only those columns of C, serially.
 /// The project's one matrix product: every result element sums over K in a fixed order, so the bits do
 /// not depend on `parallelism` (`vitmsn_gemm_part` says how the work is split).
-public func gemm(
+package func gemm(
     a: UnsafePointer<Float>, lda: Int, transposeA: Bool = false, b: PackedMatrix,
     c: UnsafeMutablePointer<Float>, ldc: Int, m: Int, columns: Range<Int>? = nil, epilogue: Epilogue = Epilogue(),
     parallelism: Parallelism = .serial
@@ -80,7 +80,7 @@ public func gemm(
 
 /// Row-major `C = alpha · op(A) · op(B) + beta · C`, with `op(A)` M×K and `op(B)` K×N: B is packed for this
 /// call (so use the packed form for operands that are reused).
-public func gemm(
+package func gemm(
     transposeA: Bool, transposeB: Bool,
     m: Int, n: Int, k: Int,
     alpha: Float = 1,
@@ -97,7 +97,7 @@ public func gemm(
 
 /// `y[rows, out] = x[rows, in] · wᵀ + bias` (or `y += …` when `accumulate`: a fused residual add), `w` packed
 /// from PyTorch's (out, in) `nn.Linear` layout.
-public func linearForward(
+package func linearForward(
     x: UnsafePointer<Float>, weight: PackedMatrix, bias: UnsafePointer<Float>?,
     y: UnsafeMutablePointer<Float>, rows: Int, accumulate: Bool = false, activation: Activation? = nil,
     parallelism: Parallelism = .serial
@@ -111,7 +111,7 @@ public func linearForward(
 /// `dWeight (out, in) += dyᵀ · x`, `dBias += Σ_rows dy`, and `dx (rows, in) = dy · w` (or `+=` when
 /// `accumulateInput`; skipped when `dx` is nil). Parameter gradients accumulate, so micro-batches add up.
 /// The bias gradient sums rows in order, split across cores by features.
-public func linearBackward(
+package func linearBackward(
     x: UnsafePointer<Float>, weight: UnsafePointer<Float>, dy: UnsafePointer<Float>,
     dx: UnsafeMutablePointer<Float>?, dWeight: UnsafeMutablePointer<Float>, dBias: UnsafeMutablePointer<Float>?,
     rows: Int, inFeatures: Int, outFeatures: Int, accumulateInput: Bool = false, parallelism: Parallelism = .serial

@@ -2,7 +2,7 @@
 /// channels-last grid (inHeight, inWidth, channels) → (outHeight, outWidth, channels), with PyTorch's
 /// Float32 index and weight arithmetic (UpSample.h): Keys cubic with A = −0.75, replicated borders, no
 /// antialiasing, and the same summation order (rows of columns).
-public func bicubicResize(
+package func bicubicResize(
     _ source: UnsafePointer<Float>, inHeight: Int, inWidth: Int,
     into output: UnsafeMutablePointer<Float>, outHeight: Int, outWidth: Int, channels: Int
 ) {
@@ -27,7 +27,7 @@ public func bicubicResize(
 
 /// The adjoint of `bicubicResize`: spreads `gradient` (outHeight, outWidth, channels) back over the source grid,
 /// adding into `sourceGradient` (inHeight, inWidth, channels) with the same taps and weights.
-public func bicubicResizeBackward(
+package func bicubicResizeBackward(
     _ gradient: UnsafePointer<Float>, outHeight: Int, outWidth: Int,
     into sourceGradient: UnsafeMutablePointer<Float>, inHeight: Int, inWidth: Int, channels: Int
 ) {

@@ -62,7 +62,7 @@ func rowStatistics(_ xr: UnsafePointer<Float>, dim: Int, eps: Float) -> (mean: F
 }
 
 /// `y = (x − mean) / sqrt(var + eps) · gamma + beta` over each row of `dim` values. `x` and `y` may alias.
-public func layerNorm(
+package func layerNorm(
     x: UnsafePointer<Float>, gamma: UnsafePointer<Float>, beta: UnsafePointer<Float>,
     y: UnsafeMutablePointer<Float>, rows: Int, dim: Int, eps: Float
 ) {
@@ -87,7 +87,7 @@ public func layerNorm(
 /// LayerNorm's backward from its input `x` (statistics recomputed, so nothing else is cached):
 /// `dx (+)= rstd · (g − mean(g) − x̂ · mean(g · x̂))` with `g = dy · gamma`, and, when given,
 /// `dGamma += Σ dy · x̂`, `dBeta += Σ dy` over the rows. `dx` is added to when `accumulate`.
-public func layerNormBackward(
+package func layerNormBackward(
     x: UnsafePointer<Float>, gamma: UnsafePointer<Float>, dy: UnsafePointer<Float>,
     dx: UnsafeMutablePointer<Float>, dGamma: UnsafeMutablePointer<Float>?, dBeta: UnsafeMutablePointer<Float>?,
     rows: Int, dim: Int, eps: Float, accumulate: Bool
@@ -115,12 +115,12 @@ public func layerNormBackward(
 }
 
 /// Softmax over each row of `cols` values, in place, subtracting the row maximum first.
-public func softmaxRows(_ p: UnsafeMutablePointer<Float>, rows: Int, cols: Int) {
+package func softmaxRows(_ p: UnsafeMutablePointer<Float>, rows: Int, cols: Int) {
     vitmsn_softmax_rows(p, rows, cols)
 }
 
 /// Softmax's backward over rows, in place: `g ← p ⊙ (g − Σ g·p)` per row, `p` the softmax output.
-public func softmaxBackwardRows(probabilities p: UnsafePointer<Float>, gradient g: UnsafeMutablePointer<Float>, rows: Int, cols: Int) {
+package func softmaxBackwardRows(probabilities p: UnsafePointer<Float>, gradient g: UnsafeMutablePointer<Float>, rows: Int, cols: Int) {
     for r in 0..<rows {
         let (pr, gr) = (p + r * cols, g + r * cols)
         var dot = Vector16()
@@ -139,7 +139,7 @@ public func softmaxBackwardRows(probabilities p: UnsafePointer<Float>, gradient 
 }
 
 /// `y[i] += x[i]` for `count` floats.
-public func addInPlace(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, count: Int) {
+package func addInPlace(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, count: Int) {
     var i = 0
     while i + 16 <= count {
         store16(load16(y + i) + load16(x + i), y + i)
@@ -152,6 +152,6 @@ public func addInPlace(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Floa
 }
 
 /// `y[i] *= s` for `count` floats.
-public func scaleInPlace(_ y: UnsafeMutablePointer<Float>, by s: Float, count: Int) {
+package func scaleInPlace(_ y: UnsafeMutablePointer<Float>, by s: Float, count: Int) {
     for i in 0..<count { y[i] *= s }
 }

@@ -36,7 +36,7 @@ public struct Parallelism: Sendable {
 
 /// Carries a value into concurrent code whose callers guarantee the accesses are disjoint (chunks of one
 /// buffer, one slot per iteration) or serialised.
-public struct UncheckedSendable<Value>: @unchecked Sendable {
-    public let value: Value
-    public init(_ value: Value) { self.value = value }
+package struct UncheckedSendable<Value>: @unchecked Sendable {
+    package let value: Value
+    package init(_ value: Value) { self.value = value }
 }

@@ -2,7 +2,7 @@ import CKernels
 
 /// Sixteen floats at a time for the Swift kernels (LayerNorm, sums, adds). Reductions need explicit lanes:
 /// LLVM will not reassociate a scalar float sum.
-public typealias Vector16 = SIMD16<Float>
+package typealias Vector16 = SIMD16<Float>
 
 @inline(__always)
 func load16(_ p: UnsafePointer<Float>) -> Vector16 {
@@ -16,7 +16,7 @@ func store16(_ v: Vector16, _ p: UnsafeMutablePointer<Float>) {
 
 /// Sum of `count` floats with sixteen independent accumulators.
 @inline(__always)
-public func sum(_ p: UnsafePointer<Float>, count: Int) -> Float {
+package func sum(_ p: UnsafePointer<Float>, count: Int) -> Float {
     var acc = Vector16()
     var i = 0
     while i + 16 <= count {

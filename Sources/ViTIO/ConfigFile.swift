@@ -2,7 +2,7 @@ import Foundation
 
 /// A training config as `JSONSerialization` values (dictionaries, arrays, `NSNumber`, `String`, `NSNull`),
 /// from a JSON file or, for `.yaml`/`.yml`, from the YAML the official MSN configs are written in.
-public func readConfigFile(_ path: String) throws -> [String: Any] {
+package func readConfigFile(_ path: String) throws -> [String: Any] {
     guard let data = FileManager.default.contents(atPath: path) else {
         throw CheckpointError(path, FileManager.default.fileExists(atPath: path) ? "cannot be read" : "no such file")
     }

@@ -34,7 +34,7 @@ public struct IDXFile {
 }
 
 /// The contents of a gzip file, inflated by zlib (refusing more than `limit` bytes).
-public func gunzip(path: String, limit: Int = 1 << 31) throws -> Data {
+package func gunzip(path: String, limit: Int = 1 << 31) throws -> Data {
     guard let file = gzopen(path, "rb") else { throw CheckpointError(path, "cannot open") }
     defer { gzclose(file) }
     var result = Data()

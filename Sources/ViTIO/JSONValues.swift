@@ -7,7 +7,7 @@ private let booleanClass = ObjectIdentifier(type(of: NSNumber(value: true)))
 private func isBoolean(_ number: NSNumber) -> Bool { ObjectIdentifier(type(of: number)) == booleanClass }
 
 /// An integer written without a fraction or exponent (`3`, not `3.0` or `true`).
-public func jsonInteger(_ value: Any) -> Int? {
+package func jsonInteger(_ value: Any) -> Int? {
     guard let number = value as? NSNumber, !isBoolean(number),
           let exact = Int(exactly: number.doubleValue), number.stringValue == String(exact)
     else { return nil }
@@ -15,12 +15,12 @@ public func jsonInteger(_ value: Any) -> Int? {
 }
 
 /// Any JSON number, as a Double (`true` is not a number).
-public func jsonNumber(_ value: Any) -> Double? {
+package func jsonNumber(_ value: Any) -> Double? {
     guard let number = value as? NSNumber, !isBoolean(number) else { return nil }
     return number.doubleValue
 }
 
-public func jsonBool(_ value: Any) -> Bool? {
+package func jsonBool(_ value: Any) -> Bool? {
     guard let number = value as? NSNumber, isBoolean(number) else { return nil }
     return number.boolValue
 }

@@ -89,7 +89,7 @@ public enum SafetensorsWriter {
 }
 
 /// Writes `data` to a temporary sibling of `path`, flushes it, and renames it into place.
-public func writeAtomically(_ data: Data, to path: String) throws {
+package func writeAtomically(_ data: Data, to path: String) throws {
     let url = URL(fileURLWithPath: path)
     let temporary = url.deletingLastPathComponent()
         .appendingPathComponent(".\(url.lastPathComponent).tmp-\(ProcessInfo.processInfo.processIdentifier)")

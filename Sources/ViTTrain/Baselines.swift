@@ -1,6 +1,6 @@
 import Foundation
 import ViTCore
-import ViTMSN
+import ViTModel
 import ViTVision
 
 /// The baselines MSN's low-shot numbers are compared with, on the same splits.

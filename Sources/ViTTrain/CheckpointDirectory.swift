@@ -1,6 +1,6 @@
 import Foundation
 import ViTIO
-import ViTMSN
+import ViTModel
 
 /// The checkpoints of a run: complete `checkpoint-NNNNNN` directories and the symbolic links `last` and
 /// `best` that name them. A checkpoint is written under a hidden partial name and renamed into place, and a

@@ -1,7 +1,7 @@
 import Foundation
 import ViTCore
 import ViTIO
-import ViTMSN
+import ViTModel
 import ViTVision
 
 /// The arguments of a fine-tuning run, Transformers' `run_image_classification.py` names in snake case when

@@ -1,6 +1,6 @@
 import Foundation
 import ViTCore
-import ViTMSN
+import ViTModel
 import ViTVision
 
 /// Low-shot evaluation as the MSN paper runs it (`logistic_eval.py`): frozen encoder, one CLS feature per
@@ -199,7 +199,7 @@ struct SoftmaxObjective {
 
 /// k-nearest-neighbour classification by cosine similarity (rows already L2-normalised), each of the k
 /// neighbours voting with weight exp(similarity / 0.07), as DINO's k-NN evaluation.
-public func nearestNeighbourPredictions(train: Tensor, labels: [Int], classes: Int, test: Tensor, k: Int = 20) -> [Int] {
+package func nearestNeighbourPredictions(train: Tensor, labels: [Int], classes: Int, test: Tensor, k: Int = 20) -> [Int] {
     let (n, m, d) = (train.shape[0], test.shape[0], test.shape[1])
     let testValues = test.scalars
     var predictions: [Int] = []
@@ -224,7 +224,7 @@ public func nearestNeighbourPredictions(train: Tensor, labels: [Int], classes: I
 }
 
 /// Nearest class mean by cosine similarity (rows already normalised): the raw-pixel baseline.
-public func nearestClassMeanPredictions(train: Tensor, labels: [Int], classes: Int, test: Tensor) -> [Int] {
+package func nearestClassMeanPredictions(train: Tensor, labels: [Int], classes: Int, test: Tensor) -> [Int] {
     let d = train.shape[1]
     var means = [Float](repeating: 0, count: classes * d)
     let values = train.scalars
@@ -257,7 +257,7 @@ func argmaxRows(_ x: Tensor, times y: Tensor) -> [Int] {
     return (0..<x.shape[0]).map { i in (0..<n).max { scores[i * n + $0] < scores[i * n + $1] }! }
 }
 
-public func accuracy(_ predictions: [Int], _ labels: [Int]) -> Double {
+package func accuracy(_ predictions: [Int], _ labels: [Int]) -> Double {
     Double(zip(predictions, labels).filter { $0 == $1 }.count) / Double(max(labels.count, 1))
 }
 
@@ -328,10 +328,10 @@ extension Tensor {
     }
 }
 
-public func mean(_ x: [Double]) -> Double { x.reduce(0, +) / Double(max(x.count, 1)) }
+package func mean(_ x: [Double]) -> Double { x.reduce(0, +) / Double(max(x.count, 1)) }
 
 /// The sample standard deviation (n − 1), 0 for fewer than two values.
-public func standardDeviation(_ x: [Double]) -> Double {
+package func standardDeviation(_ x: [Double]) -> Double {
     let m = mean(x)
     return x.count > 1 ? (x.reduce(0) { $0 + ($1 - m) * ($1 - m) } / Double(x.count - 1)).squareRoot() : 0
 }

@@ -1,7 +1,7 @@
 import Foundation
 import ViTCore
 import ViTIO
-import ViTMSN
+import ViTModel
 
 /// What MSN trains: the encoder (Transformers names), its projection head (`fc.*`, as the official
 /// checkpoints name it) and the prototypes.

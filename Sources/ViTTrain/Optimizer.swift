@@ -1,18 +1,18 @@
 import Foundation
 import ViTCore
 import ViTIO
-import ViTMSN
+import ViTModel
 
 /// Which parameters get weight decay. Biases, normalisation weights, the CLS, mask and position embeddings
 /// (and MSN's prototypes) do not, as the MSN code and Transformers' Trainer (biases and norms) arrange it.
-public func decaysWeight(_ name: String) -> Bool {
+package func decaysWeight(_ name: String) -> Bool {
     let exempt = ["bias", "layernorm", "norm.", "cls_token", "mask_token", "position_embeddings", "prototypes"]
     return !exempt.contains { name.contains($0) }
 }
 
 /// MSN's rule (`msn_train.py`): weight decay on every tensor of more than one dimension that is not a bias or
 /// BatchNorm parameter (so CLS and position embeddings decay), none on the prototypes.
-public func msnDecaysWeight(_ name: String, shape: [Int]) -> Bool {
+package func msnDecaysWeight(_ name: String, shape: [Int]) -> Bool {
     shape.count > 1 && !name.contains("bias") && !name.contains(".bn") && name != "prototypes"
 }
 

@@ -1,6 +1,6 @@
 import CKernels
 import ViTCore
-import ViTMSN
+import ViTModel
 
 /// Training allocates and frees the same large activation buffers every step. glibc serves such blocks with
 /// fresh `mmap`s and returns them on `free`, so every step would fault in (and the kernel zero) hundreds of
@@ -65,7 +65,7 @@ public func optimizerStep(
 }
 
 /// How many rows of `logits` (B, labels) have their largest value at the label.
-public func topOneHits(_ logits: Tensor, labels: [Int64]) -> Int {
+package func topOneHits(_ logits: Tensor, labels: [Int64]) -> Int {
     let width = logits.shape[1]
     let values = logits.scalars
     return labels.enumerated().filter { b, label in

@@ -1,7 +1,7 @@
 import Foundation
 import ViTCore
 import ViTIO
-import ViTMSN
+import ViTModel
 import ViTVision
 
 /// An MSN pretraining run, read from YAML or JSON with the sections of the official `msn_vits16.yaml` (`meta`,

@@ -1,7 +1,7 @@
 import ArgumentParser
 import Foundation
 import ViTCore
-import ViTMSN
+import ViTModel
 import ViTTrain
 import ViTVision
 

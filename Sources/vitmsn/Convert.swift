@@ -1,7 +1,7 @@
 import ArgumentParser
 import Foundation
 import ViTIO
-import ViTMSN
+import ViTModel
 
 struct Convert: ParsableCommand {
     static let configuration = CommandConfiguration(

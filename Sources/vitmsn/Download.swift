@@ -1,6 +1,6 @@
 import ArgumentParser
 import Foundation
-import ViTMSN
+import ViTModel
 
 struct Download: ParsableCommand {
     static let configuration = CommandConfiguration(

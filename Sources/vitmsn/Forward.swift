@@ -2,7 +2,7 @@ import ArgumentParser
 import Foundation
 import ViTCore
 import ViTIO
-import ViTMSN
+import ViTModel
 
 /// The stable tensor-in, tensor-out contract other tools and the parity checks rely on.
 struct Forward: ParsableCommand {

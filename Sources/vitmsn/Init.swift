@@ -1,6 +1,6 @@
 import ArgumentParser
 import Foundation
-import ViTMSN
+import ViTModel
 import ViTVision
 
 struct Init: ParsableCommand {

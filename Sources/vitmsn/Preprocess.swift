@@ -1,7 +1,6 @@
 import ArgumentParser
-import ViTCore
 import ViTIO
-import ViTVision
+import ViTMSN
 
 struct Preprocess: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -15,11 +14,10 @@ struct Preprocess: ParsableCommand {
     @OptionGroup var imageOptions: ImageOptions
 
     func run() throws {
-        let model = try modelOptions.directory()
-        let processor = try ImageProcessor.load(modelDirectory: model)
-        let results = imageOptions.pixelValues(images, processor: processor)
+        let processor = try ImageProcessor.load(modelDirectory: modelOptions.directory())
+        let results = imageOptions.reading.pixelValues(images.map(ImageInput.file), processor: processor)
         let good = results.enumerated().compactMap { i, r in (try? r.get()).map { (i, $0) } }
-        let failed = report(results.compactMap { if case .failure(let e) = $0 { e } else { nil } })
+        let failed = report(results)
         guard !good.isEmpty else { throw ExitCode(1) }
         try SafetensorsWriter.write([
             SafetensorsRecord(name: "pixel_values", tensor: Tensor.stacked(good.map(\.1))),

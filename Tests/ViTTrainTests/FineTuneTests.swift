@@ -1,6 +1,6 @@
 import Foundation
 import ViTCore
-import ViTMSN
+import ViTModel
 import XCTest
 @testable import ViTTrain
 

@@ -1,7 +1,7 @@
 import Foundation
 import ViTCore
 import ViTIO
-import ViTMSN
+import ViTModel
 import XCTest
 @testable import ViTTrain
 

@@ -759,7 +759,7 @@ public struct ImageClassifierOutput {
 
 /// The CLS token (B, D) of each sequence of a hidden state (B, S, D): what the classifier, MSN's head and the
 /// low-shot features take.
-public func clsTokens(_ hiddenState: Tensor) -> Tensor {
+package func clsTokens(_ hiddenState: Tensor) -> Tensor {
     let (batch, sequence, dim) = (hiddenState.shape[0], hiddenState.shape[1], hiddenState.shape[2])
     var cls = Tensor(zeros: [batch, dim])
     cls.withUnsafeMutableBufferPointer { out in
@@ -772,7 +772,7 @@ public func clsTokens(_ hiddenState: Tensor) -> Tensor {
 
 /// The backward of `clsTokens`: the gradient (B, S, D) of the hidden state, `clsGradient` (B, D) at token 0
 /// and zero elsewhere.
-public func clsTokensBackward(_ clsGradient: UnsafePointer<Float>, batch: Int, sequence: Int, dim: Int) -> Tensor {
+package func clsTokensBackward(_ clsGradient: UnsafePointer<Float>, batch: Int, sequence: Int, dim: Int) -> Tensor {
     var gradient = Tensor(zeros: [batch, sequence, dim])
     gradient.withUnsafeMutableBufferPointer { d in
         for b in 0..<batch { (d.baseAddress! + b * sequence * dim).update(from: clsGradient + b * dim, count: dim) }

@@ -2,7 +2,7 @@ import Foundation
 import ViTCore
 import ViTIO
 import XCTest
-@testable import ViTMSN
+@testable import ViTModel
 
 func temporaryDirectory() throws -> String {
     let path = FileManager.default.temporaryDirectory.appendingPathComponent("vitmsn-\(UUID().uuidString)").path

@@ -2,7 +2,7 @@ import Foundation
 import ViTCore
 import ViTIO
 import XCTest
-@testable import ViTMSN
+@testable import ViTModel
 
 final class MSNCheckpointTests: XCTestCase {
     let path = Fixtures.root.appendingPathComponent("torch/msn_tiny.pth.tar").path

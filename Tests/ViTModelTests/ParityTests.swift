@@ -2,7 +2,7 @@ import Foundation
 import ViTCore
 import ViTIO
 import XCTest
-@testable import ViTMSN
+@testable import ViTModel
 
 /// Tests/Fixtures, written by scripts/make_fixtures.py from Transformers (fp32, eager attention).
 enum Fixtures {

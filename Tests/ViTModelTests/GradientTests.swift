@@ -2,7 +2,7 @@ import Foundation
 import ViTCore
 import ViTIO
 import XCTest
-@testable import ViTMSN
+@testable import ViTModel
 
 /// Tests/Fixtures/training, written by scripts/make_training_fixtures.py from PyTorch autograd.
 enum TrainingFixtures {

@@ -1,6 +1,6 @@
 import Foundation
 import XCTest
-@testable import ViTMSN
+@testable import ViTModel
 
 final class HubCacheTests: XCTestCase {
     /// A cache laid out as huggingface_hub lays it out, with the base fixture as the snapshot.

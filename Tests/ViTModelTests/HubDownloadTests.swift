@@ -1,6 +1,6 @@
 import Foundation
 import XCTest
-@testable import ViTMSN
+@testable import ViTModel
 
 /// `vitmsn download` against scripts/fake_hub.py on 127.0.0.1, serving a fixture model as the Hub would.
 final class HubDownloadTests: XCTestCase {

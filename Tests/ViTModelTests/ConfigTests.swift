@@ -1,6 +1,6 @@
 import Foundation
 import XCTest
-@testable import ViTMSN
+@testable import ViTModel
 
 final class ConfigTests: XCTestCase {
     func json(_ text: String) throws -> [String: Any] {

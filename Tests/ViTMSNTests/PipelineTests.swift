@@ -1,0 +1,99 @@
+import Foundation
+import XCTest
+@testable import ViTMSN
+
+enum Fixtures {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Fixtures")
+    static func model(_ name: String) -> String { root.appendingPathComponent("models/\(name)").path }
+    static func image(_ name: String) -> String { root.appendingPathComponent("images/\(name)").path }
+
+    /// A copy of a fixture model with `problem_type` set (nil removes it) and a 16×16 processor.
+    static func classifier(_ name: String, problemType: String?) throws -> String {
+        let directory = NSTemporaryDirectory() + "vitmsn-pipeline-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        var config = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: model(name) + "/config.json"))) as! [String: Any]
+        config["problem_type"] = problemType
+        try JSONSerialization.data(withJSONObject: config).write(to: URL(fileURLWithPath: directory + "/config.json"))
+        try FileManager.default.copyItem(atPath: model(name) + "/model.safetensors", toPath: directory + "/model.safetensors")
+        try ImageProcessor(height: 16, width: 16).save(modelDirectory: directory)
+        return directory
+    }
+}
+
+final class PipelineTests: XCTestCase {
+    let photos = ["baseline_420.jpg", "rgb.png", "gray.jpg"].map(Fixtures.image)
+
+    /// The logits of each photo straight from the model, for checking what the pipeline made of them.
+    func logits(_ pipeline: ImageClassificationPipeline) throws -> [[Float]] {
+        try photos.map { path in
+            let pixels = try pipeline.processor.pixelValues(ImageDecoder.loadRGB(path: path))
+            return try pipeline.model.forward(pixelValues: Tensor.stacked([pixels])).logits.scalars
+        }
+    }
+
+    /// Transformers' default: sigmoid for multi-label models (scores need not sum to 1), softmax otherwise;
+    /// top_k is clipped to the label count and the ranking is by score.
+    func testScoresFollowTheProblemType() throws {
+        for (problemType, function) in [("multi_label_classification", ClassificationFunction.sigmoid), ("single_label_classification", .softmax), (nil, .softmax)] {
+            let directory = try Fixtures.classifier("classifier_multi", problemType: problemType)
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            let classify = try ImageClassificationPipeline(model: directory, parallelism: .serial)
+            XCTAssertEqual(ClassificationFunction.default(for: classify.model.config), function)
+            let results = classify(photos.map(ImageInput.file), topK: 10, batchSize: 2)
+            for (row, result) in zip(try logits(classify), results) {
+                let predictions = try result.get()
+                XCTAssertEqual(predictions.count, 4, "top_k is clipped to the 4 labels")
+                XCTAssertEqual(predictions.map(\.score), predictions.map(\.score).sorted(by: >))
+                for prediction in predictions {
+                    let index = Int(prediction.label.dropFirst("LABEL_".count))!
+                    let expected = function == .sigmoid
+                        ? 1 / (1 + exp(-Double(row[index])))
+                        : exp(Double(row[index])) / row.map { exp(Double($0)) }.reduce(0, +)
+                    XCTAssertEqual(Double(prediction.score), expected, accuracy: 1e-6, "\(problemType ?? "none") \(prediction.label)")
+                }
+                let total = predictions.map { Double($0.score) }.reduce(0, +)
+                if function == .softmax { XCTAssertEqual(total, 1, accuracy: 1e-5) } else { XCTAssertNotEqual(total, 1, accuracy: 1e-3) }
+            }
+        }
+    }
+
+    /// One unreadable input costs only its own slot; bytes and decoded images give what the file gives.
+    func testEachInputKeepsItsOwnResult() throws {
+        let directory = try Fixtures.classifier("classifier_single", problemType: nil)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let classify = try ImageClassificationPipeline(model: directory)
+        let garbage = NSTemporaryDirectory() + "vitmsn-not-an-image-\(UUID().uuidString).jpg"
+        try Data([0xFF, 0xD8, 0x00, 0x01]).write(to: URL(fileURLWithPath: garbage))
+        defer { try? FileManager.default.removeItem(atPath: garbage) }
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: photos[0]))
+        let results = classify([.file(photos[0]), .file(garbage), .encoded(bytes, name: "upload"),
+                                .decoded(try ImageDecoder.decode(path: photos[0]), name: "pixels"), .file("/no/such/file.png")], topK: 2, batchSize: 2)
+        let first = try results[0].get()
+        XCTAssertEqual(try results[2].get(), first)
+        XCTAssertEqual(try results[3].get(), first)
+        guard case .failure(let bad) = results[1], case .failure(let missing) = results[4] else { return XCTFail("bad inputs must fail") }
+        XCTAssertEqual(bad.path, garbage)
+        XCTAssertEqual(missing.path, "/no/such/file.png")
+        XCTAssertTrue(missing.reason.contains("no such file"), missing.reason)
+    }
+
+    /// CLS pooling is token 0 of last_hidden_state; mean pools the patch tokens; normalize gives unit vectors.
+    func testFeatureExtractionPools() throws {
+        let directory = try Fixtures.classifier("classifier_single", problemType: nil)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let embed = try ImageFeatureExtractionPipeline(model: directory)
+        let pixels = try embed.processor.pixelValues(ImageDecoder.loadRGB(path: photos[1]))
+        let hidden = try embed.model.forward(pixelValues: Tensor.stacked([pixels])).lastHiddenState
+        let (sequence, dim) = (hidden.shape[1], hidden.shape[2])
+        let values = hidden.scalars
+        let cls = try embed([.file(photos[1])])[0].get()
+        XCTAssertEqual(cls, Array(values[0..<dim]))
+        let mean = try embed([.file(photos[1])], pooling: .mean)[0].get()
+        for d in 0..<dim {
+            let expected = (1..<sequence).map { Double(values[$0 * dim + d]) }.reduce(0, +) / Double(sequence - 1)
+            XCTAssertEqual(Double(mean[d]), expected, accuracy: 1e-5)
+        }
+        let unit = try embed([.file(photos[1])], normalize: true)[0].get()
+        XCTAssertEqual(Double(unit.reduce(0) { $0 + $1 * $1 }), 1, accuracy: 1e-5)
+    }
+}

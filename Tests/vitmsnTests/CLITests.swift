@@ -1,0 +1,73 @@
+import Foundation
+import ViTIO
+import XCTest
+
+/// The built `vitmsn` binary, run as a user runs it: its output files, stdout, stderr and exit codes.
+final class CLITests: XCTestCase {
+    static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Fixtures")
+    // The test bundle runs from the build products directory, next to the binary.
+    static let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("vitmsn").path
+
+    func fixture(_ path: String) -> String { Self.fixtures.appendingPathComponent(path).path }
+
+    func run(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Self.binary)
+        process.arguments = arguments
+        let (out, err) = (Pipe(), Pipe())
+        (process.standardOutput, process.standardError) = (out, err)
+        try process.run()
+        let stdout = out.fileHandleForReading.readDataToEndOfFile(), stderr = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: stdout, as: UTF8.self), String(decoding: stderr, as: UTF8.self))
+    }
+
+    func temporaryPath(_ name: String) -> String {
+        let path = NSTemporaryDirectory() + "vitmsn-cli-\(UUID().uuidString)-\(name)"
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: path) }
+        return path
+    }
+
+    /// `forward` reads the inputs file and writes last_hidden_state as Transformers computed it.
+    func testForwardContract() throws {
+        let output = temporaryPath("out.safetensors")
+        let result = try run(["forward", "--model", fixture("models/base"), "--inputs", fixture("cases/base.inputs.safetensors"), "--output", output])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        XCTAssertTrue(result.stdout.contains("last_hidden_state [2, 17, 32]"), result.stdout)
+        let written = try SafetensorsFile(path: output).floatTensor("last_hidden_state")
+        let expected = try SafetensorsFile(path: fixture("cases/base.expected.safetensors")).floatTensor("last_hidden_state")
+        XCTAssertLessThanOrEqual(written.maxAbsDifference(expected), 1e-5)
+    }
+
+    /// `classify --json` ranks every label of every readable photo, reports the unreadable one on stderr and
+    /// exits 1.
+    func testClassifyJSONAndABadImage() throws {
+        let photos = [fixture("images/baseline_420.jpg"), "/no/such/photo.jpg", fixture("images/rgb.png")]
+        let result = try run(["classify", "--model", fixture("models/classifier_single"), "--json", "--top-k", "3"] + photos)
+        XCTAssertEqual(result.status, 1)
+        XCTAssertTrue(result.stderr.contains("/no/such/photo.jpg"), result.stderr)
+        XCTAssertTrue(result.stderr.contains("1 image(s) could not be processed"), result.stderr)
+        let parsed = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [[String: Any]])
+        XCTAssertEqual(parsed.map { $0["image"] as? String }, [photos[0], photos[2]])
+        for entry in parsed {
+            let predictions = try XCTUnwrap(entry["predictions"] as? [[String: Any]])
+            XCTAssertEqual(predictions.count, 3)
+            let scores = predictions.compactMap { $0["score"] as? Double }
+            XCTAssertEqual(scores, scores.sorted(by: >))
+        }
+    }
+
+    /// Bad input is an error naming what is wrong, with a non-zero exit and nothing on stdout.
+    func testBadInputExitsWithAMessage() throws {
+        let missing = try run(["classify", "--model", "/no/such/model", fixture("images/rgb.png")])
+        XCTAssertNotEqual(missing.status, 0)
+        XCTAssertTrue(missing.stderr.contains("/no/such/model"), missing.stderr)
+        let backbone = try run(["classify", "--model", fixture("models/base"), fixture("images/rgb.png")])
+        XCTAssertNotEqual(backbone.status, 0)
+        XCTAssertTrue(backbone.stderr.contains("no classification head"), backbone.stderr)
+        let usage = try run(["classify", "--model", fixture("models/classifier_single"), "--top-k", "0", fixture("images/rgb.png")])
+        XCTAssertNotEqual(usage.status, 0)
+        XCTAssertTrue(usage.stderr.contains("--top-k"), usage.stderr)
+        XCTAssertTrue(usage.stdout.isEmpty)
+    }
+}
