@@ -82,23 +82,31 @@ KERNEL_TARGET static void KERNEL(gemm_merge)(
 KERNEL_TARGET static void KERNEL(gemm_pack_a)(
     const float *restrict a, size_t lda, int transposed, size_t r0, size_t rows, size_t k0, size_t kc, float *restrict out
 ) {
-    for (size_t t = 0; t < rows; t += GEMM_MR) {
-        size_t height = rows - t < GEMM_MR ? rows - t : GEMM_MR;
-        float *restrict sliver = out + t * kc;
-        if (transposed) {  // op(A)(r, k) = a[k·lda + r]: MR contiguous floats per k
-            for (size_t k = 0; k < kc; k++) {
-                const float *src = a + (k0 + k) * lda + r0 + t;
-                for (size_t i = 0; i < height; i++) sliver[k * GEMM_MR + i] = src[i];
-                for (size_t i = height; i < GEMM_MR; i++) sliver[k * GEMM_MR + i] = 0.0f;
+    size_t padded = (rows + GEMM_MR - 1) / GEMM_MR * GEMM_MR;
+    if (transposed) {  // op(A)(r, k) = a[k·lda + r]: each k is a contiguous run of rows, spread over the slivers
+        for (size_t k = 0; k < kc; k++) {
+            const float *src = a + (k0 + k) * lda + r0;
+            size_t t = 0;
+            for (; t + GEMM_MR <= rows; t += GEMM_MR) {
+                float *restrict dst = out + t * kc + k * GEMM_MR;
+#pragma clang loop unroll(full)
+                for (int i = 0; i < GEMM_MR; i++) dst[i] = src[t + i];
             }
-        } else {
-            for (size_t i = 0; i < GEMM_MR; i++) {
-                if (i < height) {
-                    const float *src = a + (r0 + t + i) * lda + k0;
-                    for (size_t k = 0; k < kc; k++) sliver[k * GEMM_MR + i] = src[k];
-                } else {
-                    for (size_t k = 0; k < kc; k++) sliver[k * GEMM_MR + i] = 0.0f;
-                }
+            for (; t < padded; t += GEMM_MR) {
+                float *restrict dst = out + t * kc + k * GEMM_MR;
+                for (size_t i = 0; i < GEMM_MR; i++) dst[i] = t + i < rows ? src[t + i] : 0.0f;
+            }
+        }
+        return;
+    }
+    for (size_t t = 0; t < padded; t += GEMM_MR) {
+        float *restrict sliver = out + t * kc;
+        for (size_t i = 0; i < GEMM_MR; i++) {
+            if (t + i < rows) {
+                const float *src = a + (r0 + t + i) * lda + k0;
+                for (size_t k = 0; k < kc; k++) sliver[k * GEMM_MR + i] = src[k];
+            } else {
+                for (size_t k = 0; k < kc; k++) sliver[k * GEMM_MR + i] = 0.0f;
             }
         }
     }
@@ -140,6 +148,12 @@ KERNEL_TARGET static void KERNEL(gemm_pack_b)(
             } else {
                 for (size_t kk = 0; kk < kcb; kk++) {
                     const float *src = b + (k0 + kk) * ldb + p * GEMM_NR;
+                    if (width == GEMM_NR) {  // whole vectors (a loop of `width` would become a memcpy call)
+                        typedef KERNEL(vf) vf;
+#pragma clang loop unroll(full)
+                        for (int j = 0; j < GEMM_NV; j++) *(vf *)(panel + kk * GEMM_NR + j * GEMM_VW) = *(const vf *)(src + j * GEMM_VW);
+                        continue;
+                    }
                     for (size_t j = 0; j < width; j++) panel[kk * GEMM_NR + j] = src[j];
                     for (size_t j = width; j < GEMM_NR; j++) panel[kk * GEMM_NR + j] = 0.0f;
                 }
