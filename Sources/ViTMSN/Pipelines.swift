@@ -282,3 +282,16 @@ public final class ImageFeatureExtractionPipeline {
         return norm > 0 ? vector.map { $0 / norm } : vector
     }
 }
+
+extension ImageProcessor {
+    /// ViT's defaults (0.5 mean and std, bilinear) at a model's image size: what a model directory without
+    /// `preprocessor_config.json` gets.
+    public init(for config: ViTMSNConfig) { self.init(height: config.imageSize.height, width: config.imageSize.width) }
+
+    /// The processor saved in `directory`, or the defaults for `config` when there is none (a malformed one is
+    /// an error, not a fallback).
+    public static func load(modelDirectory directory: String, orDefaultFor config: ViTMSNConfig) throws -> ImageProcessor {
+        FileManager.default.fileExists(atPath: directory + "/preprocessor_config.json")
+            ? try load(modelDirectory: directory) : ImageProcessor(for: config)
+    }
+}

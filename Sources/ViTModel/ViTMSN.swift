@@ -798,8 +798,9 @@ public final class ViTMSNForImageClassification: Module {
         if let classifier { try self.visit("classifier", classifier, visit) }
     }
 
-    /// Same inputs as `ViTMSNModel.forward`, plus `labels` for the loss (see `ClassificationLabels`).
-    /// A problem type inferred from the labels is stored in `config`, as Transformers does.
+    /// Same inputs as `ViTMSNModel.forward`, plus `labels` for the loss (see `ClassificationLabels`). The
+    /// model is left as it was (a problem type inferred from the labels is used, not stored), so one model
+    /// serves several threads at once; training (`forwardTraining`) stores it, as Transformers does.
     public func forward(
         pixelValues: Tensor, labels: ClassificationLabels? = nil, headMask: Tensor? = nil,
         outputAttentions: Bool = false, outputHiddenStates: Bool = false, interpolatePosEncoding: Bool = false
@@ -808,7 +809,8 @@ public final class ViTMSNForImageClassification: Module {
             pixelValues: pixelValues, headMask: headMask, outputAttentions: outputAttentions,
             outputHiddenStates: outputHiddenStates, interpolatePosEncoding: interpolatePosEncoding)
         let (_, logits) = classify(outputs.lastHiddenState)
-        let loss = try labels.map { try classificationLoss(logits: logits, labels: $0, config: &config).loss }
+        var inferred = config
+        let loss = try labels.map { try classificationLoss(logits: logits, labels: $0, config: &inferred).loss }
         return ImageClassifierOutput(loss: loss, logits: logits, hiddenStates: outputs.hiddenStates, attentions: outputs.attentions)
     }
 

@@ -2,6 +2,7 @@ import Foundation
 import ViTCore
 import ViTIO
 import ViTModel
+import ViTMSN
 import ViTVision
 
 /// The arguments of a fine-tuning run, Transformers' `run_image_classification.py` names in snake case when
@@ -96,7 +97,7 @@ public final class FineTuner {
         model = try ViTMSNForImageClassification.load(
             directory: modelDirectory, labels: trainData.classNames, ignoreMismatchedSizes: arguments.ignoreMismatchedSizes,
             seed: arguments.seed, warn: { events(.warning($0)) })
-        processor = (try? ImageProcessor.load(modelDirectory: modelDirectory)) ?? ImageProcessor(height: model.config.imageSize.height, width: model.config.imageSize.width)
+        processor = try ImageProcessor.load(modelDirectory: modelDirectory, orDefaultFor: model.config)
         let augmentation = TrainingAugmentation(processor: processor)
         let processor = processor
         train = BatchLoader(dataset: trainData, batchSize: arguments.batchSize, shuffle: true, seed: arguments.seed) { image, generator in

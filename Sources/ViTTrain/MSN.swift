@@ -108,7 +108,6 @@ public func writeMSNStep(_ model: MSNModel, views: MSNViews, settings: MSNLossSe
 public func msnForwardBackward(
     _ model: MSNModel, targetEncoder: ViTMSNModel, targetHead: MSNProjectionHead, views: MSNViews, settings: MSNLossSettings
 ) throws -> MSNLossResult {
-    reuseFreedMemory
     let batch = views.target.shape[0]
     guard views.anchor.shape[0] == batch, views.focal.map({ $0.shape[0] % batch == 0 }) ?? true else {
         throw TrainingError("views: target and anchor need the same batch, focal a multiple of it (view-major)")

@@ -2,10 +2,14 @@ import CKernels
 import ViTCore
 import ViTModel
 
-/// Training allocates and frees the same large activation buffers every step. glibc serves such blocks with
-/// fresh `mmap`s and returns them on `free`, so every step would fault in (and the kernel zero) hundreds of
-/// megabytes again; keeping them in the heap instead makes the second step reuse the first one's pages.
-let reuseFreedMemory: Void = vitmsn_keep_freed_memory()
+/// Settings that act on the whole process, so they are explicit calls rather than side effects of training.
+public enum ProcessSettings {
+    /// Training allocates and frees the same large activation buffers every step. glibc serves such blocks
+    /// with fresh `mmap`s and returns them on `free`, so every step would fault in (and the kernel zero)
+    /// hundreds of megabytes again; this keeps freed blocks in the heap for the next step to reuse (the
+    /// process keeps its peak heap). Call it once before training; it does nothing without glibc.
+    public static func keepFreedMemoryInHeap() { vitmsn_keep_freed_memory() }
+}
 
 /// How parameters are updated: the fine-tuning flags of Transformers' `TrainingArguments` that shape a step.
 public struct OptimizationSettings: Codable, Sendable {
@@ -46,7 +50,6 @@ public func optimizerStep(
     _ model: ViTMSNForImageClassification, optimizer: Optimizer, microBatches: [(pixels: Tensor, labels: [Int64])],
     settings: OptimizationSettings, trainBackbone: Bool = true, dropout: inout Dropout?
 ) throws -> StepReport {
-    reuseFreedMemory
     let scale = 1 / Float(microBatches.count)
     var (loss, correct) = (Float(0), 0)
     for batch in microBatches {

@@ -2,6 +2,7 @@ import Foundation
 import ViTCore
 import ViTIO
 import ViTModel
+import ViTMSN
 import ViTVision
 
 /// An MSN pretraining run, read from YAML or JSON with the sections of the official `msn_vits16.yaml` (`meta`,
@@ -157,7 +158,7 @@ public final class Pretrainer {
         }
         for m in [model, target] { m.encoder.parallelism = parallelism }
         model.zeroGradients()
-        processor = (try? ImageProcessor.load(modelDirectory: start)) ?? ImageProcessor(height: model.encoder.config.imageSize.height, width: model.encoder.config.imageSize.width)
+        processor = try ImageProcessor.load(modelDirectory: start, orDefaultFor: model.encoder.config)
         let channels = model.encoder.config.numChannels
         var data: LabeledImages = config.dataset == "fashion-mnist"
             ? try FashionMNIST.load(train: true, grayscale: channels == 1)

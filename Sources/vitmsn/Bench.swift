@@ -99,6 +99,7 @@ struct Bench: ParsableCommand {
 
     /// Forward, backward and an AdamW update of a preset's shape with a 10-label head, on random inputs.
     private func timeTrainingStep() throws {
+        ProcessSettings.keepFreedMemoryInHeap()
         guard let preset, model == nil else { throw CLIError("--train needs --preset") }
         var config = try ViTMSNConfig.preset(preset)
         config.id2label = Dictionary(uniqueKeysWithValues: (0..<10).map { ($0, "LABEL_\($0)") })
@@ -124,6 +125,7 @@ struct Bench: ParsableCommand {
 
     /// Steps of a pretraining config on its first batch, in a scratch output directory.
     private func timeMSNStep(_ path: String) throws {
+        ProcessSettings.keepFreedMemoryInHeap()
         var config = try PretrainConfig(path: path)
         (config.outputDir, config.maxImages, config.probeEvery) = (NSTemporaryDirectory() + "vitmsn-bench-\(UUID().uuidString)", config.batchSize, 0)
         defer { try? FileManager.default.removeItem(atPath: config.outputDir) }

@@ -39,6 +39,7 @@ struct FineTune: ParsableCommand {
     @OptionGroup var threading: ThreadOptions
 
     func run() throws {
+        ProcessSettings.keepFreedMemoryInHeap()
         var arguments = FineTuneArguments(model: try modelOptions.directory(), outputDir: outputDir)
         (arguments.trainDir, arguments.dataset, arguments.validationDir, arguments.validationSplit) = (trainDir, dataset, validationDir, validationSplit)
         (arguments.epochs, arguments.batchSize, arguments.learningRate, arguments.weightDecay) = (epochs, batchSize, learningRate, weightDecay)

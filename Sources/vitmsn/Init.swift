@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import ViTModel
+import ViTMSN
 import ViTVision
 
 struct Init: ParsableCommand {
@@ -15,7 +16,7 @@ struct Init: ParsableCommand {
         guard !FileManager.default.fileExists(atPath: output) else { throw CLIError("\(output) already exists") }
         let config = try ViTMSNConfig.preset(preset)
         try ViTMSNModel.randomlyInitialized(config: config, seed: seed).save(directory: output)
-        try ImageProcessor(height: config.imageSize.height, width: config.imageSize.width).save(modelDirectory: output)
+        try ImageProcessor(for: config).save(modelDirectory: output)
         print("wrote \(output): \(preset) shape, \(config.numChannels) channel(s), \(config.imageSize.height)×\(config.imageSize.width) images")
     }
 }

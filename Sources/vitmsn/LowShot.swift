@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import ViTCore
 import ViTModel
+import ViTMSN
 import ViTTrain
 import ViTVision
 
@@ -29,14 +30,14 @@ struct LowShotCommand: ParsableCommand {
     @OptionGroup var threading: ThreadOptions
 
     func run() throws {
+        ProcessSettings.keepFreedMemoryInHeap()
         guard let feature = LowShot.Feature(rawValue: feature) else { throw CLIError("--feature must be cls-prenorm or cls") }
         let shotCounts = shots.split(separator: ",").compactMap { Int($0) }
         guard !shotCounts.isEmpty, shotCounts.allSatisfy({ $0 > 0 }), splits > 0 else { throw CLIError("--shots needs positive counts, --splits a positive number") }
         let directory = try modelOptions.directory()
         let encoder = try ViTMSNModel.load(directory: directory, warn: warn)
         encoder.parallelism = threading.parallelism
-        let processor = (try? ImageProcessor.load(modelDirectory: directory))
-            ?? ImageProcessor(height: encoder.config.imageSize.height, width: encoder.config.imageSize.width)
+        let processor = try ImageProcessor.load(modelDirectory: directory, orDefaultFor: encoder.config)
         let (train, fullTest) = try labelledPair(dataset, grayscale: encoder.config.numChannels == 1)
         let test: LabeledImages = maxTestImages.map { Subset(fullTest, indices: Array(0..<min($0, fullTest.count))) } ?? fullTest
         var protocolSettings = LowShotProtocol()

@@ -17,6 +17,7 @@ struct Pretrain: ParsableCommand {
     @OptionGroup var threading: ThreadOptions
 
     func run() throws {
+        ProcessSettings.keepFreedMemoryInHeap()
         let settings = try PretrainConfig(path: config)
         let trainer = try Pretrainer(settings, resume: resume, parallelism: threading.parallelism)
         if settings.probeEvery > 0 {

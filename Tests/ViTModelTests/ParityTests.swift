@@ -121,11 +121,17 @@ final class ModelErrorTests: XCTestCase {
         }
     }
 
-    func testProblemTypeIsInferredAndStored() throws {
+    /// Inference infers the problem type for its loss without touching the shared model; training stores it.
+    func testProblemTypeIsInferredAndStoredByTraining() throws {
         let model = try ViTMSNForImageClassification.load(directory: Fixtures.model("classifier_multi"))
         XCTAssertNil(model.config.problemType)
-        _ = try model.forward(pixelValues: Tensor(zeros: [1, 3, 16, 16]), labels: .values(Tensor(zeros: [1, 4])))
+        let labels = ClassificationLabels.values(Tensor(zeros: [1, 4]))
+        let inference = try model.forward(pixelValues: Tensor(zeros: [1, 3, 16, 16]), labels: labels)
+        XCTAssertNil(model.config.problemType)
+        var eval: Dropout? = nil
+        let (loss, _, _) = try model.forwardTraining(pixelValues: Tensor(zeros: [1, 3, 16, 16]), labels: labels, dropout: &eval)
         XCTAssertEqual(model.config.problemType, .multiLabelClassification)
+        XCTAssertEqual(loss, inference.loss, "multi-label BCE either way")
     }
 }
 
