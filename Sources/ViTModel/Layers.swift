@@ -193,6 +193,88 @@ public final class LayerNorm: Module {
     }
 }
 
+/// `nn.BatchNorm1d(features)` on (rows, features). Training mode normalises with the batch's statistics
+/// (biased variance) and moves the running statistics (unbiased variance, momentum 0.1); eval mode uses the
+/// running statistics.
+public final class BatchNorm1d: Module {
+    public var weight: Tensor // (features)
+    public var bias: Tensor   // (features)
+    public var weightGradient, biasGradient: Tensor?
+    public var runningMean: Tensor // (features), buffers: saved, not trained
+    public var runningVar: Tensor
+    public var batchesTracked: Int64 = 0
+    public let eps: Float
+    public let momentum: Float
+
+    public init(_ features: Int, eps: Float = 1e-5, momentum: Float = 0.1) {
+        weight = Tensor(shape: [features], repeating: 1)
+        bias = Tensor(zeros: [features])
+        runningMean = Tensor(zeros: [features])
+        runningVar = Tensor(shape: [features], repeating: 1)
+        (self.eps, self.momentum) = (eps, momentum)
+    }
+
+    public func visitParameters(_ visit: (String, inout Tensor, inout Tensor?) throws -> Void) rethrows {
+        try visit("weight", &weight, &weightGradient)
+        try visit("bias", &bias, &biasGradient)
+    }
+
+    /// y (rows, features) from x; in training mode also returns the per-feature 1/sqrt(var + eps) the
+    /// backward needs (the batch mean is recomputed there from `x`).
+    func forward(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>, training: Bool) -> [Float] {
+        let features = weight.count
+        var mean = [Float](repeating: 0, count: features)
+        var variance = [Float](repeating: 0, count: features)
+        if training {
+            for r in 0..<rows { for f in 0..<features { mean[f] += x[r * features + f] } }
+            for f in 0..<features { mean[f] /= Float(rows) }
+            for r in 0..<rows { for f in 0..<features { let d = x[r * features + f] - mean[f]; variance[f] += d * d } }
+            let unbiased = runningVar.uniqueBaseAddress(), running = runningMean.uniqueBaseAddress()
+            for f in 0..<features {
+                running[f] = (1 - momentum) * running[f] + momentum * mean[f]
+                unbiased[f] = (1 - momentum) * unbiased[f] + momentum * variance[f] / Float(max(rows - 1, 1))
+                variance[f] /= Float(rows)
+            }
+            batchesTracked += 1
+        } else {
+            (mean, variance) = (runningMean.scalars, runningVar.scalars)
+        }
+        let rstd = variance.map { 1 / ($0 + eps).squareRoot() }
+        let (g, b) = (weight.scalars, bias.scalars)
+        for r in 0..<rows {
+            for f in 0..<features { y[r * features + f] = (x[r * features + f] - mean[f]) * rstd[f] * g[f] + b[f] }
+        }
+        return rstd
+    }
+
+    /// The training-mode backward: `dx = γ·rstd · (dy − mean(dy) − x̂ · mean(dy · x̂))` per feature over the
+    /// rows; accumulates the weight and bias gradients.
+    func backward(input x: UnsafePointer<Float>, rstd: [Float], outputGradient dy: UnsafePointer<Float>, rows: Int, inputGradient dx: UnsafeMutablePointer<Float>) {
+        let features = weight.count
+        var mean = [Float](repeating: 0, count: features)
+        for r in 0..<rows { for f in 0..<features { mean[f] += x[r * features + f] } }
+        for f in 0..<features { mean[f] /= Float(rows) }
+        var (dySum, dyNormedSum) = ([Float](repeating: 0, count: features), [Float](repeating: 0, count: features))
+        for r in 0..<rows {
+            for f in 0..<features {
+                let i = r * features + f
+                dySum[f] += dy[i]
+                dyNormedSum[f] += dy[i] * (x[i] - mean[f]) * rstd[f]
+            }
+        }
+        let (dGamma, dBeta) = (weightGradient!.uniqueBaseAddress(), biasGradient!.uniqueBaseAddress())
+        let g = weight.scalars
+        for f in 0..<features { (dGamma[f], dBeta[f]) = (dGamma[f] + dyNormedSum[f], dBeta[f] + dySum[f]) }
+        for r in 0..<rows {
+            for f in 0..<features {
+                let i = r * features + f
+                let normed = (x[i] - mean[f]) * rstd[f]
+                dx[i] = g[f] * rstd[f] * (dy[i] - dySum[f] / Float(rows) - normed * dyNormedSum[f] / Float(rows))
+            }
+        }
+    }
+}
+
 /// Training-mode `nn.Dropout`: zeroes each value with probability p and scales the others by 1/(1 − p),
 /// drawing from a seeded generator. Models take `Dropout?`; `nil` is eval mode (deterministic).
 public struct Dropout {

@@ -238,3 +238,84 @@ final class TensorTests: XCTestCase {
         XCTAssertEqual(std, 1, accuracy: 0.03)
     }
 }
+
+/// Each backward kernel against central differences of its forward, on its own: loss = Σ output ⊙ upstream.
+final class BackwardKernelTests: XCTestCase {
+    func random(_ count: Int, seed: UInt64) -> [Float] {
+        var generator = SeededGenerator(seed: seed)
+        return (0..<count).map { _ in generator.normal() }
+    }
+
+    /// d(Σ f(x) ⊙ upstream)/dx by central differences, x perturbed one element at a time.
+    func numericGradient(_ x: [Float], upstream: [Float], step: Float = 1e-2, _ f: ([Float]) -> [Float]) -> [Double] {
+        (0..<x.count).map { i in
+            var (plus, minus) = (x, x)
+            plus[i] += step
+            minus[i] -= step
+            let (up, down) = (f(plus), f(minus))
+            return zip(zip(up, down), upstream).reduce(0.0) { $0 + (Double($1.0.0) - Double($1.0.1)) * Double($1.1) } / (2 * Double(step))
+        }
+    }
+
+    func assertClose(_ analytic: [Float], _ numeric: [Double], _ what: String) {
+        let scale = numeric.map(abs).max()!
+        for (a, n) in zip(analytic, numeric) { XCTAssertEqual(Double(a), n, accuracy: 3e-3 * max(scale, 1), what) }
+    }
+
+    func testLayerNormBackward() {
+        let (rows, dim) = (3, 7)
+        let x = random(rows * dim, seed: 1), gamma = random(dim, seed: 2), beta = random(dim, seed: 3), upstream = random(rows * dim, seed: 4)
+        func forward(_ x: [Float]) -> [Float] {
+            var y = [Float](repeating: 0, count: rows * dim)
+            layerNorm(x: x, gamma: gamma, beta: beta, y: &y, rows: rows, dim: dim, eps: 1e-6)
+            return y
+        }
+        var (dx, dGamma, dBeta) = ([Float](repeating: 0, count: rows * dim), [Float](repeating: 0, count: dim), [Float](repeating: 0, count: dim))
+        layerNormBackward(x: x, gamma: gamma, dy: upstream, dx: &dx, dGamma: &dGamma, dBeta: &dBeta, rows: rows, dim: dim, eps: 1e-6, accumulate: false)
+        assertClose(dx, numericGradient(x, upstream: upstream, forward), "dx")
+        let numericGamma = (0..<dim).map { j in (0..<rows).reduce(0.0) { total, r in
+            let row = x[(r * dim)..<((r + 1) * dim)].map(Double.init)
+            let mean = row.reduce(0, +) / Double(dim), variance = row.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(dim)
+            return total + (row[j] - mean) / (variance + 1e-6).squareRoot() * Double(upstream[r * dim + j])
+        } }
+        assertClose(dGamma, numericGamma, "dGamma")
+        assertClose(dBeta, (0..<dim).map { j in (0..<rows).reduce(0.0) { $0 + Double(upstream[$1 * dim + j]) } }, "dBeta")
+    }
+
+    func testSoftmaxBackward() {
+        let (rows, cols) = (2, 9)
+        let x = random(rows * cols, seed: 5), upstream = random(rows * cols, seed: 6)
+        func forward(_ x: [Float]) -> [Float] {
+            var y = x
+            softmaxRows(&y, rows: rows, cols: cols)
+            return y
+        }
+        var gradient = upstream
+        softmaxBackwardRows(probabilities: forward(x), gradient: &gradient, rows: rows, cols: cols)
+        assertClose(gradient, numericGradient(x, upstream: upstream, step: 1e-3, forward), "softmax")
+    }
+
+    func testAttentionBackward() {
+        let (batch, sequence, heads, headDim) = (2, 5, 2, 3)
+        let width = heads * headDim, count = batch * sequence * width
+        let q = random(count, seed: 7), k = random(count, seed: 8), v = random(count, seed: 9), upstream = random(count, seed: 10)
+        let scale = 1 / Float(headDim).squareRoot()
+        var scratch = [Float](repeating: 0, count: sequence * sequence)
+        func forward(_ q: [Float], _ k: [Float], _ v: [Float], probabilities: UnsafeMutablePointer<Float>? = nil) -> [Float] {
+            var context = [Float](repeating: 0, count: count)
+            multiHeadAttention(query: q, key: k, value: v, context: &context, batch: batch, sequence: sequence, heads: heads, headDim: headDim,
+                               scale: scale, headMask: nil, probabilities: probabilities, scratch: &scratch)
+            return context
+        }
+        var probabilities = [Float](repeating: 0, count: batch * heads * sequence * sequence)
+        _ = forward(q, k, v, probabilities: &probabilities)
+        var (dq, dk, dv) = ([Float](repeating: 0, count: count), [Float](repeating: 0, count: count), [Float](repeating: 0, count: count))
+        var backwardScratch = [Float](repeating: 0, count: sequence * sequence)
+        multiHeadAttentionBackward(query: q, key: k, value: v, probabilities: probabilities, dropped: nil, dropMultipliers: nil,
+                                   contextGradient: upstream, queryGradient: &dq, keyGradient: &dk, valueGradient: &dv,
+                                   batch: batch, sequence: sequence, heads: heads, headDim: headDim, scale: scale, scratch: &backwardScratch)
+        assertClose(dq, numericGradient(q, upstream: upstream) { forward($0, k, v) }, "dQ")
+        assertClose(dk, numericGradient(k, upstream: upstream) { forward(q, $0, v) }, "dK")
+        assertClose(dv, numericGradient(v, upstream: upstream) { forward(q, k, $0) }, "dV")
+    }
+}
