@@ -30,14 +30,7 @@ void vitmsn_keep_freed_memory(void) {
 #define GEMM_MR 4
 #define GEMM_NR 8
 #define GEMM_MC 128
-#include "kernels_body.h"
-#include "gemm_body.h"
-#undef KERNEL_TARGET
-#undef KERNEL
-#undef GEMM_VW
-#undef GEMM_MR
-#undef GEMM_NR
-#undef GEMM_MC
+#include "instantiate.h"
 
 #if defined(__x86_64__) && defined(__clang__)
 #define HAVE_X86_BUILDS 1
@@ -48,14 +41,7 @@ void vitmsn_keep_freed_memory(void) {
 #define GEMM_MR 6
 #define GEMM_NR 16
 #define GEMM_MC 144
-#include "kernels_body.h"
-#include "gemm_body.h"
-#undef KERNEL_TARGET
-#undef KERNEL
-#undef GEMM_VW
-#undef GEMM_MR
-#undef GEMM_NR
-#undef GEMM_MC
+#include "instantiate.h"
 
 // AVX-512: 32 zmm registers hold a 12 × 32 tile (24 accumulators), two B vectors and a broadcast.
 #define KERNEL_TARGET __attribute__((target("avx512f,avx2,fma")))
@@ -64,14 +50,7 @@ void vitmsn_keep_freed_memory(void) {
 #define GEMM_MR 12
 #define GEMM_NR 32
 #define GEMM_MC 144
-#include "kernels_body.h"
-#include "gemm_body.h"
-#undef KERNEL_TARGET
-#undef KERNEL
-#undef GEMM_VW
-#undef GEMM_MR
-#undef GEMM_NR
-#undef GEMM_MC
+#include "instantiate.h"
 
 enum { ISA_GENERIC, ISA_AVX2, ISA_AVX512 };
 static int isa;

@@ -64,21 +64,27 @@ KERNEL_TARGET static void KERNEL(activate)(vitmsn_activation kind, float *restri
     }
 }
 
+// row[i] = exp(row[i] − m), m the larger of `maximum` and the row's maximum; returns the sum and m.
+KERNEL_TARGET static inline float KERNEL(exp_below_maximum)(float *restrict row, size_t cols, float *maximum) {
+    float m = *maximum;
+    for (size_t i = 0; i < cols; i++) m = row[i] > m ? row[i] : m;
+    float total = 0.0f;
+    {
+#pragma clang fp reassociate(on)
+        for (size_t i = 0; i < cols; i++) {
+            row[i] = KERNEL(exp_one)(row[i] - m);
+            total += row[i];
+        }
+    }
+    *maximum = m;
+    return total;
+}
+
 KERNEL_TARGET static void KERNEL(softmax_rows)(float *restrict x, size_t rows, size_t cols) {
     for (size_t r = 0; r < rows; r++) {
-        float *row = x + r * cols;
         float maximum = -INFINITY;
-        for (size_t i = 0; i < cols; i++) maximum = row[i] > maximum ? row[i] : maximum;
-        float total = 0.0f;
-        {
-#pragma clang fp reassociate(on)
-            for (size_t i = 0; i < cols; i++) {
-                row[i] = KERNEL(exp_one)(row[i] - maximum);
-                total += row[i];
-            }
-        }
-        float inverse = 1.0f / total;
-        for (size_t i = 0; i < cols; i++) row[i] *= inverse;
+        float inverse = 1.0f / KERNEL(exp_below_maximum)(x + r * cols, cols, &maximum);
+        for (size_t i = 0; i < cols; i++) x[r * cols + i] *= inverse;
     }
 }
 
@@ -136,17 +142,8 @@ KERNEL_TARGET static void KERNEL(online_softmax)(
     float *restrict x, size_t rows, size_t cols, float *restrict row_max, float *restrict row_sum, float *restrict rescale, int first
 ) {
     for (size_t r = 0; r < rows; r++) {
-        float *row = x + r * cols;
         float maximum = first ? -INFINITY : row_max[r];
-        for (size_t i = 0; i < cols; i++) maximum = row[i] > maximum ? row[i] : maximum;
-        float total = 0.0f;
-        {
-#pragma clang fp reassociate(on)
-            for (size_t i = 0; i < cols; i++) {
-                row[i] = KERNEL(exp_one)(row[i] - maximum);
-                total += row[i];
-            }
-        }
+        float total = KERNEL(exp_below_maximum)(x + r * cols, cols, &maximum);
         rescale[r] = first ? 0.0f : KERNEL(exp_one)(row_max[r] - maximum);
         row_sum[r] = first ? total : row_sum[r] * rescale[r] + total;
         row_max[r] = maximum;
