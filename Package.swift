@@ -4,7 +4,7 @@ import PackageDescription
 // Layers, from the bottom: ViTCore (tensor + kernels) → ViTIO (checkpoint files) → ViTModel (the model, with its
 // backward passes) → ViTMSN (the pipelines; re-exports the model, vision and core: what an app imports) →
 // ViTTrain (optimisers, data, fine-tuning, MSN pretraining, low-shot evaluation) → vitmsn (the CLI, a thin shell);
-// ViTVision (image decoding and preprocessing) sits beside ViTIO.
+// ViTVision (image decoding and preprocessing) and ViTHub (the Hugging Face cache and downloads) sit beside ViTIO.
 // The GEMM is the project's own (CKernels), dispatched at run time to AVX-512, AVX2+FMA or a portable build.
 let package = Package(
     name: "swift-vitmsn",
@@ -16,6 +16,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     ],
     targets: [
         .target(name: "CKernels"),
@@ -28,7 +29,8 @@ let package = Package(
         ),
         .target(name: "ViTVision", dependencies: ["ViTCore", "CImageCodecs"]),
         .target(name: "ViTModel", dependencies: ["ViTCore", "ViTIO"]),
-        .target(name: "ViTMSN", dependencies: ["ViTCore", "ViTIO", "ViTModel", "ViTVision"]),
+        .target(name: "ViTHub", dependencies: ["ViTIO", .product(name: "Crypto", package: "swift-crypto")]),
+        .target(name: "ViTMSN", dependencies: ["ViTCore", "ViTIO", "ViTHub", "ViTModel", "ViTVision"]),
         .target(name: "ViTTrain", dependencies: ["ViTMSN", "ViTIO", "CKernels"]),
         .executableTarget(
             name: "vitmsn",
@@ -37,6 +39,7 @@ let package = Package(
         .testTarget(name: "ViTCoreTests", dependencies: ["ViTCore"]),
         .testTarget(name: "ViTIOTests", dependencies: ["ViTIO"]),
         .testTarget(name: "ViTModelTests", dependencies: ["ViTModel"]),
+        .testTarget(name: "ViTHubTests", dependencies: ["ViTHub", "ViTModel"]),
         .testTarget(name: "ViTMSNTests", dependencies: ["ViTMSN"]),
         .testTarget(name: "ViTVisionTests", dependencies: ["ViTVision", "ViTIO"]),
         .testTarget(name: "ViTTrainTests", dependencies: ["ViTTrain"]),

@@ -1,6 +1,7 @@
 import Dispatch
 import Foundation
 @_exported import ViTCore
+@_exported import ViTHub
 import ViTIO
 @_exported import ViTModel
 @_exported import ViTVision

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import ViTHub
 import ViTModel
 
 struct Download: ParsableCommand {

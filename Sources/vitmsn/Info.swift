@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import ViTIO
+import ViTHub
 import ViTModel
 
 struct Info: ParsableCommand {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import ViTCore
+import ViTHub
 import ViTModel
 
 @main

@@ -1,6 +1,7 @@
 import Foundation
 import XCTest
-@testable import ViTModel
+@testable import ViTHub
+import ViTModel
 
 final class HubCacheTests: XCTestCase {
     /// A cache laid out as huggingface_hub lays it out, with the base fixture as the snapshot.
@@ -46,4 +47,15 @@ final class HubCacheTests: XCTestCase {
         XCTAssertFalse(HubCache.isModelID("../etc"))
         XCTAssertTrue(HubCache.isModelID("facebook/vit-msn-small"))
     }
+}
+
+enum Fixtures {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Fixtures")
+    static func model(_ name: String) -> String { root.appendingPathComponent("models/\(name)").path }
+}
+
+func temporaryDirectory() throws -> String {
+    let path = FileManager.default.temporaryDirectory.appendingPathComponent("vitmsn-\(UUID().uuidString)").path
+    try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    return path
 }

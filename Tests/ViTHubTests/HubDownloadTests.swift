@@ -1,6 +1,7 @@
 import Foundation
 import XCTest
-@testable import ViTModel
+@testable import ViTHub
+import ViTModel
 
 /// `vitmsn download` against scripts/fake_hub.py on 127.0.0.1, serving a fixture model as the Hub would.
 final class HubDownloadTests: XCTestCase {
@@ -79,9 +80,9 @@ final class HubDownloadTests: XCTestCase {
     }
 
     func testSHA256() {
-        XCTAssertEqual(Array("abc".utf8).withUnsafeBytes { SHA256.hex(of: $0) }, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
-        XCTAssertEqual([UInt8]().withUnsafeBytes { SHA256.hex(of: $0) }, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+        XCTAssertEqual(Array("abc".utf8).withUnsafeBytes { FileDigest.sha256Hex(of: $0) }, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        XCTAssertEqual([UInt8]().withUnsafeBytes { FileDigest.sha256Hex(of: $0) }, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
         let long = [UInt8](repeating: 0x61, count: 1000)
-        XCTAssertEqual(long.withUnsafeBytes { SHA256.hex(of: $0) }, "41edece42d63e8d9bf515a9ba6932e1c20cbc9f5a5d134645adb5db1b9737ea3")
+        XCTAssertEqual(long.withUnsafeBytes { FileDigest.sha256Hex(of: $0) }, "41edece42d63e8d9bf515a9ba6932e1c20cbc9f5a5d134645adb5db1b9737ea3")
     }
 }
