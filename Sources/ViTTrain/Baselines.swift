@@ -51,7 +51,7 @@ public enum LowShotBaselines {
         var correct = 0
         for first in stride(from: 0, to: test.count, by: 512) {
             let rows = first..<min(first + 512, test.count)
-            let pixels = Tensor.stacked(try rows.map { processor.normalized(try test.image(at: $0).resized(width: processor.width, height: processor.height, resample: .bilinear)) })
+            let pixels = Tensor.stacked(try rows.map { processor.evaluationPixelValues(try test.image(at: $0)) })
             correct += topOneHits(try model.forward(pixelValues: pixels).logits, labels: rows.map { Int64(test.labels[$0]) })
         }
         return Double(correct) / Double(test.count)

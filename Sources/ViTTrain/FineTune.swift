@@ -104,7 +104,7 @@ public final class FineTuner {
             augmentation.pixelValues(image, using: &generator)
         }
         validation = BatchLoader(dataset: validationData, batchSize: arguments.batchSize, shuffle: false, seed: arguments.seed) { image, _ in
-            processor.normalized(image.resized(width: processor.width, height: processor.height, resample: .bilinear))
+            processor.evaluationPixelValues(image)
         }
         let stepsPerEpoch = (train.batchesPerEpoch + arguments.gradientAccumulationSteps - 1) / arguments.gradientAccumulationSteps
         let totalSteps = stepsPerEpoch * arguments.epochs

@@ -23,7 +23,7 @@ public enum LowShot {
         for start in stride(from: 0, to: rows.count, by: batchSize) {
             let batch = rows[start..<min(start + batchSize, rows.count)]
             let pixels = Tensor.stacked(try batch.map { i in
-                processor.normalized(try data.image(at: i).resized(width: processor.width, height: processor.height, resample: .bilinear))
+                processor.evaluationPixelValues(try data.image(at: i))
             })
             let output = try encoder.forward(pixelValues: pixels, outputHiddenStates: feature == .preNorm)
             let cls = clsTokens(feature == .preNorm ? output.hiddenStates!.last! : output.lastHiddenState).scalars

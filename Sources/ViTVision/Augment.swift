@@ -58,6 +58,15 @@ extension Image {
     }
 }
 
+extension ImageProcessor {
+    /// (C, H, W) values of `image` (L or RGB) resized bilinearly to the processor's size and normalised: the
+    /// evaluation transform of `run_image_classification.py` (fine-tuning's validation, low-shot features,
+    /// the baselines).
+    public func evaluationPixelValues(_ image: Image) -> Tensor {
+        normalized(image.resized(width: width, height: height, resample: .bilinear))
+    }
+}
+
 /// Random resized crop, horizontal flip, resize and normalisation: the training transform of
 /// `run_image_classification.py`, with the processor's size, mean and std.
 public struct TrainingAugmentation: Sendable {
