@@ -127,7 +127,7 @@ extension ViTMSNForImageClassification {
 /// Copies every parameter of `module` from `source`, matching `modelName(checkpointName)` to the module's
 /// names. Missing, unexpected and wrongly shaped tensors are all collected and reported in one error.
 /// Returns the `optional` names the checkpoint did not have (left for the caller to initialise).
-func loadParameters(
+package func loadParameters(
     of module: Module, from source: TensorSource,
     modelName: (String) -> String, ignoring: Set<String>, optional: Set<String>
 ) throws -> Set<String> {

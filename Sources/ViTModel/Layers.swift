@@ -12,7 +12,7 @@ public protocol Module: AnyObject {
 extension Module {
     /// Visits `child`'s parameters under `prefix.`.
     @inline(__always)
-    func visit(_ prefix: String, _ child: Module, _ visit: (String, inout Tensor, inout Tensor?) throws -> Void) rethrows {
+    package func visit(_ prefix: String, _ child: Module, _ visit: (String, inout Tensor, inout Tensor?) throws -> Void) rethrows {
         try child.visitParameters { name, tensor, gradient in try visit(prefix + "." + name, &tensor, &gradient) }
     }
 
@@ -221,7 +221,7 @@ public final class BatchNorm1d: Module {
 
     /// y (rows, features) from x; in training mode also returns the per-feature 1/sqrt(var + eps) the
     /// backward needs (the batch mean is recomputed there from `x`).
-    func forward(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>, training: Bool) -> [Float] {
+    package func forward(_ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>, training: Bool) -> [Float] {
         let features = weight.count
         var mean = [Float](repeating: 0, count: features)
         var variance = [Float](repeating: 0, count: features)
@@ -249,7 +249,7 @@ public final class BatchNorm1d: Module {
 
     /// The training-mode backward: `dx = γ·rstd · (dy − mean(dy) − x̂ · mean(dy · x̂))` per feature over the
     /// rows; accumulates the weight and bias gradients.
-    func backward(input x: UnsafePointer<Float>, rstd: [Float], outputGradient dy: UnsafePointer<Float>, rows: Int, inputGradient dx: UnsafeMutablePointer<Float>) {
+    package func backward(input x: UnsafePointer<Float>, rstd: [Float], outputGradient dy: UnsafePointer<Float>, rows: Int, inputGradient dx: UnsafeMutablePointer<Float>) {
         let features = weight.count
         var mean = [Float](repeating: 0, count: features)
         for r in 0..<rows { for f in 0..<features { mean[f] += x[r * features + f] } }
@@ -304,28 +304,28 @@ public struct Dropout {
 }
 
 /// Owned Float32 scratch memory, freed with the object.
-final class Buffer {
-    let pointer: UnsafeMutablePointer<Float>
-    let count: Int
+package final class Buffer {
+    package let pointer: UnsafeMutablePointer<Float>
+    package let count: Int
 
-    init(_ count: Int) {
+    package init(_ count: Int) {
         self.count = count
         pointer = .allocate(capacity: max(count, 1))
     }
 
-    convenience init(zeros count: Int) {
+    package convenience init(zeros count: Int) {
         self.init(count)
         pointer.initialize(repeating: 0, count: count)
     }
 
     /// A copy of the first `count` floats at `source`.
-    convenience init(copying source: UnsafePointer<Float>, count: Int) {
+    package convenience init(copying source: UnsafePointer<Float>, count: Int) {
         self.init(count)
         pointer.update(from: source, count: count)
     }
 
     /// The contents as a tensor of `shape` (copied).
-    func tensor(_ shape: [Int]) -> Tensor {
+    package func tensor(_ shape: [Int]) -> Tensor {
         var result = Tensor(zeros: shape)
         result.withUnsafeMutableBufferPointer { $0.baseAddress!.update(from: pointer, count: $0.count) }
         return result

@@ -3,6 +3,7 @@ import Foundation
 import ViTIO
 import ViTHub
 import ViTModel
+import ViTTrain
 
 struct Convert: ParsableCommand {
     static let configuration = CommandConfiguration(

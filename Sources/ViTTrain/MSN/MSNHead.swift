@@ -2,6 +2,7 @@
 // fc1 Linear(D, H) → bn1 BatchNorm1d(H) → GELU → fc2 Linear(H, H) → bn2 → GELU → fc3 Linear(H, O), on the
 // CLS token after the final LayerNorm; names as in the checkpoint's `fc.*` (without the `fc.` prefix).
 import ViTCore
+import ViTModel
 
 /// The projection head: D → H → H → O with BatchNorm and GELU after the first two layers.
 public final class MSNProjectionHead: Module {

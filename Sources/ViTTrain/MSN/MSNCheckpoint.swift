@@ -1,6 +1,7 @@
 import Foundation
 import ViTCore
 import ViTIO
+import ViTModel
 
 /// An original MSN training checkpoint (facebookresearch/msn: `torch.save` of `encoder`, `target_encoder`,
 /// `prototypes`, `opt`, `epoch`, …, encoder keys under DDP's `module.`). The target encoder is served in

@@ -2,7 +2,8 @@ import Foundation
 import ViTCore
 import ViTIO
 import XCTest
-@testable import ViTModel
+import ViTModel
+@testable import ViTTrain
 
 final class MSNCheckpointTests: XCTestCase {
     let path = Fixtures.root.appendingPathComponent("torch/msn_tiny.pth.tar").path
@@ -26,7 +27,8 @@ final class MSNCheckpointTests: XCTestCase {
 
     func testConvertedDirectoryKeepsHeadAndPrototypes() throws {
         let checkpoint = try MSNCheckpoint(path: path)
-        let directory = try temporaryDirectory()
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("vitmsn-msn-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: directory) }
         try checkpoint.save(directory: directory)
         let reloaded = try ViTMSNModel.load(directory: directory)
         let pixels = try Fixtures.pixels("msn_checkpoint")
@@ -41,5 +43,15 @@ final class MSNCheckpointTests: XCTestCase {
         XCTAssertThrowsError(try MSNCheckpoint(path: Fixtures.model("base_bin") + "/pytorch_model.bin")) { error in
             XCTAssertTrue("\(error)".contains("not an MSN checkpoint: no tensor 'target_encoder.module.patch_embed.proj.weight'"), "\(error)")
         }
+    }
+}
+
+/// The model fixtures of ViTModelTests, which the checkpoint conversion is checked against.
+enum Fixtures {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Fixtures")
+    static func model(_ name: String) -> String { root.appendingPathComponent("models/\(name)").path }
+    static func expected(_ name: String) -> String { root.appendingPathComponent("cases/\(name).expected.safetensors").path }
+    static func pixels(_ name: String) throws -> Tensor {
+        try SafetensorsFile(path: root.appendingPathComponent("cases/\(name).inputs.safetensors").path).floatTensor("pixel_values")
     }
 }
