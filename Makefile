@@ -3,7 +3,7 @@ SWIFT ?= swift
 VENV := .venv/bin/python
 CLI := .build/release/vitmsn
 
-.PHONY: setup build test demo default-model fixtures parity bench bench-gemm bench-train fuzz clean
+.PHONY: setup build test demo default-model fixtures parity bench bench-gemm bench-train docs fuzz clean
 
 # Debian packages the build links against (CI and fresh machines start without them).
 setup:
@@ -65,6 +65,14 @@ bench-train: build $(VENV)
 	scripts/setup_venv.sh
 	$(VENV) scripts/bench_train.py --preset small:16 --preset fashion-mnist:256
 	$(VENV) scripts/bench_msn_step.py --config configs/fashion_mnist_msn.json
+
+# DocC documentation of the public API (the ViTMSN and ViTTrain products) into out/docs.
+docs: setup
+	@mkdir -p out/docs
+	$(SWIFT) package --allow-writing-to-directory out/docs generate-documentation --target ViTMSN \
+		--output-path out/docs/ViTMSN --transform-for-static-hosting --hosting-base-path ViTMSN
+	$(SWIFT) package --allow-writing-to-directory out/docs generate-documentation --target ViTTrain \
+		--output-path out/docs/ViTTrain --transform-for-static-hosting --hosting-base-path ViTTrain
 
 # libFuzzer + ASan on the image decoders for a fixed budget (SECONDS=60 by default).
 fuzz: setup
