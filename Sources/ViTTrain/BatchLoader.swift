@@ -3,19 +3,25 @@ import Foundation
 import ViTCore
 import ViTVision
 
-/// A batch ready for the model.
-public struct LoadedBatch: @unchecked Sendable {
-    public var pixels: Tensor     // (B, C, H, W)
+/// A batch ready for the model: one transformed sample per readable image.
+public struct LoadedBatch<Sample>: @unchecked Sendable {
+    public var samples: [Sample]  // (B)
     public var labels: [Int64]    // (B)
     public var skipped: [String]  // why samples of this batch could not be read
+}
+
+extension LoadedBatch where Sample == Tensor {
+    /// The samples stacked (B, C, H, W).
+    public var pixels: Tensor { samples.isEmpty ? Tensor(zeros: [0]) : Tensor.stacked(samples) }
 }
 
 /// Batches of a dataset in a seeded order: epoch `e` is a permutation drawn from (seed, e), and sample `i` of
 /// epoch `e` is transformed with its own generator (seed, e, i), so a run resumed at any batch sees exactly
 /// what an uninterrupted one would. The next batch is prepared on a background queue while the caller
-/// computes, its samples decoded in parallel.
-public final class BatchLoader: @unchecked Sendable {
-    public typealias Transform = @Sendable (Image, inout SeededGenerator) -> Tensor
+/// computes, its samples decoded in parallel. A sample is whatever the transform makes of an image: pixel
+/// values for fine-tuning, the list of views for MSN.
+public final class BatchLoader<Sample>: @unchecked Sendable {
+    public typealias Transform = @Sendable (Image, inout SeededGenerator) -> Sample
 
     public let dataset: LabeledImages
     public let batchSize: Int
@@ -39,13 +45,13 @@ public final class BatchLoader: @unchecked Sendable {
     }
 
     /// Batches `first..<batchesPerEpoch` of `epoch`, each prepared while the previous one is used.
-    public func batches(epoch: Int, from first: Int = 0) -> AnyIterator<LoadedBatch> {
+    public func batches(epoch: Int, from first: Int = 0) -> AnyIterator<LoadedBatch<Sample>> {
         let order = order(epoch: epoch)
         var next = first
-        var pending: (DispatchGroup, UnsafeMutablePointer<LoadedBatch?>)?
-        func start(_ index: Int) -> (DispatchGroup, UnsafeMutablePointer<LoadedBatch?>)? {
+        var pending: (DispatchGroup, UnsafeMutablePointer<LoadedBatch<Sample>?>)?
+        func start(_ index: Int) -> (DispatchGroup, UnsafeMutablePointer<LoadedBatch<Sample>?>)? {
             guard index < batchesPerEpoch else { return nil }
-            let slot = UnsafeMutablePointer<LoadedBatch?>.allocate(capacity: 1)
+            let slot = UnsafeMutablePointer<LoadedBatch<Sample>?>.allocate(capacity: 1)
             slot.initialize(to: nil)
             let group = DispatchGroup()
             let indices = Array(order[(index * batchSize)..<min((index + 1) * batchSize, order.count)])
@@ -66,8 +72,8 @@ public final class BatchLoader: @unchecked Sendable {
     }
 
     /// The samples at `indices`, transformed; unreadable ones are left out and reported.
-    func load(_ indices: [Int], epoch: Int) -> LoadedBatch {
-        var views = [Tensor?](repeating: nil, count: indices.count)
+    func load(_ indices: [Int], epoch: Int) -> LoadedBatch<Sample> {
+        var views = [Sample?](repeating: nil, count: indices.count)
         var errors = [String?](repeating: nil, count: indices.count)
         views.withUnsafeMutableBufferPointer { viewSlots in
             errors.withUnsafeMutableBufferPointer { errorSlots in
@@ -83,7 +89,6 @@ public final class BatchLoader: @unchecked Sendable {
             }
         }
         let kept = indices.indices.filter { views[$0] != nil }
-        let pixels = kept.isEmpty ? Tensor(zeros: [0]) : Tensor.stacked(kept.map { views[$0]! })
-        return LoadedBatch(pixels: pixels, labels: kept.map { Int64(dataset.labels[indices[$0]]) }, skipped: errors.compactMap { $0 })
+        return LoadedBatch(samples: kept.map { views[$0]! }, labels: kept.map { Int64(dataset.labels[indices[$0]]) }, skipped: errors.compactMap { $0 })
     }
 }

@@ -77,8 +77,8 @@ public final class FineTuner {
     public let arguments: FineTuneArguments
     public let model: ViTMSNForImageClassification
     public let processor: ImageProcessor
-    let train: BatchLoader
-    let validation: BatchLoader
+    let train: BatchLoader<Tensor>
+    let validation: BatchLoader<Tensor>
     let optimizer: Optimizer
     let settings: OptimizationSettings
     var state = TrainerState()

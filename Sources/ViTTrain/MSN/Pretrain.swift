@@ -136,11 +136,10 @@ public final class Pretrainer {
     public let model: MSNModel
     public let target: MSNModel  // EMA copy (its prototypes are unused)
     public let processor: ImageProcessor
-    let loader: BatchLoader
+    let loader: BatchLoader<[Tensor]>
     let optimizer = AdamW()
     var state = TrainerState()
     let checkpoints: CheckpointDirectory
-    let viewSizes: (target: Int, focal: Int)
     /// A low-shot probe of the target encoder, run every `probeEvery` epochs.
     public var probe: ((ViTMSNModel) throws -> [(String, Double)])?
 
@@ -167,13 +166,11 @@ public final class Pretrainer {
         let rand = MSNViewAugmentation(processor: processor, size: config.randSize, scale: config.randScale, colorJitter: config.colorJitter)
         let focal = MSNViewAugmentation(processor: processor, size: config.focalSize, scale: config.focalScale, colorJitter: config.colorJitter)
         let focalViews = config.focalViews
-        // Each sample becomes one flat tensor: target view, anchor view, then its focal views.
+        // Each sample is its views: target, anchor, then the focal views.
         loader = BatchLoader(dataset: data, batchSize: config.batchSize, shuffle: true, seed: config.seed) { image, generator in
-            let views = [rand.pixelValues(image, using: &generator), rand.pixelValues(image, using: &generator)]
+            [rand.pixelValues(image, using: &generator), rand.pixelValues(image, using: &generator)]
                 + (0..<focalViews).map { _ in focal.pixelValues(image, using: &generator) }
-            return Tensor(shape: [views.reduce(0) { $0 + $1.count }], scalars: views.flatMap(\.scalars))
         }
-        viewSizes = (channels * config.randSize * config.randSize, channels * config.focalSize * config.focalSize)
     }
 
     /// A fresh model directory for a preset name (written into the output directory), or the directory given.
@@ -196,21 +193,11 @@ public final class Pretrainer {
         return directory
     }
 
-    /// Splits a loaded batch (B, per-sample views) into the step's views, focal views view-major.
-    func views(_ batch: LoadedBatch, keep: [Int]) -> MSNViews {
-        let b = batch.labels.count
-        let (c, r, f) = (model.encoder.config.numChannels, config.randSize, config.focalSize)
-        let perSample = batch.pixels.count / b
-        let values = batch.pixels.scalars
-        func slice(_ sample: Int, _ offset: Int, _ count: Int) -> ArraySlice<Float> {
-            values[(sample * perSample + offset)..<(sample * perSample + offset + count)]
-        }
-        let target = Tensor(shape: [b, c, r, r], scalars: (0..<b).flatMap { slice($0, 0, viewSizes.target) })
-        let anchor = Tensor(shape: [b, c, r, r], scalars: (0..<b).flatMap { slice($0, viewSizes.target, viewSizes.target) })
-        let focal = config.focalViews == 0 ? nil : Tensor(
-            shape: [config.focalViews * b, c, f, f],
-            scalars: (0..<config.focalViews).flatMap { v in (0..<b).flatMap { slice($0, 2 * viewSizes.target + v * viewSizes.focal, viewSizes.focal) } })
-        return MSNViews(target: target, anchor: anchor, focal: focal, keep: keep)
+    /// A batch's per-sample views stacked into the step's views, focal views view-major.
+    func views(_ batch: LoadedBatch<[Tensor]>, keep: [Int]) -> MSNViews {
+        let samples = batch.samples
+        let focal = config.focalViews == 0 ? nil : Tensor.stacked((0..<config.focalViews).flatMap { v in samples.map { $0[2 + v] } })
+        return MSNViews(target: Tensor.stacked(samples.map { $0[0] }), anchor: Tensor.stacked(samples.map { $0[1] }), focal: focal, keep: keep)
     }
 
     public func run(stopAfterStep: Int? = nil, events: (PretrainEvent) -> Void) throws {
@@ -255,7 +242,7 @@ public final class Pretrainer {
     /// One optimizer step on a loaded batch: the anchor patches kept are drawn from the step number; forward
     /// and backward, clipping of the encoder and head gradients, AdamW, then the EMA update of the target.
     /// A non-finite loss throws before any weight changes.
-    func step(_ batch: LoadedBatch) throws -> (result: MSNLossResult, learningRate: Float, weightDecay: Float, momentum: Float) {
+    func step(_ batch: LoadedBatch<[Tensor]>) throws -> (result: MSNLossResult, learningRate: Float, weightDecay: Float, momentum: Float) {
         let stepsPerEpoch = loader.batchesPerEpoch
         let patchSize = model.encoder.config.patchSize
         let numPatches = (config.randSize / patchSize.height) * (config.randSize / patchSize.width)
@@ -283,7 +270,7 @@ public final class Pretrainer {
         guard let firstBatch else { throw TrainingError("no data to time a step on") }
         _ = try step(firstBatch)
     }
-    private var firstBatch: LoadedBatch?
+    private var firstBatch: LoadedBatch<[Tensor]>?
 
     /// target ← m·target + (1 − m)·anchor, over the encoder's and head's parameters (not BatchNorm statistics).
     func updateTarget(momentum m: Float) {
