@@ -127,6 +127,32 @@ public struct Tensor: @unchecked Sendable {
         return result
     }
 
+    /// The same values as `shape` (which must hold as many), sharing the storage until one is written.
+    public func reshaped(_ shape: [Int]) -> Tensor { Tensor(shape: shape, storage: storage) }
+
+    /// Rows `range` of the first axis, copied: (range.count, shape[1...]).
+    public func rows(_ range: Range<Int>) -> Tensor {
+        precondition(rank >= 1 && range.lowerBound >= 0 && range.upperBound <= shape[0], "rows \(range) of \(shape)")
+        let width = shape[0] == 0 ? 0 : count / shape[0]
+        var result = Tensor(zeros: [range.count] + shape.dropFirst())
+        result.withUnsafeMutableBufferPointer { $0.baseAddress!.update(from: storage.base + range.lowerBound * width, count: range.count * width) }
+        return result
+    }
+
+    /// Tensors that agree past their first axis, joined along it.
+    public static func concatenated(_ tensors: [Tensor]) -> Tensor {
+        precondition(!tensors.isEmpty && tensors.allSatisfy { $0.shape.dropFirst() == tensors[0].shape.dropFirst() }, "concatenating needs tensors that agree past the first axis")
+        var result = Tensor(zeros: [tensors.reduce(0) { $0 + $1.shape[0] }] + tensors[0].shape.dropFirst())
+        result.withUnsafeMutableBufferPointer { out in
+            var offset = 0
+            for tensor in tensors {
+                (out.baseAddress! + offset).update(from: tensor.storage.base, count: tensor.count)
+                offset += tensor.count
+            }
+        }
+        return result
+    }
+
     /// ‖self − reference‖ / ‖reference‖ (L2 over all elements): the per-tensor error of gradient checks.
     public func relativeDifference(_ reference: Tensor) -> Float {
         precondition(count == reference.count, "comparing \(shape) with \(reference.shape)")

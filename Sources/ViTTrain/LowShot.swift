@@ -320,11 +320,13 @@ extension Tensor {
     /// The rows `indices` of a matrix (N, D), in that order.
     func gatheredRows(_ indices: [Int]) -> Tensor {
         let d = shape[1]
-        let values = scalars
-        var gathered: [Float] = []
-        gathered.reserveCapacity(indices.count * d)
-        for i in indices { gathered += values[(i * d)..<((i + 1) * d)] }
-        return Tensor(shape: [indices.count, d], scalars: gathered)
+        var gathered = Tensor(zeros: [indices.count, d])
+        gathered.withUnsafeMutableBufferPointer { out in
+            withUnsafeBufferPointer { values in
+                for (row, i) in indices.enumerated() { (out.baseAddress! + row * d).update(from: values.baseAddress! + i * d, count: d) }
+            }
+        }
+        return gathered
     }
 }
 

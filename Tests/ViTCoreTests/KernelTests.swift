@@ -319,3 +319,20 @@ final class BackwardKernelTests: XCTestCase {
         assertClose(dv, numericGradient(v, upstream: upstream) { forward(q, k, $0) }, "dV")
     }
 }
+
+final class TensorShapeTests: XCTestCase {
+    func testReshapeRowsAndConcatenation() {
+        let a = Tensor(shape: [2, 3], scalars: [1, 2, 3, 4, 5, 6]), b = Tensor(shape: [1, 3], scalars: [7, 8, 9])
+        XCTAssertEqual(a.reshaped([3, 2]).shape, [3, 2])
+        XCTAssertEqual(a.reshaped([6]).scalars, a.scalars)
+        XCTAssertEqual(a.rows(1..<2).scalars, [4, 5, 6])
+        XCTAssertEqual(a.rows(1..<2).shape, [1, 3])
+        let joined = Tensor.concatenated([a, b])
+        XCTAssertEqual(joined.shape, [3, 3])
+        XCTAssertEqual(joined.scalars, [1, 2, 3, 4, 5, 6, 7, 8, 9])
+        XCTAssertEqual(Tensor.concatenated([joined]).rows(0..<0).shape, [0, 3])
+        var copy = a.reshaped([3, 2])
+        copy.withUnsafeMutableBufferPointer { $0[0] = 100 }
+        XCTAssertEqual(a.scalars[0], 1, "a reshaped tensor is copied on write")
+    }
+}

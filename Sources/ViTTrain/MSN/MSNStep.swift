@@ -124,23 +124,18 @@ public func msnForwardBackward(
         let (projection, headActivations) = model.head.forward(clsTokens(last), training: true, parallelism: model.encoder.parallelism)
         forwards.append((activations, headActivations, last.shape[1], projection))
     }
-    let width = targets.shape[1]
-    var anchorRows: [Float] = []
-    for forward in forwards { anchorRows += forward.projection.scalars } // the groups' rows, in order
-    let anchors = Tensor(shape: [anchorRows.count / width, width], scalars: anchorRows)
+    let anchors = Tensor.concatenated(forwards.map(\.projection)) // the groups' rows, in order
     let result = msnLoss(anchors: anchors, targets: targets, prototypes: model.prototypes, settings: settings)
     addInPlace(&model.prototypesGradient, result.prototypeGradient)
     let dim = model.encoder.config.hiddenSize
-    result.anchorGradient.withUnsafeBufferPointer { gradient in
-        var offset = 0
-        for forward in forwards {
-            let rows = forward.projection.shape[0]
-            let slice = Tensor(shape: forward.projection.shape, scalars: Array(gradient[(offset * width)..<((offset + rows) * width)]))
-            let clsGradient = model.head.backward(forward.head, outputGradient: slice, parallelism: model.encoder.parallelism)
-            let lastGradient = clsGradient.withUnsafeBufferPointer { clsTokensBackward($0.baseAddress!, batch: rows, sequence: forward.sequence, dim: dim) }
-            model.encoder.backward(forward.encoder, lastHiddenStateGradient: lastGradient)
-            offset += rows
-        }
+    var offset = 0
+    for forward in forwards {
+        let rows = forward.projection.shape[0]
+        let clsGradient = model.head.backward(
+            forward.head, outputGradient: result.anchorGradient.rows(offset..<(offset + rows)), parallelism: model.encoder.parallelism)
+        let lastGradient = clsGradient.withUnsafeBufferPointer { clsTokensBackward($0.baseAddress!, batch: rows, sequence: forward.sequence, dim: dim) }
+        model.encoder.backward(forward.encoder, lastHiddenStateGradient: lastGradient)
+        offset += rows
     }
     return result
 }
