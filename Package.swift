@@ -29,7 +29,7 @@ let package = Package(
             name: "CImageCodecs",
             linkerSettings: [.linkedLibrary("jpeg"), .linkedLibrary("png16")]
         ),
-        .target(name: "ViTVision", dependencies: ["ViTCore", "CImageCodecs"]),
+        .target(name: "ViTVision", dependencies: ["ViTCore", "ViTIO", "CImageCodecs"]),
         .target(name: "ViTModel", dependencies: ["ViTCore", "ViTIO"]),
         .target(name: "ViTHub", dependencies: ["ViTIO", .product(name: "Crypto", package: "swift-crypto")]),
         .target(name: "ViTMSN", dependencies: ["ViTCore", "ViTIO", "ViTHub", "ViTModel", "ViTVision"]),

@@ -1,5 +1,6 @@
 import Foundation
 import ViTCore
+import ViTIO
 
 /// Transformers' `ViTImageProcessor` (4.57, the PIL path), read from `preprocessor_config.json` in its legacy
 /// form (`"size": 224`, `feature_extractor_type`) or its current one (`"size": {"height": …, "width": …}`).
@@ -48,8 +49,8 @@ public struct ImageProcessor: Sendable {
             guard let typed = read(value) else { throw ImageError("preprocessor_config.json", "field '\(key)' has the wrong type (\(value))") }
             return typed
         }
-        func bool(_ v: Any) -> Bool? { (v as? NSNumber).map(\.boolValue) }
-        func number(_ v: Any) -> Double? { (v as? NSNumber)?.doubleValue }
+        // Strict, as every config reader here: `1` is not `true`, and `3.7` is not an integer.
+        let (bool, number, integer) = (jsonBool, jsonNumber, jsonInteger)
         func floats(_ v: Any) -> [Float]? {
             if let n = number(v) { return [Float(n), Float(n), Float(n)] }
             guard let list = v as? [Any] else { return nil }
@@ -63,16 +64,16 @@ public struct ImageProcessor: Sendable {
         rescaleFactor = try field("rescale_factor", number) ?? rescaleFactor
         imageMean = try field("image_mean", floats) ?? imageMean
         imageStd = try field("image_std", floats) ?? imageStd
-        if let code = try field("resample", { ($0 as? NSNumber)?.intValue }) {
+        if let code = try field("resample", integer) {
             guard let filter = Resampling(rawValue: code) else {
                 throw ImageError("preprocessor_config.json", "field 'resample' is \(code); Pillow's filters are 0–5")
             }
             resample = filter
         }
         if let size = json["size"] {
-            if let side = (size as? NSNumber)?.intValue {
+            if let side = integer(size) {
                 (height, width) = (side, side)
-            } else if let dict = size as? [String: Any], let h = (dict["height"] as? NSNumber)?.intValue, let w = (dict["width"] as? NSNumber)?.intValue {
+            } else if let dict = size as? [String: Any], let h = dict["height"].flatMap(integer), let w = dict["width"].flatMap(integer) {
                 (height, width) = (h, w)
             } else {
                 throw ImageError("preprocessor_config.json", "The `size` dictionary must contain the keys `height` and `width`. Got \(size)")

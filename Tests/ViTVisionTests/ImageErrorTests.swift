@@ -114,6 +114,11 @@ final class ImageProcessorConfigTests: XCTestCase {
             (["image_mean": "red"], "'image_mean' has the wrong type"),
             (["image_std": [0.2, 0, 0.2]], "std non-zero"),
             (["size": 0], "size must be positive"),
+            // As strict as every config reader: 1 is not true, 3.7 is not an integer.
+            (["do_resize": NSNumber(value: 1)], "'do_resize' has the wrong type"),
+            (["resample": NSNumber(value: 3.7)], "'resample' has the wrong type"),
+            (["do_normalize": NSNumber(value: true), "rescale_factor": NSNumber(value: true)], "'rescale_factor' has the wrong type"),
+            (["size": ["height": NSNumber(value: 224.5), "width": 224]], "must contain the keys `height` and `width`"),
         ]
         for (json, reason) in cases {
             XCTAssertThrowsError(try ImageProcessor(json: json)) { XCTAssertTrue("\($0)".contains(reason), "\($0)") }
