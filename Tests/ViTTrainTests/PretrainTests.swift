@@ -95,6 +95,12 @@ final class PretrainTests: XCTestCase {
         XCTAssertTrue(error(#"{"data": {"rand_scale": [1.0, 0.3]}}"#).contains("data.rand_scale"))
         XCTAssertTrue(error(#"{"meta": {"patch_drop": 1.5}}"#).contains("patch_drop"))
         XCTAssertTrue(error("[1, 2").contains("config.json"))
+        // As strict as every config reader: 3.7 is not an integer, 1 is not true, true is not a number.
+        XCTAssertTrue(error(#"{"criterion": {"num_proto": 3.7}}"#).contains("criterion.num_proto"))
+        XCTAssertTrue(error(#"{"criterion": {"use_sinkhorn": 1}}"#).contains("criterion.use_sinkhorn"))
+        XCTAssertTrue(error(#"{"criterion": {"me_max": 0}}"#).contains("criterion.me_max"))
+        XCTAssertTrue(error(#"{"criterion": {"temperature": true}}"#).contains("criterion.temperature"))
+        XCTAssertTrue(error(#"{"meta": {"architecture": {"hidden_size": 64.5}}}"#).contains("meta.architecture"))
         try #"{"optimization": {"epochs": 7, "ema": [0.99, 1.0]}, "criterion": {"num_proto": 64}}"#.write(toFile: path, atomically: true, encoding: .utf8)
         let parsed = try PretrainConfig(path: path)
         XCTAssertEqual(parsed.epochs, 7)

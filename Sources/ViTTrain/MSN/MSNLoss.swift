@@ -176,16 +176,19 @@ extension MSNLossSettings {
         self.init()
         func number(_ key: String) throws -> Float? {
             guard let value = criterion[key] else { return nil }
-            guard let n = value as? NSNumber else { throw TrainingError("\(configPath): criterion.\(key) must be a number, got \(value)") }
-            return n.floatValue
+            guard let n = jsonNumber(value) else { throw TrainingError("\(configPath): criterion.\(key) must be a number, got \(value)") }
+            return Float(n)
         }
         temperature = try number("temperature") ?? temperature
         sharpen = try number("final_sharpen") ?? number("start_sharpen") ?? sharpen
         memaxWeight = try number("memax_weight") ?? memaxWeight
-        if let enabled = criterion["me_max"] as? Bool, !enabled { memaxWeight = 0 }
+        if let value = criterion["me_max"] {
+            guard let enabled = jsonBool(value) else { throw TrainingError("\(configPath): criterion.me_max must be true or false") }
+            if !enabled { memaxWeight = 0 }
+        }
         entropyWeight = try number("ent_weight") ?? entropyWeight
         if let value = criterion["use_sinkhorn"] {
-            guard let flag = value as? Bool else { throw TrainingError("\(configPath): criterion.use_sinkhorn must be true or false") }
+            guard let flag = jsonBool(value) else { throw TrainingError("\(configPath): criterion.use_sinkhorn must be true or false") }
             sinkhorn = flag
         }
         guard temperature > 0, sharpen > 0 else { throw TrainingError("\(configPath): criterion.temperature and final_sharpen must be positive") }

@@ -47,11 +47,12 @@ public struct PretrainConfig: Sendable {
             guard let typed = convert(value) else { throw TrainingError("\(path): \(s).\(key) has the wrong type (\(value))") }
             return typed
         }
-        let int = { (v: Any) in (v as? NSNumber)?.intValue }, double = { (v: Any) in (v as? NSNumber)?.doubleValue }
+        // Strict, as every config reader here: `1` is not `true`, and `3.7` is not an integer.
+        let (int, double) = (jsonInteger, jsonNumber)
         let string = { (v: Any) in v as? String }
         let range = { (v: Any) -> ClosedRange<Double>? in
-            guard let pair = v as? [NSNumber], pair.count == 2, pair[0].doubleValue <= pair[1].doubleValue else { return nil }
-            return pair[0].doubleValue...pair[1].doubleValue
+            guard let pair = (v as? [Any])?.compactMap(jsonNumber), pair.count == 2, (v as? [Any])?.count == 2, pair[0] <= pair[1] else { return nil }
+            return pair[0]...pair[1]
         }
         // The official configs name a DeiT (`model_name: deit_small`); `model` (a preset or directory) wins.
         let deit = ["deit_small": "small", "deit_base": "base", "deit_large": "large", "deit_base_p4": "base-4", "deit_large_p7": "large-7"]
@@ -60,7 +61,11 @@ public struct PretrainConfig: Sendable {
             model = preset
         }
         model = try read("meta", "model", string) ?? model
-        architecture = try read("meta", "architecture", { v in (v as? [String: Any])?.compactMapValues { ($0 as? NSNumber)?.intValue } }) ?? [:]
+        architecture = try read("meta", "architecture", { v in
+            guard let fields = v as? [String: Any] else { return nil }
+            let integers = fields.compactMapValues(jsonInteger)
+            return integers.count == fields.count ? integers : nil // a wrongly typed field fails the section, not vanishes
+        }) ?? [:]
         let known: Set = ["hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "patch_size"]
         if let unknown = architecture.keys.first(where: { !known.contains($0) }) {
             throw TrainingError("\(path): meta.architecture.\(unknown) is not one of \(known.sorted())")
