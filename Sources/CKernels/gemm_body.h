@@ -10,12 +10,45 @@ typedef float KERNEL(vf) __attribute__((vector_size(GEMM_VW * 4), aligned(4)));
 
 #define GEMM_NV (GEMM_NR / GEMM_VW)
 
+// Exact-erf GELU on a vector: activate's scalar steps (Abramowitz & Stegun erf, Cephes exp) lane by lane,
+// so the fused epilogue need not call back per row.
+__attribute__((always_inline)) KERNEL_TARGET static inline KERNEL(vf) KERNEL(gelu_vector)(KERNEL(vf) v) {
+#pragma clang fp contract(fast)
+    typedef KERNEL(vf) vf;
+    typedef int32_t vi __attribute__((vector_size(GEMM_VW * 4)));
+    const vf zero = (vf){0};
+    vf z = v * 0.70710678118654752f;
+    vf ax = __builtin_elementwise_abs(z);
+    vf t = 1.0f / (1.0f + 0.3275911f * ax);
+    vf poly = zero + 1.061405429f;
+    poly = poly * t - 1.453152027f;
+    poly = poly * t + 1.421413741f;
+    poly = poly * t - 0.284496736f;
+    poly = poly * t + 0.254829592f;
+    vf x = __builtin_elementwise_max(-ax * ax, zero - 87.3f);
+    vf shifted = x * 1.44269504f + 12582912.0f;
+    vf n = shifted - 12582912.0f;
+    vf r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    vf p = zero + 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    vf er = p * r * r + r + 1.0f;
+    vi bits = ((vi)shifted - 0x4B400000 + 127) << 23;
+    vf erf = __builtin_elementwise_copysign(1.0f - poly * t * (er * (vf)bits), z);
+    return 0.5f * v * (1.0f + erf);
+}
+
 // Σ_k op(A)(i, k) · b[k][0..NR) for the MR rows of one tile, op(A)(i, k) = a[i·rs + k·ks] (a packed sliver,
 // or A's rows read in place), into registers. A whole tile with a plain start (no beta) goes straight to C
-// (first K block: alpha·acc + bias; later: C += alpha·acc); any other goes to `tile` for gemm_merge.
+// (first K block: alpha·acc + bias; later: C += alpha·acc; then GELU on the last block when `gelu`); any
+// other goes to `tile` for gemm_merge.
 __attribute__((always_inline)) KERNEL_TARGET static inline void KERNEL(gemm_micro)(
     size_t kc, const float *restrict a, size_t rs, size_t ks, const float *restrict b,
-    float *restrict c, size_t ldc, int direct, float alpha, const float *restrict bias, int first, float *restrict tile
+    float *restrict c, size_t ldc, int direct, float alpha, const float *restrict bias, int first, int gelu, float *restrict tile
 ) {
 #pragma clang fp contract(fast)
     typedef KERNEL(vf) vf;
@@ -48,9 +81,8 @@ __attribute__((always_inline)) KERNEL_TARGET static inline void KERNEL(gemm_micr
 #pragma clang loop unroll(full)
         for (int j = 0; j < GEMM_NV; j++) {
             vf *cv = (vf *)(c + i * ldc + j * GEMM_VW);
-            if (!first) *cv += alpha * acc[i][j];
-            else if (bias) *cv = alpha * acc[i][j] + *(const vf *)(bias + j * GEMM_VW);
-            else *cv = alpha * acc[i][j];
+            vf value = !first ? *cv + alpha * acc[i][j] : bias ? alpha * acc[i][j] + *(const vf *)(bias + j * GEMM_VW) : alpha * acc[i][j];
+            *cv = gelu ? KERNEL(gelu_vector)(value) : value;
         }
 }
 
@@ -195,16 +227,17 @@ KERNEL_TARGET static void KERNEL(gemm_packed)(const vitmsn_gemm_call *g, float *
                             __builtin_prefetch(ct + i * g->ldc + cols - 1, 1, 3);
                         }
                         int direct = height == GEMM_MR && cols == GEMM_NR && !(first && g->epilogue.beta != 0.0f);
+                        int gelu = direct && last && g->epilogue.activation == VITMSN_GELU;
                         if (t < whole) {
                             KERNEL(gemm_micro)(kcb, g->a + (r0 + t) * g->lda + k0, g->lda, 1, panel, ct, g->ldc, direct,
-                                               g->epilogue.alpha, bias, first, tile);
+                                               g->epilogue.alpha, bias, first, gelu, tile);
                         } else {
                             KERNEL(gemm_micro)(kcb, scratch + (t - whole) * kcb, 1, GEMM_MR, panel, ct, g->ldc, direct,
-                                               g->epilogue.alpha, bias, first, tile);
+                                               g->epilogue.alpha, bias, first, gelu, tile);
                         }
                         if (!direct) {
                             KERNEL(gemm_merge)(tile, ct, g->ldc, height, cols, &g->epilogue, bias, first, last);
-                        } else if (last && g->epilogue.activation >= 0) {
+                        } else if (last && g->epilogue.activation >= 0 && !gelu) {
                             for (size_t i = 0; i < GEMM_MR; i++) KERNEL(activate)((vitmsn_activation)g->epilogue.activation, ct + i * g->ldc, cols);
                         }
                     }

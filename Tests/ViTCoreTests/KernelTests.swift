@@ -93,9 +93,10 @@ final class KernelTests: XCTestCase {
         }
     }
 
-    /// The fused epilogues: bias then GELU, and bias plus a residual.
+    /// The fused epilogues: bias then GELU, and bias plus a residual, on whole register tiles (GELU in
+    /// vectors) and ragged ones (GELU per row).
     func testLinearForwardEpilogues() {
-        let (rows, inFeatures, outFeatures) = (5, 19, 37)
+        let (rows, inFeatures, outFeatures) = (13, 19, 37)
         let x = random(rows * inFeatures, seed: 1), w = random(outFeatures * inFeatures, seed: 2), b = random(outFeatures, seed: 3)
         let residual = random(rows * outFeatures, seed: 4)
         let exact = reference(x, w, m: rows, n: outFeatures, k: inFeatures, transposeA: false, transposeB: true)
