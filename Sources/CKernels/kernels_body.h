@@ -2,6 +2,16 @@
 // attribute) and KERNEL(name) (a name suffix) defined. Plain scalar loops: the compiler vectorises them
 // for the target; the reductions opt into reassociation explicitly.
 
+// The polynomials shared by the scalar kernels here and the vector GELU of gemm_body.h, written once for a
+// float or a vector of floats: Cephes' e^r − 1 − r over r² for |r| ≤ ln 2 / 2, and Abramowitz & Stegun 7.1.26's
+// erf polynomial in t = 1 / (1 + 0.3275911·|x|).
+#ifndef VITMSN_POLYNOMIALS
+#define VITMSN_POLYNOMIALS
+#define EXP_POLYNOMIAL(r) \
+    (((((1.9875691500e-4f * (r) + 1.3981999507e-3f) * (r) + 8.3334519073e-3f) * (r) + 4.1665795894e-2f) * (r) + 1.6666665459e-1f) * (r) + 5.0000001201e-1f)
+#define ERF_POLYNOMIAL(t) ((((1.061405429f * (t) - 1.453152027f) * (t) + 1.421413741f) * (t) - 0.284496736f) * (t) + 0.254829592f)
+#endif
+
 KERNEL_TARGET static inline float KERNEL(exp_one)(float input) {
     float x = input < -87.3f ? -87.3f : (input > 88.3f ? 88.3f : input);
     // n = round(x·log2 e) by the 1.5·2²³ shifter; r = x − n·ln 2 in two parts; e^r by Cephes' polynomial.
@@ -10,13 +20,7 @@ KERNEL_TARGET static inline float KERNEL(exp_one)(float input) {
     float n = shifted - shifter;
     float r = x - n * 0.693359375f;
     r = r - n * -2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    float er = p * r * r + r + 1.0f;
+    float er = EXP_POLYNOMIAL(r) * r * r + r + 1.0f;
     uint32_t bits;
     memcpy(&bits, &shifted, 4);
     bits = (bits - 0x4B400000u + 127u) << 23;
@@ -29,12 +33,7 @@ KERNEL_TARGET static inline float KERNEL(exp_one)(float input) {
 KERNEL_TARGET static inline float KERNEL(erf_one)(float x) {
     float ax = fabsf(x);
     float t = 1.0f / (1.0f + 0.3275911f * ax);
-    float poly = 1.061405429f;
-    poly = poly * t - 1.453152027f;
-    poly = poly * t + 1.421413741f;
-    poly = poly * t - 0.284496736f;
-    poly = poly * t + 0.254829592f;
-    return copysignf(1.0f - poly * t * KERNEL(exp_one)(-ax * ax), x);
+    return copysignf(1.0f - ERF_POLYNOMIAL(t) * t * KERNEL(exp_one)(-ax * ax), x);
 }
 
 KERNEL_TARGET static inline float KERNEL(sigmoid_one)(float x) { return 1.0f / (1.0f + KERNEL(exp_one)(-x)); }
