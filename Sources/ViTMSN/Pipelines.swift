@@ -86,24 +86,33 @@ public struct ImageReading: Sendable {
         for (i, batch) in batches.enumerated() {
             let pixels = decoded.take(i)
             let good = pixels.compactMap { try? $0.get() }
-            var outputs: [Output] = []
-            var failure: ImageError?
-            if !good.isEmpty {
-                do { outputs = try forward(Tensor.stacked(good)) } catch { failure = ImageError("batch of \(batch.count)", "\(error)") }
+            // One forward over the batch; without resizing (`do_resize: false`) sizes may differ, and such a
+            // batch runs one image at a time so that an image the model refuses fails alone.
+            let outputs: [Result<Output, Error>]
+            if good.isEmpty {
+                outputs = []
+            } else if good.allSatisfy({ $0.shape == good[0].shape }) {
+                do { outputs = try forward(Tensor.stacked(good)).map { .success($0) } } catch { outputs = good.map { _ in .failure(error) } }
+            } else {
+                outputs = good.map { image in Result { try forward(Tensor.stacked([image]))[0] } }
             }
             var next = outputs.makeIterator()
             for (offset, result) in pixels.enumerated() {
-                switch result {
-                case .failure(let error): results.append(.failure(error))
-                case .success:
-                    if let failure { results.append(.failure(ImageError(inputs[batch.lowerBound + offset].name, failure.reason))) }
-                    else { results.append(.success(next.next()!)) }
+                switch (result, result.isSuccess ? next.next()! : nil) {
+                case (.failure(let error), _): results.append(.failure(error))
+                case (_, .success(let output)?): results.append(.success(output))
+                case (_, .failure(let error)?): results.append(.failure(ImageError(inputs[batch.lowerBound + offset].name, "\(error)")))
+                case (.success, nil): preconditionFailure("one output per readable image")
                 }
             }
             progress?(batch.upperBound)
         }
         return results
     }
+}
+
+extension Result {
+    var isSuccess: Bool { if case .success = self { true } else { false } }
 }
 
 /// Values computed on a background queue one index ahead of the consumer, handed over in order.

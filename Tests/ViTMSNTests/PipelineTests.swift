@@ -77,6 +77,23 @@ final class PipelineTests: XCTestCase {
         XCTAssertTrue(missing.reason.contains("no such file"), missing.reason)
     }
 
+    /// A processor that does not resize hands the model images of several sizes: they run one at a time (with
+    /// interpolated positions the model accepts any size) instead of failing to stack.
+    func testImagesOfSeveralSizesWithoutResizing() throws {
+        let directory = try Fixtures.classifier("classifier_single", problemType: nil)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let embed = try ImageFeatureExtractionPipeline(model: directory)
+        var processor = embed.processor
+        processor.doResize = false
+        let unresized = ImageFeatureExtractionPipeline(model: embed.model, processor: processor)
+        let small = Image(width: 16, height: 16, mode: .RGB, pixels: [UInt8](repeating: 90, count: 16 * 16 * 3))
+        let large = Image(width: 32, height: 16, mode: .RGB, pixels: [UInt8](repeating: 200, count: 32 * 16 * 3))
+        let results = unresized([.decoded(small, name: "small"), .decoded(large, name: "large")])
+        XCTAssertNoThrow(try results[0].get(), "16×16 is the model's size")
+        guard case .failure(let error) = results[1] else { return XCTFail("32×16 without interpolation must fail, alone") }
+        XCTAssertEqual(error.path, "large")
+    }
+
     /// CLS pooling is token 0 of last_hidden_state; mean pools the patch tokens; normalize gives unit vectors.
     func testFeatureExtractionPools() throws {
         let directory = try Fixtures.classifier("classifier_single", problemType: nil)
