@@ -128,7 +128,7 @@ extension ViTMSNForImageClassification {
 /// names. Missing, unexpected and wrongly shaped tensors are all collected and reported in one error.
 /// Returns the `optional` names the checkpoint did not have (left for the caller to initialise).
 package func loadParameters(
-    of module: Module, from source: TensorSource,
+    of module: NN.Module, from source: TensorSource,
     modelName: (String) -> String, ignoring: Set<String>, optional: Set<String>
 ) throws -> Set<String> {
     var checkpointName: [String: String] = [:]
@@ -168,7 +168,7 @@ private func stripPrefix(_ name: String) -> String {
 
 // MARK: - Saving
 
-extension Module {
+extension NN.Module {
     /// Writes every parameter under its checkpoint name, as `dtype` (F32, F16 or BF16), atomically.
     public func saveSafetensors(path: String, dtype: DType = .F32) throws {
         let records = namedParameters.map { SafetensorsRecord(name: $0.name, tensor: $0.tensor, dtype: dtype) }
@@ -178,7 +178,7 @@ extension Module {
 
 /// Writes `config.json` (with `architectures` and `torch_dtype`) and `model.safetensors`: a directory that
 /// Transformers' `from_pretrained` loads.
-func saveModelDirectory(_ module: Module, config: ViTMSNConfig, architecture: String, directory: String, dtype: DType) throws {
+func saveModelDirectory(_ module: NN.Module, config: ViTMSNConfig, architecture: String, directory: String, dtype: DType) throws {
     try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
     var config = config
     config.architectures = [architecture]
@@ -220,7 +220,7 @@ extension ViTMSNForImageClassification {
     }
 }
 
-private func fillRandomly(_ module: Module, std: Float, seed: UInt64) {
+private func fillRandomly(_ module: NN.Module, std: Float, seed: UInt64) {
     var generator = SeededGenerator(seed: seed)
     module.visitParameters { name, tensor in
         guard !name.contains("layernorm") else { return }

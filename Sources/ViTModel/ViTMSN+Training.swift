@@ -27,7 +27,7 @@ extension ViTMSNEmbeddings {
     /// dropping: per image, K indices into the N patches), then hidden dropout. Returns (B, 1 + K, D), or
     /// (B, S, D) without `keep`.
     func forwardTraining(
-        _ pixels: Tensor, keep: [[Int]]?, interpolatePosEncoding: Bool, dropout: inout Dropout?, parallelism: Parallelism
+        _ pixels: Tensor, keep: [[Int]]?, interpolatePosEncoding: Bool, dropout: inout NN.Dropout?, parallelism: Parallelism
     ) throws -> (hidden: Buffer, sequence: Int, activations: EmbeddingActivations) {
         let full = try forward(pixels, boolMaskedPos: nil, interpolatePosEncoding: interpolatePosEncoding, parallelism: parallelism)
         let batch = pixels.shape[0]
@@ -109,7 +109,7 @@ extension ViTMSNLayer {
     /// dropping where Transformers does: attention probabilities, and each branch's output before its
     /// residual add.
     func forwardTraining(
-        _ hidden: UnsafeMutablePointer<Float>, batch: Int, sequence: Int, dropout: inout Dropout?, workspace w: EncoderWorkspace
+        _ hidden: UnsafeMutablePointer<Float>, batch: Int, sequence: Int, dropout: inout NN.Dropout?, workspace w: EncoderWorkspace
     ) -> BlockActivations {
         let tokens = batch * sequence
         let parallelism = w.parallelism
@@ -147,8 +147,8 @@ extension ViTMSNLayer {
 
     /// hidden += dropout(dense(input)); returns the dropout multipliers, if any were drawn.
     private func addBranch(
-        _ dense: Linear, input: UnsafePointer<Float>, to hidden: UnsafeMutablePointer<Float>, rows: Int,
-        dropout: inout Dropout?, workspace w: EncoderWorkspace
+        _ dense: NN.Linear, input: UnsafePointer<Float>, to hidden: UnsafeMutablePointer<Float>, rows: Int,
+        dropout: inout NN.Dropout?, workspace w: EncoderWorkspace
     ) -> Buffer? {
         guard let probability = dropout?.hiddenProbability, probability > 0 else {
             dense.forward(input, rows: rows, into: hidden, accumulate: true, parallelism: w.parallelism)
@@ -211,7 +211,7 @@ extension ViTMSNModel {
     /// activations `backward` needs. `keep` drops patches as MSN's anchor views do (see
     /// `ViTMSNEmbeddings.forwardTraining`); `dropout` nil means eval-mode behaviour.
     public func forwardTraining(
-        pixelValues: Tensor, keep: [[Int]]? = nil, interpolatePosEncoding: Bool = false, dropout: inout Dropout?
+        pixelValues: Tensor, keep: [[Int]]? = nil, interpolatePosEncoding: Bool = false, dropout: inout NN.Dropout?
     ) throws -> (lastHiddenState: Tensor, activations: ViTMSNActivations) {
         let (hidden, sequence, embeddingActivations) = try embeddings.forwardTraining(
             pixelValues, keep: keep, interpolatePosEncoding: interpolatePosEncoding, dropout: &dropout, parallelism: parallelism)
@@ -257,7 +257,7 @@ extension ViTMSNForImageClassification {
     /// inference forward and only the classifier gets gradients.
     public func forwardTraining(
         pixelValues: Tensor, labels: ClassificationLabels, interpolatePosEncoding: Bool = false,
-        trainBackbone: Bool = true, dropout: inout Dropout?
+        trainBackbone: Bool = true, dropout: inout NN.Dropout?
     ) throws -> (loss: Float, logits: Tensor, activations: ClassifierActivations) {
         guard classifier != nil else { throw ViTMSNError("training a classifier needs num_labels > 0") }
         let lastHiddenState: Tensor

@@ -22,14 +22,14 @@ public struct ViTMSNModelOutput {
 // MARK: - Embeddings
 
 /// Cuts the image into P×P patches and projects each to D (a stride-P convolution, done as one GEMM).
-public final class ViTMSNPatchEmbeddings: Module {
-    public let projection: Linear // weight (D, C, P, P), bias (D)
+public final class ViTMSNPatchEmbeddings: NN.Module {
+    public let projection: NN.Linear // weight (D, C, P, P), bias (D)
     let config: ViTMSNConfig
 
     init(config: ViTMSNConfig) {
         self.config = config
         let p = config.patchSize
-        projection = Linear(
+        projection = NN.Linear(
             config.numChannels * p.height * p.width, config.hiddenSize,
             weightShape: [config.hiddenSize, config.numChannels, p.height, p.width]
         )
@@ -93,7 +93,7 @@ public final class ViTMSNPatchEmbeddings: Module {
 }
 
 /// CLS token + patch embeddings (+ optional mask token) + position embeddings.
-public final class ViTMSNEmbeddings: Module {
+public final class ViTMSNEmbeddings: NN.Module {
     public var clsToken: Tensor            // (1, 1, D)
     public var maskToken: Tensor?          // (1, 1, D), only in models built with a mask token
     public var positionEmbeddings: Tensor  // (1, N_config + 1, D)
@@ -212,15 +212,15 @@ final class EncoderWorkspace {
 }
 
 /// `attention.attention`: query, key and value projections and the scaled-dot-product core.
-public final class ViTMSNSelfAttention: Module {
-    public let query, key, value: Linear // (D, D) each
+public final class ViTMSNSelfAttention: NN.Module {
+    public let query, key, value: NN.Linear // (D, D) each
     let heads: Int
     let headDim: Int
 
     init(config: ViTMSNConfig) {
-        query = Linear(config.hiddenSize, config.hiddenSize, bias: config.qkvBias)
-        key = Linear(config.hiddenSize, config.hiddenSize, bias: config.qkvBias)
-        value = Linear(config.hiddenSize, config.hiddenSize, bias: config.qkvBias)
+        query = NN.Linear(config.hiddenSize, config.hiddenSize, bias: config.qkvBias)
+        key = NN.Linear(config.hiddenSize, config.hiddenSize, bias: config.qkvBias)
+        value = NN.Linear(config.hiddenSize, config.hiddenSize, bias: config.qkvBias)
         heads = config.numAttentionHeads
         headDim = config.headDim
     }
@@ -248,17 +248,17 @@ public final class ViTMSNSelfAttention: Module {
 
 /// `attention.output`: the output projection. Transformers adds the residual in `ViTMSNLayer`; here the
 /// projection accumulates straight into the residual stream.
-public final class ViTMSNSelfOutput: Module {
-    public let dense: Linear // (D, D)
+public final class ViTMSNSelfOutput: NN.Module {
+    public let dense: NN.Linear // (D, D)
 
-    init(config: ViTMSNConfig) { dense = Linear(config.hiddenSize, config.hiddenSize) }
+    init(config: ViTMSNConfig) { dense = NN.Linear(config.hiddenSize, config.hiddenSize) }
 
     public func visitParameters(_ visit: (String, inout Tensor, inout Tensor?) throws -> Void) rethrows {
         try self.visit("dense", dense, visit)
     }
 }
 
-public final class ViTMSNAttention: Module {
+public final class ViTMSNAttention: NN.Module {
     public let attention: ViTMSNSelfAttention
     public let output: ViTMSNSelfOutput
 
@@ -274,12 +274,12 @@ public final class ViTMSNAttention: Module {
 }
 
 /// `intermediate`: D → I projection and the activation.
-public final class ViTMSNIntermediate: Module {
-    public let dense: Linear // (I, D)
+public final class ViTMSNIntermediate: NN.Module {
+    public let dense: NN.Linear // (I, D)
     let activation: Activation
 
     init(config: ViTMSNConfig) {
-        dense = Linear(config.hiddenSize, config.intermediateSize)
+        dense = NN.Linear(config.hiddenSize, config.intermediateSize)
         activation = config.activation
     }
 
@@ -294,10 +294,10 @@ public final class ViTMSNIntermediate: Module {
 }
 
 /// `output`: I → D projection plus the residual.
-public final class ViTMSNOutput: Module {
-    public let dense: Linear // (D, I)
+public final class ViTMSNOutput: NN.Module {
+    public let dense: NN.Linear // (D, I)
 
-    init(config: ViTMSNConfig) { dense = Linear(config.intermediateSize, config.hiddenSize) }
+    init(config: ViTMSNConfig) { dense = NN.Linear(config.intermediateSize, config.hiddenSize) }
 
     public func visitParameters(_ visit: (String, inout Tensor, inout Tensor?) throws -> Void) rethrows {
         try self.visit("dense", dense, visit)
@@ -305,19 +305,19 @@ public final class ViTMSNOutput: Module {
 }
 
 /// One pre-LayerNorm transformer block.
-public final class ViTMSNLayer: Module {
+public final class ViTMSNLayer: NN.Module {
     public let attention: ViTMSNAttention
     public let intermediate: ViTMSNIntermediate
     public let output: ViTMSNOutput
-    public let layernormBefore: LayerNorm
-    public let layernormAfter: LayerNorm
+    public let layernormBefore: NN.LayerNorm
+    public let layernormAfter: NN.LayerNorm
 
     init(config: ViTMSNConfig) {
         attention = ViTMSNAttention(config: config)
         intermediate = ViTMSNIntermediate(config: config)
         output = ViTMSNOutput(config: config)
-        layernormBefore = LayerNorm(config.hiddenSize, eps: Float(config.layerNormEps))
-        layernormAfter = LayerNorm(config.hiddenSize, eps: Float(config.layerNormEps))
+        layernormBefore = NN.LayerNorm(config.hiddenSize, eps: Float(config.layerNormEps))
+        layernormAfter = NN.LayerNorm(config.hiddenSize, eps: Float(config.layerNormEps))
     }
 
     public func visitParameters(_ visit: (String, inout Tensor, inout Tensor?) throws -> Void) rethrows {
@@ -345,7 +345,7 @@ public final class ViTMSNLayer: Module {
 
 }
 
-public final class ViTMSNEncoder: Module {
+public final class ViTMSNEncoder: NN.Module {
     public let layer: [ViTMSNLayer]
 
     init(config: ViTMSNConfig) {
@@ -360,13 +360,13 @@ public final class ViTMSNEncoder: Module {
 // MARK: - Models
 
 /// The ViT-MSN backbone: embeddings, L pre-LN blocks, final LayerNorm. No pooler.
-public final class ViTMSNModel: Module {
+public final class ViTMSNModel: NN.Module {
     public let config: ViTMSNConfig
     /// How the forward pass splits its work across cores (all of them by default).
     public var parallelism = Parallelism()
     public let embeddings: ViTMSNEmbeddings
     public let encoder: ViTMSNEncoder
-    public let layernorm: LayerNorm
+    public let layernorm: NN.LayerNorm
 
     /// `useMaskToken` adds `embeddings.mask_token`, needed for `boolMaskedPos` (Transformers' `use_mask_token`).
     public init(config: ViTMSNConfig, useMaskToken: Bool = false) throws {
@@ -374,7 +374,7 @@ public final class ViTMSNModel: Module {
         self.config = config
         embeddings = ViTMSNEmbeddings(config: config, useMaskToken: useMaskToken)
         encoder = ViTMSNEncoder(config: config)
-        layernorm = LayerNorm(config.hiddenSize, eps: Float(config.layerNormEps))
+        layernorm = NN.LayerNorm(config.hiddenSize, eps: Float(config.layerNormEps))
     }
 
     public func visitParameters(_ visit: (String, inout Tensor, inout Tensor?) throws -> Void) rethrows {
@@ -475,16 +475,16 @@ package func clsTokens(_ hiddenState: Tensor) -> Tensor {
 }
 
 /// The backbone with a linear classifier on the CLS token after the final LayerNorm.
-public final class ViTMSNForImageClassification: Module {
+public final class ViTMSNForImageClassification: NN.Module {
     public let vit: ViTMSNModel
     /// `nil` stands for `nn.Identity` when `num_labels == 0`.
-    public let classifier: Linear?
+    public let classifier: NN.Linear?
     public var config: ViTMSNConfig
 
     public init(config: ViTMSNConfig) throws {
         vit = try ViTMSNModel(config: config)
         self.config = config
-        classifier = config.numLabels > 0 ? Linear(config.hiddenSize, config.numLabels) : nil
+        classifier = config.numLabels > 0 ? NN.Linear(config.hiddenSize, config.numLabels) : nil
     }
 
     public func visitParameters(_ visit: (String, inout Tensor, inout Tensor?) throws -> Void) rethrows {

@@ -40,7 +40,7 @@ public enum LowShotBaselines {
         let augmentation = TrainingAugmentation(processor: processor)
         let optimizer = AdamW()
         let settings = OptimizationSettings(learningRate: 1e-3, weightDecay: 0.05, schedule: .cosine, warmupSteps: steps / 10, totalSteps: steps)
-        var eval: Dropout? = nil
+        var eval: NN.Dropout? = nil
         for step in 0..<steps {
             let pixels = Tensor.stacked(images.enumerated().map { i, image in
                 var generator = SeededGenerator(seed: UInt64(split), step, i)

@@ -70,7 +70,7 @@ func writeResumeState(_ state: TrainerState, optimizer: Optimizer, to directory:
 }
 
 /// Reads `writeResumeState`'s files back: restores `optimizer` (checked against `model`) and returns the state.
-func readResumeState(from directory: String, optimizer: Optimizer, model: Module) throws -> TrainerState {
+func readResumeState(from directory: String, optimizer: Optimizer, model: NN.Module) throws -> TrainerState {
     let state = try JSONDecoder().decode(TrainerState.self, from: Data(contentsOf: URL(fileURLWithPath: directory + "/trainer_state.json")))
     try restoreOptimizerState(optimizer, model: model, path: directory + "/optimizer.safetensors", stepCount: state.optimizerSteps)
     return state

@@ -176,7 +176,7 @@ public final class FineTuner {
     /// the run saves and stops there (a session with a time budget), to be continued with `--resume`.
     public func run(stopAfterStep: Int? = nil, events: (FineTuneEvent) -> Void) throws {
         let log = try TrainingLog(directory: arguments.outputDir, resumingAt: state.globalStep)
-        var dropout: Dropout? = Dropout(config: model.config, seed: state.globalStep == 0 ? arguments.seed : state.dropoutState)
+        var dropout: NN.Dropout? = NN.Dropout(config: model.config, seed: state.globalStep == 0 ? arguments.seed : state.dropoutState)
         let accumulation = arguments.gradientAccumulationSteps
         while state.epoch < arguments.epochs {
             var pending: [(pixels: Tensor, labels: [Int64])] = []

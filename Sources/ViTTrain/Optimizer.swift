@@ -20,7 +20,7 @@ package func msnDecaysWeight(_ name: String, shape: [Int]) -> Bool {
 /// `maxNorm`, as `torch.nn.utils.clip_grad_norm_` does (coefficient `maxNorm / (norm + 1e-6)`, capped at 1).
 /// Returns the norm before clipping.
 @discardableResult
-public func clipGradientNorm(_ model: Module, maxNorm: Float, included: (String) -> Bool = { _ in true }) -> Float {
+public func clipGradientNorm(_ model: NN.Module, maxNorm: Float, included: (String) -> Bool = { _ in true }) -> Float {
     var squares = 0.0
     model.visitParameters { name, _, gradient in
         guard included(name) else { return }
@@ -39,7 +39,7 @@ public func clipGradientNorm(_ model: Module, maxNorm: Float, included: (String)
 
 extension Optimizer {
     /// A step with Transformers' Trainer decay groups (`decaysWeight`).
-    public func step(_ model: Module, learningRate: Float, weightDecay: Float) {
+    public func step(_ model: NN.Module, learningRate: Float, weightDecay: Float) {
         step(model, learningRate: learningRate, weightDecay: weightDecay) { name, _ in decaysWeight(name) }
     }
 }
@@ -50,7 +50,7 @@ public protocol Optimizer: AnyObject {
     var stepCount: Int { get }
     /// One update of every parameter that has a gradient, at `learningRate`; `weightDecay` applies to the
     /// parameters `decays` selects (by name and shape).
-    func step(_ model: Module, learningRate: Float, weightDecay: Float, decays: (String, [Int]) -> Bool)
+    func step(_ model: NN.Module, learningRate: Float, weightDecay: Float, decays: (String, [Int]) -> Bool)
     /// The state as named tensors (`<slot>.<parameter name>`) and the step count, and back.
     var state: (tensors: [String: Tensor], stepCount: Int) { get }
     func restore(tensors: [String: Tensor], stepCount: Int) throws
@@ -68,7 +68,7 @@ public final class AdamW: Optimizer {
         (self.beta1, self.beta2, self.eps) = (beta1, beta2, eps)
     }
 
-    public func step(_ model: Module, learningRate lr: Float, weightDecay: Float, decays: (String, [Int]) -> Bool) {
+    public func step(_ model: NN.Module, learningRate lr: Float, weightDecay: Float, decays: (String, [Int]) -> Bool) {
         stepCount += 1
         let correction1 = 1 - pow(Double(beta1), Double(stepCount))
         let correction2Root = Float((1 - pow(Double(beta2), Double(stepCount))).squareRoot())
@@ -115,7 +115,7 @@ public final class SGD: Optimizer {
 
     public init(momentum: Float = 0.9) { self.momentum = momentum }
 
-    public func step(_ model: Module, learningRate lr: Float, weightDecay: Float, decays: (String, [Int]) -> Bool) {
+    public func step(_ model: NN.Module, learningRate lr: Float, weightDecay: Float, decays: (String, [Int]) -> Bool) {
         let first = stepCount == 0
         stepCount += 1
         let momentum = momentum
@@ -171,7 +171,7 @@ public struct TrainingError: Error, CustomStringConvertible {
 }
 
 /// Restores `<slot>.<parameter>` optimizer state saved by a run, checking each tensor against the model.
-func restoreOptimizerState(_ optimizer: Optimizer, model: Module, path: String, stepCount: Int) throws {
+func restoreOptimizerState(_ optimizer: Optimizer, model: NN.Module, path: String, stepCount: Int) throws {
     let file = try SafetensorsFile(path: path)
     let shapes = Dictionary(uniqueKeysWithValues: model.namedParameters.map { ($0.name, $0.tensor.shape) })
     var tensors: [String: Tensor] = [:]

@@ -48,7 +48,7 @@ public struct StepReport: Sendable {
 /// classifier's alone (linear probing).
 public func optimizerStep(
     _ model: ViTMSNForImageClassification, optimizer: Optimizer, microBatches: [(pixels: Tensor, labels: [Int64])],
-    settings: OptimizationSettings, trainBackbone: Bool = true, dropout: inout Dropout?
+    settings: OptimizationSettings, trainBackbone: Bool = true, dropout: inout NN.Dropout?
 ) throws -> StepReport {
     let scale = 1 / Float(microBatches.count)
     var (loss, correct) = (Float(0), 0)

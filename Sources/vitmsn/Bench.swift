@@ -114,7 +114,7 @@ struct Bench: ParsableCommand {
         let labels = (0..<batch).map { Int64($0 % 10) }
         let optimizer = AdamW()
         let settings = OptimizationSettings(learningRate: 1e-4, weightDecay: 0.05, schedule: .constant, warmupSteps: 0, totalSteps: 1)
-        var eval: Dropout? = nil
+        var eval: NN.Dropout? = nil
         let median = try medianSeconds {
             _ = try optimizerStep(classifier, optimizer: optimizer, microBatches: [(pixels, labels)], settings: settings, dropout: &eval)
         }

@@ -73,8 +73,8 @@ final class GradientTests: XCTestCase {
         }
     }
 
-    private func runCase(_ fixture: TrainingFixtures.Case, file: SafetensorsFile, pixels: Tensor) throws -> (Module, Float, Tensor) {
-        var eval: Dropout? = nil
+    private func runCase(_ fixture: TrainingFixtures.Case, file: SafetensorsFile, pixels: Tensor) throws -> (NN.Module, Float, Tensor) {
+        var eval: NN.Dropout? = nil
         if fixture.kind == "backbone" {
             let model = try ViTMSNModel.load(directory: TrainingFixtures.model(fixture.model))
             model.zeroGradients()
@@ -107,7 +107,7 @@ final class GradientTests: XCTestCase {
         let file = try TrainingFixtures.file("grad_classifier")
         let pixels = try file.floatTensor("pixel_values")
         let labels = ClassificationLabels.classIndices(try file.integerValues("labels"))
-        var eval: Dropout? = nil
+        var eval: NN.Dropout? = nil
         model.zeroGradients()
         let activations = try model.forwardTraining(pixelValues: pixels, labels: labels, dropout: &eval).activations
         model.backward(activations)
@@ -155,7 +155,7 @@ final class GradientTests: XCTestCase {
         let pixels = try TrainingFixtures.file("grad_classifier").floatTensor("pixel_values")
         let labels = ClassificationLabels.classIndices([0, 1, 2])
         func logits(seed: UInt64?) throws -> [Float] {
-            var dropout = seed.map { Dropout(config: config, seed: $0) }
+            var dropout = seed.map { NN.Dropout(config: config, seed: $0) }
             return try model.forwardTraining(pixelValues: pixels, labels: labels, dropout: &dropout).logits.scalars
         }
         XCTAssertEqual(try logits(seed: 3), try logits(seed: 3))

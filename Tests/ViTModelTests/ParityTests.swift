@@ -128,7 +128,7 @@ final class ModelErrorTests: XCTestCase {
         let labels = ClassificationLabels.values(Tensor(zeros: [1, 4]))
         let inference = try model.forward(pixelValues: Tensor(zeros: [1, 3, 16, 16]), labels: labels)
         XCTAssertNil(model.config.problemType)
-        var eval: Dropout? = nil
+        var eval: NN.Dropout? = nil
         let (loss, _, _) = try model.forwardTraining(pixelValues: Tensor(zeros: [1, 3, 16, 16]), labels: labels, dropout: &eval)
         XCTAssertEqual(model.config.problemType, .multiLabelClassification)
         XCTAssertEqual(loss, inference.loss, "multi-label BCE either way")
@@ -193,7 +193,7 @@ final class AttentionMapTests: XCTestCase {
 final class PackedWeightTests: XCTestCase {
     /// Inference packs a Linear's weight once; an optimiser's in-place write or a new tensor packs it again.
     func testAChangedWeightIsPackedAgain() {
-        let layer = Linear(3, 5)
+        let layer = NN.Linear(3, 5)
         layer.weight = Tensor(shape: [5, 3], scalars: (0..<15).map(Float.init))
         let x: [Float] = [1, 2, 3]
         func output() -> [Float] {

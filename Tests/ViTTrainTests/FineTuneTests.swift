@@ -46,7 +46,7 @@ extension String {
 }
 
 final class FineTuneTests: XCTestCase {
-    private func weights(_ model: Module) -> [String: [Float]] {
+    private func weights(_ model: NN.Module) -> [String: [Float]] {
         Dictionary(uniqueKeysWithValues: model.namedParameters.map { ($0.name, $0.tensor.scalars) })
     }
 

@@ -47,7 +47,7 @@ final class OptimizerTests: XCTestCase {
             let labels = try file.integerValues("labels")
             let imageSize = pixels.count / pixels.shape[0]
             model.zeroGradients()
-            var eval: Dropout? = nil
+            var eval: NN.Dropout? = nil
             var rates: [Float] = []
             var losses: [Float] = []
             for step in 0..<fixture.steps! {

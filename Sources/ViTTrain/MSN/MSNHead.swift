@@ -5,16 +5,16 @@ import ViTCore
 import ViTModel
 
 /// The projection head: D → H → H → O with BatchNorm and GELU after the first two layers.
-public final class MSNProjectionHead: Module {
-    public let fc1, fc2, fc3: Linear
-    public let bn1, bn2: BatchNorm1d
+public final class MSNProjectionHead: NN.Module {
+    public let fc1, fc2, fc3: NN.Linear
+    public let bn1, bn2: NN.BatchNorm1d
 
     public init(inputSize: Int, hiddenSize: Int = 2048, outputSize: Int = 256) {
-        fc1 = Linear(inputSize, hiddenSize)
-        bn1 = BatchNorm1d(hiddenSize)
-        fc2 = Linear(hiddenSize, hiddenSize)
-        bn2 = BatchNorm1d(hiddenSize)
-        fc3 = Linear(hiddenSize, outputSize)
+        fc1 = NN.Linear(inputSize, hiddenSize)
+        bn1 = NN.BatchNorm1d(hiddenSize)
+        fc2 = NN.Linear(hiddenSize, hiddenSize)
+        bn2 = NN.BatchNorm1d(hiddenSize)
+        fc3 = NN.Linear(hiddenSize, outputSize)
     }
 
     public func visitParameters(_ visit: (String, inout Tensor, inout Tensor?) throws -> Void) rethrows {
@@ -51,7 +51,7 @@ public final class MSNProjectionHead: Module {
     public func forward(_ x: Tensor, training: Bool, parallelism: Parallelism = .serial) -> (output: Tensor, activations: Activations) {
         let rows = x.shape[0]
         let width = fc1.outFeatures
-        func layer(_ input: UnsafePointer<Float>, _ dense: Linear, _ norm: BatchNorm1d) -> (Buffer, Buffer, Buffer, [Float]) {
+        func layer(_ input: UnsafePointer<Float>, _ dense: NN.Linear, _ norm: NN.BatchNorm1d) -> (Buffer, Buffer, Buffer, [Float]) {
             let hidden = Buffer(rows * width), normed = Buffer(rows * width)
             dense.forward(input, rows: rows, into: hidden.pointer, parallelism: parallelism)
             let rstd = norm.forward(hidden.pointer, rows: rows, into: normed.pointer, training: training)
@@ -75,7 +75,7 @@ public final class MSNProjectionHead: Module {
         outputGradient.withUnsafeBufferPointer { dy in
             fc3.backward(input: a.activated2.pointer, outputGradient: dy.baseAddress!, rows: rows, inputGradient: dActivated.pointer, parallelism: parallelism)
         }
-        func layerBackward(_ dense: Linear, _ norm: BatchNorm1d, input: UnsafePointer<Float>, hidden: Buffer, normed: Buffer, rstd: [Float], inputGradient: UnsafeMutablePointer<Float>) {
+        func layerBackward(_ dense: NN.Linear, _ norm: NN.BatchNorm1d, input: UnsafePointer<Float>, hidden: Buffer, normed: Buffer, rstd: [Float], inputGradient: UnsafeMutablePointer<Float>) {
             Activation.gelu.backward(input: normed.pointer, gradient: dActivated.pointer, count: rows * width)
             norm.backward(input: hidden.pointer, rstd: rstd, outputGradient: dActivated.pointer, rows: rows, inputGradient: dHidden.pointer)
             dense.backward(input: input, outputGradient: dHidden.pointer, rows: rows, inputGradient: inputGradient, parallelism: parallelism)

@@ -5,7 +5,7 @@ import ViTModel
 
 /// What MSN trains: the encoder (Transformers names), its projection head (`fc.*`, as the official
 /// checkpoints name it) and the prototypes.
-public final class MSNModel: Module {
+public final class MSNModel: NN.Module {
     public let encoder: ViTMSNModel
     public let head: MSNProjectionHead
     public var prototypes: Tensor // (K, O)
@@ -114,7 +114,7 @@ public func msnForwardBackward(
     }
     let targetCLS = clsTokens(try targetEncoder.forward(pixelValues: views.target).lastHiddenState)
     let targets = targetHead.forward(targetCLS, training: true, parallelism: targetEncoder.parallelism).output
-    var eval: Dropout? = nil
+    var eval: NN.Dropout? = nil
     var groups: [(pixels: Tensor, keep: [[Int]]?, interpolate: Bool)] = [(views.anchor, views.keep.map { k in Array(repeating: k, count: batch) }, false)]
     if let focal = views.focal { groups.append((focal, nil, true)) }
     var forwards: [(encoder: ViTMSNActivations, head: MSNProjectionHead.Activations, sequence: Int, projection: Tensor)] = []
