@@ -28,7 +28,6 @@ public final class BatchLoader<Sample>: @unchecked Sendable {
     let shuffle: Bool
     let seed: UInt64
     let transform: Transform
-    private let queue = DispatchQueue(label: "vitmsn.batch-loader")
 
     public init(dataset: LabeledImages, batchSize: Int, shuffle: Bool, seed: UInt64, transform: @escaping Transform) {
         precondition(batchSize > 0, "batch size must be positive")
@@ -44,30 +43,20 @@ public final class BatchLoader<Sample>: @unchecked Sendable {
         return Array(0..<dataset.count).shuffled(using: &generator)
     }
 
-    /// Batches `first..<batchesPerEpoch` of `epoch`, each prepared while the previous one is used.
+    /// Batches `first..<batchesPerEpoch` of `epoch`, each prepared while the previous one is used (the
+    /// pipelines' `Prefetched`, so training and inference overlap decoding with compute the same way).
     public func batches(epoch: Int, from first: Int = 0) -> AnyIterator<LoadedBatch<Sample>> {
         let order = order(epoch: epoch)
-        var next = first
-        var pending: (DispatchGroup, UnsafeMutablePointer<LoadedBatch<Sample>?>)?
-        func start(_ index: Int) -> (DispatchGroup, UnsafeMutablePointer<LoadedBatch<Sample>?>)? {
-            guard index < batchesPerEpoch else { return nil }
-            let slot = UnsafeMutablePointer<LoadedBatch<Sample>?>.allocate(capacity: 1)
-            slot.initialize(to: nil)
-            let group = DispatchGroup()
-            let indices = Array(order[(index * batchSize)..<min((index + 1) * batchSize, order.count)])
-            let box = UncheckedSendable(slot)
-            queue.async(group: group) { box.value.pointee = self.load(indices, epoch: epoch) }
-            return (group, slot)
+        let count = max(0, batchesPerEpoch - first)
+        let prefetched = Prefetched(count: count) { i in
+            let index = first + i
+            return self.load(Array(order[(index * self.batchSize)..<min((index + 1) * self.batchSize, order.count)]), epoch: epoch)
         }
-        pending = start(next)
+        var next = 0
         return AnyIterator {
-            guard let (group, slot) = pending else { return nil }
-            group.wait()
-            let batch = slot.move()
-            slot.deallocate()
-            next += 1
-            pending = start(next)
-            return batch
+            guard next < count else { return nil }
+            defer { next += 1 }
+            return prefetched.take(next)
         }
     }
 
