@@ -1,20 +1,77 @@
 import Foundation
 import Yams
 
-/// A training config as `JSONSerialization` values (dictionaries, arrays, `NSNumber`, `String`, `NSNull`),
-/// from a JSON file or, for `.yaml`/`.yml`, from YAML (the official MSN configs' format).
-package func readConfigFile(_ path: String) throws -> [String: Any] {
+/// A config file decoded into `T`: JSON, or YAML (`.yaml`/`.yml`, the official MSN configs' format) read as the
+/// same JSON values. Every config goes through `JSONDecoder`, so one strictness holds everywhere: `1` is not
+/// `true`, `true` is not a number, and (through `integer`) `3.7` is not an integer. Errors name the file and
+/// the field (`criterion.temperature`).
+package func decodeConfigFile<T: Decodable>(_ type: T.Type, path: String) throws -> T {
     guard let data = FileManager.default.contents(atPath: path) else {
         throw CheckpointError(path, FileManager.default.fileExists(atPath: path) ? "cannot be read" : "no such file")
     }
-    if path.hasSuffix(".yaml") || path.hasSuffix(".yml") {
-        guard let text = String(data: data, encoding: .utf8) else { throw CheckpointError(path, "not UTF-8 text") }
-        return try parseYAMLConfig(text, path: path)
+    guard path.hasSuffix(".yaml") || path.hasSuffix(".yml") else { return try decodeConfig(type, json: data, path: path) }
+    guard let text = String(data: data, encoding: .utf8) else { throw CheckpointError(path, "not UTF-8 text") }
+    let values = try parseYAMLConfig(text, path: path)
+    guard JSONSerialization.isValidJSONObject(values) else { throw CheckpointError(path, "holds a number JSON cannot (NaN or infinity)") }
+    return try decodeConfig(type, json: JSONSerialization.data(withJSONObject: values), path: path)
+}
+
+/// `T` from JSON text; `path` names the file in errors.
+package func decodeConfig<T: Decodable>(_ type: T.Type, json: Data, path: String) throws -> T {
+    do {
+        return try JSONDecoder().decode(type, from: json)
+    } catch let error as DecodingError {
+        throw CheckpointError(path, configProblem(error))
     }
-    guard let object = try? JSONSerialization.jsonObject(with: data), let dictionary = object as? [String: Any] else {
-        throw CheckpointError(path, "not a JSON object")
+}
+
+private func configProblem(_ error: DecodingError) -> String {
+    func field(_ path: [CodingKey]) -> String {
+        path.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".").replacingOccurrences(of: ".[", with: "[")
     }
-    return dictionary
+    switch error {
+    case .typeMismatch(_, let context), .valueNotFound(_, let context):
+        return context.codingPath.isEmpty ? "not a JSON object" : "field '\(field(context.codingPath))' has the wrong type (\(context.debugDescription))"
+    case .keyNotFound(let key, let context):
+        return "field '\(field(context.codingPath + [key]))' is missing"
+    case .dataCorrupted(let context):
+        return context.codingPath.isEmpty ? "not valid JSON" : "field '\(field(context.codingPath))': \(context.debugDescription)"
+    @unknown default:
+        return "\(error)"
+    }
+}
+
+/// A config field's name, for configs read field by field.
+package struct ConfigKey: CodingKey, ExpressibleByStringLiteral {
+    package let stringValue: String
+    package var intValue: Int? { nil }
+    package init(stringValue: String) { self.stringValue = stringValue }
+    package init?(intValue: Int) { nil }
+    package init(stringLiteral value: String) { stringValue = value }
+}
+
+extension KeyedDecodingContainer {
+    /// An integer field; `3.7` is an error naming the field. (`JSONDecoder` on Linux reports a fraction where
+    /// an `Int` is expected as invalid JSON, with no field, so integers are read as numbers and checked.)
+    package func integer(_ key: Key) throws -> Int? {
+        guard let number = try decodeIfPresent(Double.self, forKey: key) else { return nil }
+        guard let exact = Int(exactly: number) else { throw DecodingError.dataCorruptedError(forKey: key, in: self, debugDescription: "\(number) is not an integer") }
+        return exact
+    }
+
+    /// A number field (`true` is not a number).
+    package func number(_ key: Key) throws -> Double? { try decodeIfPresent(Double.self, forKey: key) }
+
+    /// A list of numbers, or one number meaning `count` equal values.
+    package func numbers(_ key: Key, broadcastTo count: Int) throws -> [Double]? {
+        if let one = try? decodeIfPresent(Double.self, forKey: key) { return Array(repeating: one, count: count) }
+        return try decodeIfPresent([Double].self, forKey: key)
+    }
+
+    /// A field that fails validation.
+    package func invalid(_ key: Key, _ reason: String) -> DecodingError {
+        DecodingError.dataCorruptedError(forKey: key, in: self, debugDescription: reason)
+    }
 }
 
 /// A YAML document as `JSONSerialization` would give the same config in JSON: mappings with string keys,

@@ -4,7 +4,7 @@ import ViTIO
 
 /// Transformers' `ViTImageProcessor` (4.57, the PIL path), read from `preprocessor_config.json` in its legacy
 /// form (`"size": 224`, `feature_extractor_type`) or its current one (`"size": {"height": …, "width": …}`).
-public struct ImageProcessor: Sendable {
+public struct ImageProcessor: Sendable, Codable {
     public var doResize = true
     public var height = 224
     public var width = 224
@@ -33,73 +33,27 @@ public struct ImageProcessor: Sendable {
     }
 
     public static func load(path: String) throws -> ImageProcessor {
-        guard let data = FileManager.default.contents(atPath: path),
-              let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
-        else { throw ImageError(path, "not a readable JSON object") }
         do {
-            return try ImageProcessor(json: json)
-        } catch let error as ImageError {
+            return try decodeConfigFile(ImageProcessor.self, path: path)
+        } catch let error as CheckpointError {
             throw ImageError(path, error.reason)
         }
     }
 
-    public init(json: [String: Any]) throws {
-        func field<T>(_ key: String, _ read: (Any) -> T?) throws -> T? {
-            guard let value = json[key], !(value is NSNull) else { return nil }
-            guard let typed = read(value) else { throw ImageError("preprocessor_config.json", "field '\(key)' has the wrong type (\(value))") }
-            return typed
-        }
-        // Strict, as every config reader here: `1` is not `true`, and `3.7` is not an integer.
-        let (bool, number, integer) = (jsonBool, jsonNumber, jsonInteger)
-        func floats(_ v: Any) -> [Float]? {
-            if let n = number(v) { return [Float(n), Float(n), Float(n)] }
-            guard let list = v as? [Any] else { return nil }
-            let values = list.compactMap(number).map(Float.init)
-            return values.count == list.count ? values : nil
-        }
-        doResize = try field("do_resize", bool) ?? doResize
-        doRescale = try field("do_rescale", bool) ?? doRescale
-        doNormalize = try field("do_normalize", bool) ?? doNormalize
-        doConvertRGB = try field("do_convert_rgb", bool)
-        rescaleFactor = try field("rescale_factor", number) ?? rescaleFactor
-        imageMean = try field("image_mean", floats) ?? imageMean
-        imageStd = try field("image_std", floats) ?? imageStd
-        if let code = try field("resample", integer) {
-            guard let filter = Resampling(rawValue: code) else {
-                throw ImageError("preprocessor_config.json", "field 'resample' is \(code); Pillow's filters are 0–5")
-            }
-            resample = filter
-        }
-        if let size = json["size"] {
-            if let side = integer(size) {
-                (height, width) = (side, side)
-            } else if let dict = size as? [String: Any], let h = dict["height"].flatMap(integer), let w = dict["width"].flatMap(integer) {
-                (height, width) = (h, w)
-            } else {
-                throw ImageError("preprocessor_config.json", "The `size` dictionary must contain the keys `height` and `width`. Got \(size)")
-            }
-        }
-        guard height > 0, width > 0 else { throw ImageError("preprocessor_config.json", "size must be positive, got \(height)×\(width)") }
-        guard imageMean.count == 3, imageStd.count == 3, !imageStd.contains(0) else {
-            throw ImageError("preprocessor_config.json", "image_mean and image_std need three values (std non-zero)")
+    /// The processor in `json`, the text of a `preprocessor_config.json`.
+    public init(json: Data) throws {
+        do {
+            self = try decodeConfig(ImageProcessor.self, json: json, path: "preprocessor_config.json")
+        } catch let error as CheckpointError {
+            throw ImageError(error.path, error.reason)
         }
     }
 
-    /// The processor as `preprocessor_config.json` holds it (what `ViTImageProcessor.save_pretrained` writes).
-    public var jsonObject: [String: Any] {
-        var json: [String: Any] = [
-            "image_processor_type": "ViTImageProcessor", "do_resize": doResize, "size": ["height": height, "width": width],
-            "resample": resample.rawValue, "do_rescale": doRescale, "rescale_factor": rescaleFactor,
-            "do_normalize": doNormalize, "image_mean": imageMean, "image_std": imageStd,
-        ]
-        if let doConvertRGB { json["do_convert_rgb"] = doConvertRGB }
-        return json
-    }
-
-    /// Writes `DIR/preprocessor_config.json`.
+    /// Writes `DIR/preprocessor_config.json` (what `ViTImageProcessor.save_pretrained` writes), atomically.
     public func save(modelDirectory directory: String) throws {
-        try JSONSerialization.data(withJSONObject: jsonObject, options: [.prettyPrinted, .sortedKeys])
-            .write(to: URL(fileURLWithPath: directory + "/preprocessor_config.json"))
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try encoder.encode(self).write(to: URL(fileURLWithPath: directory + "/preprocessor_config.json"), options: .atomic)
     }
 
     /// The resized uint8 image this processor feeds to rescale and normalise.
@@ -144,5 +98,59 @@ public struct ImageProcessor: Sendable {
     /// A batch (B, 3, H, W) from images of any size (each is resized to the processor's size).
     public func pixelValues(_ images: [Image]) throws -> Tensor {
         images.isEmpty ? Tensor(zeros: [0, 3, height, width]) : Tensor.stacked(try images.map(pixelValues))
+    }
+}
+
+extension ImageProcessor {
+    private enum CodingKeys: String, CodingKey {
+        case imageProcessorType = "image_processor_type", doResize = "do_resize", size, resample, doRescale = "do_rescale"
+        case rescaleFactor = "rescale_factor", doNormalize = "do_normalize", imageMean = "image_mean", imageStd = "image_std"
+        case doConvertRGB = "do_convert_rgb"
+    }
+
+    private struct Size: Codable { var height, width: Int }
+
+    /// Strict, as every config reader here: `1` is not `true`, and `3.7` is not an integer. Unknown keys
+    /// (`feature_extractor_type`, `crop_size`, …) are ignored, as Transformers ignores them.
+    public init(from decoder: Decoder) throws {
+        let json = try decoder.container(keyedBy: CodingKeys.self)
+        doResize = try json.decodeIfPresent(Bool.self, forKey: .doResize) ?? doResize
+        doRescale = try json.decodeIfPresent(Bool.self, forKey: .doRescale) ?? doRescale
+        doNormalize = try json.decodeIfPresent(Bool.self, forKey: .doNormalize) ?? doNormalize
+        doConvertRGB = try json.decodeIfPresent(Bool.self, forKey: .doConvertRGB)
+        rescaleFactor = try json.number(.rescaleFactor) ?? rescaleFactor
+        imageMean = try json.numbers(.imageMean, broadcastTo: 3)?.map(Float.init) ?? imageMean
+        imageStd = try json.numbers(.imageStd, broadcastTo: 3)?.map(Float.init) ?? imageStd
+        if let code = try json.integer(.resample) {
+            guard let filter = Resampling(rawValue: code) else { throw json.invalid(.resample, "\(code), and Pillow's filters are 0–5") }
+            resample = filter
+        }
+        if json.contains(.size), try !json.decodeNil(forKey: .size) {
+            if let side = try? json.integer(.size) {
+                (height, width) = (side, side)
+            } else if let size = try? json.decode(Size.self, forKey: .size) {
+                (height, width) = (size.height, size.width)
+            } else {
+                throw json.invalid(.size, "The `size` dictionary must contain the keys `height` and `width`")
+            }
+        }
+        guard height > 0, width > 0 else { throw json.invalid(.size, "size must be positive, got \(height)×\(width)") }
+        guard imageMean.count == 3, !imageStd.contains(0), imageStd.count == 3 else {
+            throw json.invalid(.imageStd, "image_mean and image_std need three values (std non-zero)")
+        }
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var json = encoder.container(keyedBy: CodingKeys.self)
+        try json.encode("ViTImageProcessor", forKey: .imageProcessorType)
+        try json.encode(doResize, forKey: .doResize)
+        try json.encode(Size(height: height, width: width), forKey: .size)
+        try json.encode(resample.rawValue, forKey: .resample)
+        try json.encode(doRescale, forKey: .doRescale)
+        try json.encode(rescaleFactor, forKey: .rescaleFactor)
+        try json.encode(doNormalize, forKey: .doNormalize)
+        try json.encode(imageMean, forKey: .imageMean)
+        try json.encode(imageStd, forKey: .imageStd)
+        try json.encodeIfPresent(doConvertRGB, forKey: .doConvertRGB)
     }
 }

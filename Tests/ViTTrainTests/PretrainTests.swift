@@ -29,7 +29,7 @@ final class PretrainTests: XCTestCase {
         return trainer
     }
 
-    private func parameters(_ model: Module) -> [String: [Float]] {
+    private func parameters(_ model: NN.Module) -> [String: [Float]] {
         Dictionary(uniqueKeysWithValues: model.namedParameters.map { ($0.name, $0.tensor.scalars) })
     }
 
@@ -101,6 +101,16 @@ final class PretrainTests: XCTestCase {
         XCTAssertTrue(error(#"{"criterion": {"me_max": 0}}"#).contains("criterion.me_max"))
         XCTAssertTrue(error(#"{"criterion": {"temperature": true}}"#).contains("criterion.temperature"))
         XCTAssertTrue(error(#"{"meta": {"architecture": {"hidden_size": 64.5}}}"#).contains("meta.architecture"))
+        // YAML goes through the same decoder: the same strictness, the same field names.
+        let yaml = workspace.root + "/config.yaml"
+        func yamlError(_ text: String) -> String {
+            try? text.write(toFile: yaml, atomically: true, encoding: .utf8)
+            do { _ = try PretrainConfig(path: yaml); return "" } catch { return "\(error)" }
+        }
+        XCTAssertTrue(yamlError("criterion:\n  num_proto: 3.7\n").contains("config.yaml: field 'criterion.num_proto': 3.7 is not an integer"))
+        XCTAssertTrue(yamlError("criterion:\n  use_sinkhorn: 1\n").contains("'criterion.use_sinkhorn' has the wrong type"))
+        XCTAssertTrue(yamlError("optimization:\n  lr: .inf\n").contains("NaN or infinity"))
+        XCTAssertTrue(yamlError("meta: [1, 2]\n").contains("'meta' has the wrong type"))
         try #"{"optimization": {"epochs": 7, "ema": [0.99, 1.0]}, "criterion": {"num_proto": 64}}"#.write(toFile: path, atomically: true, encoding: .utf8)
         let parsed = try PretrainConfig(path: path)
         XCTAssertEqual(parsed.epochs, 7)

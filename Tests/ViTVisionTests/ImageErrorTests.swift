@@ -100,28 +100,48 @@ final class ImageProcessorConfigTests: XCTestCase {
         XCTAssertEqual(legacy.imageMean, [0.485, 0.456, 0.406])
         XCTAssertEqual(legacy.resample, .bilinear)
         XCTAssertEqual(legacy.rescaleFactor, 1.0 / 255.0, "absent in the legacy form: the default")
-        let current = try ImageProcessor(json: ["size": ["height": 32, "width": 48], "resample": 3, "do_convert_rgb": true, "rescale_factor": 0.5])
+        let current = try ImageProcessor(json: Data(#"{"size": {"height": 32, "width": 48}, "resample": 3, "do_convert_rgb": true, "rescale_factor": 0.5}"#.utf8))
         XCTAssertEqual([current.height, current.width], [32, 48])
         XCTAssertEqual(current.resample, .bicubic)
         XCTAssertEqual(current.doConvertRGB, true)
         XCTAssertEqual(current.rescaleFactor, 0.5)
     }
 
+    /// What `save` writes, `load` reads back field for field, in the current form Transformers writes.
+    func testSavedProcessorRoundTrips() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("processor-\(UUID())").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        var processor = ImageProcessor(height: 20, width: 36)
+        (processor.resample, processor.doConvertRGB, processor.imageMean, processor.rescaleFactor) = (.bicubic, true, [0.1, 0.2, 0.3], 0.25)
+        try processor.save(modelDirectory: directory)
+        let loaded = try ImageProcessor.load(modelDirectory: directory)
+        XCTAssertEqual([loaded.height, loaded.width, loaded.resample.rawValue], [20, 36, Resampling.bicubic.rawValue])
+        XCTAssertEqual(loaded.doConvertRGB, true)
+        XCTAssertEqual(loaded.imageMean, [0.1, 0.2, 0.3])
+        XCTAssertEqual(loaded.rescaleFactor, 0.25)
+        let written = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: directory + "/preprocessor_config.json"))) as? [String: Any]
+        XCTAssertEqual(written?["image_processor_type"] as? String, "ViTImageProcessor")
+        XCTAssertEqual(written?["size"] as? [String: Int], ["height": 20, "width": 36])
+    }
+
     func testBadConfigsAreRejected() {
-        let cases: [([String: Any], String)] = [
-            (["size": ["shortest_edge": 224]], "must contain the keys `height` and `width`"),
-            (["resample": 9], "Pillow's filters are 0–5"),
-            (["image_mean": "red"], "'image_mean' has the wrong type"),
-            (["image_std": [0.2, 0, 0.2]], "std non-zero"),
-            (["size": 0], "size must be positive"),
-            // As strict as every config reader: 1 is not true, 3.7 is not an integer.
-            (["do_resize": NSNumber(value: 1)], "'do_resize' has the wrong type"),
-            (["resample": NSNumber(value: 3.7)], "'resample' has the wrong type"),
-            (["do_normalize": NSNumber(value: true), "rescale_factor": NSNumber(value: true)], "'rescale_factor' has the wrong type"),
-            (["size": ["height": NSNumber(value: 224.5), "width": 224]], "must contain the keys `height` and `width`"),
+        let cases: [(String, String)] = [
+            (#"{"size": {"shortest_edge": 224}}"#, "field 'size': The `size` dictionary must contain the keys `height` and `width`"),
+            (#"{"resample": 9}"#, "Pillow's filters are 0–5"),
+            (#"{"image_mean": "red"}"#, "'image_mean' has the wrong type"),
+            (#"{"image_std": [0.2, 0, 0.2]}"#, "std non-zero"),
+            (#"{"size": 0}"#, "size must be positive"),
+            // As strict as every config reader: 1 is not true, 3.7 is not an integer, true is not a number.
+            (#"{"do_resize": 1}"#, "'do_resize' has the wrong type"),
+            (#"{"resample": 3.7}"#, "'resample': 3.7 is not an integer"),
+            (#"{"do_normalize": true, "rescale_factor": true}"#, "'rescale_factor' has the wrong type"),
+            (#"{"size": {"height": 224.5, "width": 224}}"#, "must contain the keys `height` and `width`"),
+            (#"[1, 2]"#, "preprocessor_config.json: not a JSON object"),
+            (#"{"size": "#, "preprocessor_config.json: not valid JSON"),
         ]
         for (json, reason) in cases {
-            XCTAssertThrowsError(try ImageProcessor(json: json)) { XCTAssertTrue("\($0)".contains(reason), "\($0)") }
+            XCTAssertThrowsError(try ImageProcessor(json: Data(json.utf8))) { XCTAssertTrue("\($0)".contains(reason), "\($0)") }
         }
         XCTAssertThrowsError(try ImageProcessor.load(modelDirectory: "/nonexistent")) {
             XCTAssertTrue("\($0)".contains("no preprocessor_config.json"), "\($0)")

@@ -161,36 +161,27 @@ func sinkhorn(_ targets: [Float], rows batch: Int, k: Int, iterations: Int = 3) 
     return q.map { Float($0 * Double(batch)) }
 }
 
-extension MSNLossSettings {
-    /// The `criterion` section of an MSN config in YAML or JSON (the official `msn_vits16.yaml` fields):
-    /// `temperature`, `final_sharpen`, `me_max` / `memax_weight`, `ent_weight`, `use_sinkhorn`. Unknown fields are
-    /// ignored, wrongly typed ones are errors naming them.
+extension MSNLossSettings: Decodable {
+    /// The `criterion` section of an MSN config in YAML or JSON (the official `msn_vits16.yaml` fields).
     public init(configPath: String) throws {
-        let json: [String: Any]
-        do { json = try readConfigFile(configPath) } catch { throw TrainingError("\(error)") }
-        try self.init(criterion: (json["criterion"] as? [String: Any]) ?? [:], configPath: configPath)
+        struct Sections: Decodable { var criterion: MSNLossSettings? }
+        do {
+            self = try decodeConfigFile(Sections.self, path: configPath).criterion ?? MSNLossSettings()
+        } catch { throw TrainingError("\(error)") }
     }
 
-    /// The same from a config already read; `configPath` names the file in errors.
-    init(criterion: [String: Any], configPath: String) throws {
+    /// The fields of a `criterion` section: `temperature`, `final_sharpen`, `me_max` / `memax_weight`,
+    /// `ent_weight`, `use_sinkhorn`. Unknown fields are ignored (the section also holds `num_proto` and
+    /// `batch_size`), wrongly typed ones are errors naming them.
+    public init(from decoder: Decoder) throws {
         self.init()
-        func number(_ key: String) throws -> Float? {
-            guard let value = criterion[key] else { return nil }
-            guard let n = jsonNumber(value) else { throw TrainingError("\(configPath): criterion.\(key) must be a number, got \(value)") }
-            return Float(n)
-        }
-        temperature = try number("temperature") ?? temperature
-        sharpen = try number("final_sharpen") ?? number("start_sharpen") ?? sharpen
-        memaxWeight = try number("memax_weight") ?? memaxWeight
-        if let value = criterion["me_max"] {
-            guard let enabled = jsonBool(value) else { throw TrainingError("\(configPath): criterion.me_max must be true or false") }
-            if !enabled { memaxWeight = 0 }
-        }
-        entropyWeight = try number("ent_weight") ?? entropyWeight
-        if let value = criterion["use_sinkhorn"] {
-            guard let flag = jsonBool(value) else { throw TrainingError("\(configPath): criterion.use_sinkhorn must be true or false") }
-            sinkhorn = flag
-        }
-        guard temperature > 0, sharpen > 0 else { throw TrainingError("\(configPath): criterion.temperature and final_sharpen must be positive") }
+        let criterion = try decoder.container(keyedBy: ConfigKey.self)
+        temperature = try criterion.number("temperature").map(Float.init) ?? temperature
+        sharpen = try (criterion.number("final_sharpen") ?? criterion.number("start_sharpen")).map(Float.init) ?? sharpen
+        memaxWeight = try criterion.number("memax_weight").map(Float.init) ?? memaxWeight
+        if try criterion.decodeIfPresent(Bool.self, forKey: "me_max") == false { memaxWeight = 0 }
+        entropyWeight = try criterion.number("ent_weight").map(Float.init) ?? entropyWeight
+        sinkhorn = try criterion.decodeIfPresent(Bool.self, forKey: "use_sinkhorn") ?? sinkhorn
+        guard temperature > 0, sharpen > 0 else { throw criterion.invalid("temperature", "temperature and final_sharpen must be positive") }
     }
 }

@@ -7,7 +7,7 @@ import ViTVision
 
 /// An MSN pretraining run, read from YAML or JSON with the sections of the official `msn_vits16.yaml` (`meta`,
 /// `criterion`, `data`, `optimization`); every field has the released config's value unless noted.
-public struct PretrainConfig: Sendable {
+public struct PretrainConfig: Sendable, Decodable {
     // meta
     public var model = "fashion-mnist"      // a preset (fresh weights) or a model directory to continue from
     public var architecture: [String: Int] = [:] // preset overrides: hidden_size, num_hidden_layers, num_attention_heads, intermediate_size, patch_size
@@ -38,66 +38,8 @@ public struct PretrainConfig: Sendable {
     public init() {}
 
     public init(path: String) throws {
-        let json: [String: Any]
-        do { json = try readConfigFile(path) } catch { throw TrainingError("\(error) (expected the sections of msn_vits16.yaml, in YAML or JSON)") }
-        self.init()
-        func section(_ name: String) -> [String: Any] { json[name] as? [String: Any] ?? [:] }
-        func read<T>(_ s: String, _ key: String, _ convert: (Any) -> T?) throws -> T? {
-            guard let value = section(s)[key], !(value is NSNull) else { return nil }
-            guard let typed = convert(value) else { throw TrainingError("\(path): \(s).\(key) has the wrong type (\(value))") }
-            return typed
-        }
-        // Strict, as every config reader here: `1` is not `true`, and `3.7` is not an integer.
-        let (int, double) = (jsonInteger, jsonNumber)
-        let string = { (v: Any) in v as? String }
-        let range = { (v: Any) -> ClosedRange<Double>? in
-            guard let pair = (v as? [Any])?.compactMap(jsonNumber), pair.count == 2, (v as? [Any])?.count == 2, pair[0] <= pair[1] else { return nil }
-            return pair[0]...pair[1]
-        }
-        // The official configs name a DeiT (`model_name: deit_small`); `model` (a preset or directory) wins.
-        let deit = ["deit_small": "small", "deit_base": "base", "deit_large": "large", "deit_base_p4": "base-4", "deit_large_p7": "large-7"]
-        if let name = try read("meta", "model_name", string) {
-            guard let preset = deit[name] else { throw TrainingError("\(path): meta.model_name '\(name)' is not one of \(deit.keys.sorted())") }
-            model = preset
-        }
-        model = try read("meta", "model", string) ?? model
-        architecture = try read("meta", "architecture", { v in
-            guard let fields = v as? [String: Any] else { return nil }
-            let integers = fields.compactMapValues(jsonInteger)
-            return integers.count == fields.count ? integers : nil // a wrongly typed field fails the section, not vanishes
-        }) ?? [:]
-        let known: Set = ["hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "patch_size"]
-        if let unknown = architecture.keys.first(where: { !known.contains($0) }) {
-            throw TrainingError("\(path): meta.architecture.\(unknown) is not one of \(known.sorted())")
-        }
-        hiddenDim = try read("meta", "hidden_dim", int) ?? hiddenDim
-        outputDim = try read("meta", "output_dim", int) ?? outputDim
-        seed = UInt64(try read("meta", "seed", int) ?? Int(seed))
-        outputDir = try read("meta", "output_dir", string) ?? outputDir
-        patchDrop = try read("meta", "patch_drop", double) ?? patchDrop
-        loss = try MSNLossSettings(criterion: section("criterion"), configPath: path)
-        numProto = try read("criterion", "num_proto", int) ?? numProto
-        batchSize = try read("criterion", "batch_size", int) ?? batchSize
-        dataset = try read("data", "dataset", string) ?? read("data", "image_folder", string) ?? dataset
-        randSize = try read("data", "rand_size", int) ?? randSize
-        focalSize = try read("data", "focal_size", int) ?? focalSize
-        focalViews = try read("data", "focal_views", int) ?? focalViews
-        randScale = try read("data", "rand_scale", range) ?? randScale
-        focalScale = try read("data", "focal_scale", range) ?? focalScale
-        colorJitter = try read("data", "color_jitter_strength", double) ?? colorJitter
-        maxImages = try read("data", "max_images", int)
-        epochs = try read("optimization", "epochs", int) ?? epochs
-        warmup = try read("optimization", "warmup", double) ?? warmup
-        startLR = Float(try read("optimization", "start_lr", double) ?? Double(startLR))
-        lr = Float(try read("optimization", "lr", double) ?? Double(lr))
-        finalLR = Float(try read("optimization", "final_lr", double) ?? Double(finalLR))
-        weightDecay = Float(try read("optimization", "weight_decay", double) ?? Double(weightDecay))
-        finalWeightDecay = Float(try read("optimization", "final_weight_decay", double) ?? Double(finalWeightDecay))
-        clipGrad = Float(try read("optimization", "clip_grad", double) ?? Double(clipGrad))
-        if let ema = try read("optimization", "ema", range) { (emaStart, emaEnd) = (ema.lowerBound, ema.upperBound) }
-        probeEvery = try read("optimization", "probe_every", int) ?? probeEvery
-        guard batchSize > 1, epochs > 0, numProto > 1, (0..<1).contains(patchDrop), focalViews >= 0, randSize > 0, focalSize > 0 else {
-            throw TrainingError("\(path): needs batch_size > 1, epochs > 0, num_proto > 1, patch_drop in [0, 1), focal_views ≥ 0 and positive sizes")
+        do { self = try decodeConfigFile(PretrainConfig.self, path: path) } catch {
+            throw TrainingError("\(error) (expected the sections of msn_vits16.yaml, in YAML or JSON)")
         }
     }
 
@@ -121,6 +63,81 @@ public struct PretrainConfig: Sendable {
     /// The EMA momentum of update `step` (0-based): 0.996 + step·(1 − 0.996)/(1.25 × total steps).
     func momentum(step: Int, stepsPerEpoch: Int) -> Float {
         Float(emaStart + Double(step) * (emaEnd - emaStart) / (Double(stepsPerEpoch * epochs) * 1.25))
+    }
+}
+
+extension PretrainConfig {
+    /// The four sections; a missing section or field keeps the released config's value.
+    public init(from decoder: Decoder) throws {
+        self.init()
+        let sections = try decoder.container(keyedBy: ConfigKey.self)
+        let empty = try JSONDecoder().decode(Section.self, from: Data("{}".utf8)).fields
+        func section(_ name: ConfigKey) throws -> KeyedDecodingContainer<ConfigKey> {
+            try sections.decodeIfPresent(Section.self, forKey: name)?.fields ?? empty
+        }
+        let (meta, criterion, data, optimization) = try (section("meta"), section("criterion"), section("data"), section("optimization"))
+        func range(_ fields: KeyedDecodingContainer<ConfigKey>, _ key: ConfigKey) throws -> ClosedRange<Double>? {
+            guard let pair = try fields.decodeIfPresent([Double].self, forKey: key) else { return nil }
+            guard pair.count == 2, pair[0] <= pair[1] else { throw fields.invalid(key, "needs [low, high] with low ≤ high, got \(pair)") }
+            return pair[0]...pair[1]
+        }
+        // The official configs name a DeiT (`model_name: deit_small`); `model` (a preset or directory) wins.
+        let deit = ["deit_small": "small", "deit_base": "base", "deit_large": "large", "deit_base_p4": "base-4", "deit_large_p7": "large-7"]
+        if let name = try meta.decodeIfPresent(String.self, forKey: "model_name") {
+            guard let preset = deit[name] else { throw meta.invalid("model_name", "'\(name)' is not one of \(deit.keys.sorted())") }
+            model = preset
+        }
+        model = try meta.decodeIfPresent(String.self, forKey: "model") ?? model
+        if meta.contains("architecture") {
+            let fields = try meta.nestedContainer(keyedBy: ConfigKey.self, forKey: "architecture")
+            let known: Set = ["hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "patch_size"]
+            for key in fields.allKeys {
+                guard known.contains(key.stringValue) else { throw fields.invalid(key, "not one of \(known.sorted())") }
+                architecture[key.stringValue] = try fields.integer(key)
+            }
+        }
+        hiddenDim = try meta.integer("hidden_dim") ?? hiddenDim
+        outputDim = try meta.integer("output_dim") ?? outputDim
+        seed = try meta.integer("seed").map { UInt64(clamping: $0) } ?? seed
+        outputDir = try meta.decodeIfPresent(String.self, forKey: "output_dir") ?? outputDir
+        patchDrop = try meta.number("patch_drop") ?? patchDrop
+        loss = try sections.decodeIfPresent(MSNLossSettings.self, forKey: "criterion") ?? loss
+        numProto = try criterion.integer("num_proto") ?? numProto
+        batchSize = try criterion.integer("batch_size") ?? batchSize
+        dataset = try data.decodeIfPresent(String.self, forKey: "dataset") ?? data.decodeIfPresent(String.self, forKey: "image_folder") ?? dataset
+        randSize = try data.integer("rand_size") ?? randSize
+        focalSize = try data.integer("focal_size") ?? focalSize
+        focalViews = try data.integer("focal_views") ?? focalViews
+        randScale = try range(data, "rand_scale") ?? randScale
+        focalScale = try range(data, "focal_scale") ?? focalScale
+        colorJitter = try data.number("color_jitter_strength") ?? colorJitter
+        maxImages = try data.integer("max_images")
+        epochs = try optimization.integer("epochs") ?? epochs
+        warmup = try optimization.number("warmup") ?? warmup
+        startLR = try optimization.number("start_lr").map(Float.init) ?? startLR
+        lr = try optimization.number("lr").map(Float.init) ?? lr
+        finalLR = try optimization.number("final_lr").map(Float.init) ?? finalLR
+        weightDecay = try optimization.number("weight_decay").map(Float.init) ?? weightDecay
+        finalWeightDecay = try optimization.number("final_weight_decay").map(Float.init) ?? finalWeightDecay
+        clipGrad = try optimization.number("clip_grad").map(Float.init) ?? clipGrad
+        if let ema = try range(optimization, "ema") { (emaStart, emaEnd) = (ema.lowerBound, ema.upperBound) }
+        probeEvery = try optimization.integer("probe_every") ?? probeEvery
+        func require(_ holds: Bool, _ fields: KeyedDecodingContainer<ConfigKey>, _ key: ConfigKey, _ rule: String) throws {
+            if !holds { throw fields.invalid(key, rule) }
+        }
+        try require(batchSize > 1, criterion, "batch_size", "must be more than 1")
+        try require(numProto > 1, criterion, "num_proto", "must be more than 1")
+        try require(epochs > 0, optimization, "epochs", "must be positive")
+        try require((0..<1).contains(patchDrop), meta, "patch_drop", "must be in [0, 1)")
+        try require(focalViews >= 0, data, "focal_views", "must not be negative")
+        try require(randSize > 0, data, "rand_size", "must be positive")
+        try require(focalSize > 0, data, "focal_size", "must be positive")
+    }
+
+    /// A section's fields, read one by one above.
+    private struct Section: Decodable {
+        let fields: KeyedDecodingContainer<ConfigKey>
+        init(from decoder: Decoder) throws { fields = try decoder.container(keyedBy: ConfigKey.self) }
     }
 }
 
