@@ -121,6 +121,22 @@ public struct Prediction: Codable, Equatable, Sendable {
     public let score: Float
 
     public init(label: String, score: Float) { (self.label, self.score) = (label, score) }
+
+    /// The `topK` best of one row of scores (at most the row's length), ties in label order, named by the
+    /// config's `id2label`.
+    package static func ranked(_ scores: [Float], topK: Int, config: ViTMSNConfig) -> [Prediction] {
+        rankedIndices(scores, topK: topK).map { Prediction(label: config.label($0), score: scores[$0]) }
+    }
+
+    /// The indices of the `topK` best scores, best first, ties in index order.
+    package static func rankedIndices(_ scores: [Float], topK: Int) -> [Int] {
+        Array(scores.indices.sorted { scores[$0] > scores[$1] || (scores[$0] == scores[$1] && $0 < $1) }.prefix(max(0, topK)))
+    }
+}
+
+extension ViTMSNConfig {
+    /// Label `index` as the pipeline names it: `id2label`, or `LABEL_i`.
+    package func label(_ index: Int) -> String { id2label[index] ?? "LABEL_\(index)" }
 }
 
 /// What turns logits into scores: Transformers' `ClassificationFunction`.
@@ -188,11 +204,7 @@ public final class ImageClassificationPipeline {
         return reading.batched(inputs, batchSize: batchSize, processor: processor, channels: model.config.numChannels, progress: progress) { pixels in
             let logits = try model.forward(pixelValues: pixels).logits.scalars
             return (0..<pixels.shape[0]).map { b in
-                let scores = function.scores(Array(logits[(b * labels)..<((b + 1) * labels)]))
-                let ranked = scores.indices.sorted { scores[$0] > scores[$1] || (scores[$0] == scores[$1] && $0 < $1) }
-                return ranked.prefix(max(0, min(topK, labels))).map {
-                    Prediction(label: model.config.id2label[$0] ?? "LABEL_\($0)", score: scores[$0])
-                }
+                Prediction.ranked(function.scores(Array(logits[(b * labels)..<((b + 1) * labels)])), topK: topK, config: model.config)
             }
         }
     }
@@ -240,7 +252,7 @@ public final class ImageFeatureExtractionPipeline {
     }
 
     /// (B, S, D) → B vectors of D.
-    static func pool(_ hidden: Tensor, _ pooling: Pooling) -> [[Float]] {
+    package static func pool(_ hidden: Tensor, _ pooling: Pooling) -> [[Float]] {
         let (batch, sequence, dim) = (hidden.shape[0], hidden.shape[1], hidden.shape[2])
         return hidden.withUnsafeBufferPointer { values in
             (0..<batch).map { b in
@@ -253,7 +265,7 @@ public final class ImageFeatureExtractionPipeline {
         }
     }
 
-    static func normalized(_ vector: [Float]) -> [Float] {
+    package static func normalized(_ vector: [Float]) -> [Float] {
         let norm = vector.reduce(0) { $0 + $1 * $1 }.squareRoot()
         return norm > 0 ? vector.map { $0 / norm } : vector
     }

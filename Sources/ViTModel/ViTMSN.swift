@@ -510,7 +510,7 @@ public final class ViTMSNForImageClassification: NN.Module {
 
     /// CLS features (B, D) of `last_hidden_state` (B, S, D) and the logits on them (the features themselves
     /// without a classifier).
-    func classify(_ lastHiddenState: Tensor) -> (cls: Tensor, logits: Tensor) {
+    package func classify(_ lastHiddenState: Tensor) -> (cls: Tensor, logits: Tensor) {
         let batch = lastHiddenState.shape[0]
         let cls = clsTokens(lastHiddenState)
         guard let classifier else { return (cls, cls) }

@@ -5,11 +5,11 @@ import ViTHub
 import ViTModel
 
 @main
-struct VitMSN: ParsableCommand {
+struct VitMSN: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vitmsn",
         abstract: "ViT-MSN in Swift: run, convert, benchmark and fine-tune Transformers-compatible ViT-MSN models.",
-        subcommands: [Forward.self, Preprocess.self, Classify.self, Embed.self, Convert.self, Info.self, Download.self, Bench.self, Init.self, FineTune.self, Pretrain.self, MSNStep.self, LowShotCommand.self, Attention.self]
+        subcommands: [Forward.self, Preprocess.self, Classify.self, Embed.self, Serve.self, Convert.self, Info.self, Download.self, Bench.self, Init.self, FineTune.self, Pretrain.self, MSNStep.self, LowShotCommand.self, Attention.self]
     )
 }
 

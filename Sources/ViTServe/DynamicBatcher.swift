@@ -1,0 +1,158 @@
+import Foundation
+import ViTMSN
+
+/// Why a queued request got no result.
+enum BatchError: Error, Equatable {
+    case queueFull(Int)
+    case timedOut
+    case shuttingDown
+    case failed(String)
+}
+
+/// Dynamic batching for one model. Requests queue; one worker thread takes up to `maxBatchSize` images at a
+/// time, waiting at most `maxQueueDelay` after the oldest request for a batch to fill, and runs one forward
+/// at a time (the forward itself uses the model's `parallelism`), so the cores are never oversubscribed by
+/// concurrent forwards. A request leaves the queue when it times out; its images are then never computed.
+final class DynamicBatcher: @unchecked Sendable { // all mutable state is guarded by `condition`
+    struct Settings: Sendable {
+        var maxBatchSize = 8
+        var maxQueueDelay = 0.005 // seconds
+        var maxQueue = 64         // images waiting, beyond which requests are refused
+    }
+
+    /// One request: its images (C, H, W), what it wants back, and how to answer it (once).
+    private final class Job: @unchecked Sendable { // `answer` is read and cleared under the batcher's lock
+        let pixels: [Tensor]
+        let outputs: Set<OutputName>
+        let enqueued = DispatchTime.now()
+        private var answer: ((Result<[ImageOutputs], BatchError>) -> Void)?
+        var timer: DispatchSourceTimer?
+
+        init(pixels: [Tensor], outputs: Set<OutputName>, answer: @escaping (Result<[ImageOutputs], BatchError>) -> Void) {
+            (self.pixels, self.outputs, self.answer) = (pixels, outputs, answer)
+        }
+
+        /// The answer, the first time only (under the batcher's lock): a job times out or completes, not both.
+        func takeAnswer() -> ((Result<[ImageOutputs], BatchError>) -> Void)? {
+            defer { (answer, timer) = (nil, nil) }
+            timer?.cancel() // an answered job's timer goes at once, not when it would have fired
+            return answer
+        }
+    }
+
+    let model: ServedModel
+    let settings: Settings
+    let metrics: ModelMetrics
+    private let condition = NSCondition()
+    private var queue: [Job] = []
+    private var queuedImages = 0
+    private var stopping = false
+    private let finished = DispatchSemaphore(value: 0)
+
+    init(model: ServedModel, settings: Settings, metrics: ModelMetrics) {
+        (self.model, self.settings, self.metrics) = (model, settings, metrics)
+        let worker = Thread { [self] in work() }
+        worker.name = "vitmsn-batcher-\(model.name)"
+        worker.start()
+    }
+
+    /// The outputs of each of `pixels`, computed in whatever batch the worker forms; fails after `timeout`
+    /// seconds, at once when the queue is full, or when the server is stopping.
+    func submit(_ pixels: [Tensor], outputs: Set<OutputName>, timeout: Double) async throws -> [ImageOutputs] {
+        try await withCheckedThrowingContinuation { continuation in
+            let job = Job(pixels: pixels, outputs: outputs) { continuation.resume(with: $0) }
+            condition.lock()
+            let refusal: BatchError? = stopping ? .shuttingDown
+                : (queuedImages > 0 && queuedImages + pixels.count > settings.maxQueue) ? .queueFull(settings.maxQueue) : nil
+            if refusal == nil {
+                let timer = DispatchSource.makeTimerSource(queue: .global())
+                timer.schedule(deadline: .now() + timeout)
+                timer.setEventHandler { [weak self, weak job] in
+                    if let self, let job { self.expire(job) }
+                }
+                job.timer = timer
+                timer.resume()
+                queue.append(job)
+                queuedImages += pixels.count
+                metrics.queueDepth.set(to: Double(queuedImages))
+                condition.signal()
+            }
+            let refused = refusal.flatMap { _ in job.takeAnswer() }
+            condition.unlock()
+            if let refused, let refusal { refused(.failure(refusal)) }
+        }
+    }
+
+    /// Answers a job that is past its timeout: unqueued if it has not started, its result discarded if it has.
+    private func expire(_ job: Job) {
+        condition.lock()
+        if let index = queue.firstIndex(where: { $0 === job }) {
+            queue.remove(at: index)
+            queuedImages -= job.pixels.count
+            metrics.queueDepth.set(to: Double(queuedImages))
+        }
+        let answer = job.takeAnswer()
+        condition.unlock()
+        answer?(.failure(.timedOut))
+    }
+
+    /// Stops taking requests, finishes the queued ones, and returns when the worker has exited.
+    func stop() {
+        condition.lock()
+        stopping = true
+        condition.broadcast()
+        condition.unlock()
+        finished.wait()
+    }
+
+    private func work() {
+        while let batch = nextBatch() {
+            run(batch)
+        }
+        finished.signal()
+    }
+
+    /// Waits for work, then for the batch to fill or the oldest request's delay to pass; nil when stopped
+    /// with nothing left.
+    private func nextBatch() -> [Job]? {
+        condition.lock()
+        defer { condition.unlock() }
+        while queue.isEmpty {
+            if stopping { return nil }
+            condition.wait()
+        }
+        let fillBy = Date(timeIntervalSinceNow: settings.maxQueueDelay
+            - Double(DispatchTime.now().uptimeNanoseconds - queue[0].enqueued.uptimeNanoseconds) / 1e9)
+        while !queue.isEmpty, queuedImages < settings.maxBatchSize, !stopping, condition.wait(until: fillBy) {}
+        var batch: [Job] = []
+        var images = 0
+        while let next = queue.first, batch.isEmpty || images + next.pixels.count <= settings.maxBatchSize {
+            batch.append(queue.removeFirst())
+            images += next.pixels.count
+        }
+        queuedImages -= images
+        metrics.queueDepth.set(to: Double(queuedImages))
+        return batch
+    }
+
+    /// One forward over the batch's images; each job gets its own rows.
+    private func run(_ batch: [Job]) {
+        guard !batch.isEmpty else { return }
+        let pixels = batch.flatMap(\.pixels)
+        let outputs = batch.reduce(into: Set<OutputName>()) { $0.formUnion($1.outputs) }
+        let started = DispatchTime.now()
+        let result = Result { try model.run(Tensor.stacked(pixels), outputs: outputs) }
+            .mapError { BatchError.failed("\($0)") }
+        metrics.inferenceSeconds.record(Double(DispatchTime.now().uptimeNanoseconds - started.uptimeNanoseconds) / 1e9)
+        metrics.batchSize.record(Double(pixels.count))
+        condition.lock()
+        let answers = batch.map { $0.takeAnswer() }
+        condition.unlock()
+        var first = 0
+        for (job, answer) in zip(batch, answers) {
+            let rows = first..<(first + job.pixels.count)
+            first = rows.upperBound
+            answer?(result.map { Array($0[rows]) })
+        }
+    }
+}
