@@ -3,7 +3,7 @@ SWIFT ?= swift
 VENV := .venv/bin/python
 CLI := .build/release/vitmsn
 
-.PHONY: setup build test demo default-model fixtures parity bench bench-gemm bench-train docs fuzz clean
+.PHONY: setup build test demo default-model fixtures parity bench bench-gemm bench-train bench-serve docs fuzz clean
 
 # Debian packages the build links against (CI and fresh machines start without them).
 setup:
@@ -19,6 +19,7 @@ test: setup
 	$(SWIFT) build --product vitmsn
 	scripts/check_killed_save.sh .build/debug/vitmsn
 	scripts/check_example.sh .build/debug/vitmsn
+	scripts/check_serve.sh .build/debug/vitmsn
 
 # The main job: the default model (MSN-pretrained on Fashion-MNIST by configs/fashion_mnist_msn.json, in
 # models/) on the paper's low-shot protocol against three baselines, then its attention maps.
@@ -73,6 +74,11 @@ docs: setup
 		--output-path out/docs/ViTMSN --transform-for-static-hosting --hosting-base-path ViTMSN
 	$(SWIFT) package --allow-writing-to-directory out/docs generate-documentation --target ViTTrain \
 		--output-path out/docs/ViTTrain --transform-for-static-hosting --hosting-base-path ViTTrain
+
+# vitmsn serve against KServe, FastAPI + uvicorn and TorchServe around Transformers pipelines, interleaved.
+bench-serve: build $(VENV)
+	scripts/setup_venv.sh
+	$(VENV) scripts/bench_serve.py
 
 # libFuzzer + ASan on the image decoders for a fixed budget (SECONDS=60 by default).
 fuzz: setup

@@ -3,6 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
-if ! .venv/bin/python -c 'import torch, transformers, safetensors, onnxruntime, onnx' 2>/dev/null; then
+if ! .venv/bin/python -c 'import torch, transformers, safetensors, onnxruntime, onnx, kserve, fastapi, uvicorn' 2>/dev/null; then
   .venv/bin/pip install --quiet -r scripts/requirements.txt
 fi
