@@ -14,7 +14,7 @@ public struct ServerSettings: Sendable {
     public var maxBatchSize = 8
     public var maxQueueDelay = 0.005     // seconds a batch may wait to fill
     public var maxQueue = 64             // images queued per model before requests get 503
-    public var timeout = 30.0            // seconds from arrival to answer, body reading included
+    public var timeout = 30.0            // seconds a queued request may wait for its result
     public var idleTimeout = 60.0        // seconds a connection may stay silent
     public var maxBodyBytes = 20_000_000
     public var maxImagePixels = ImageDecoder.defaultMaxPixels

@@ -17,7 +17,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Most images per forward pass.") var maxBatchSize = 8
     @Option(help: "Milliseconds a batch may wait to fill.") var maxQueueDelayMs = 5.0
     @Option(help: "Images queued per model beyond which requests get 503.") var maxQueue = 64
-    @Option(help: "Milliseconds from a request's arrival to its answer (504 after).") var timeoutMs = 30_000.0
+    @Option(help: "Milliseconds a queued request may wait for its result (504 after; work not started is dropped).") var timeoutMs = 30_000.0
     @Option(help: "Seconds a connection may stay idle.") var idleTimeoutS = 60.0
     @Option(help: "Largest request body in bytes (413 beyond).") var maxBodyBytes = 20_000_000
     @Option(help: "Require 'Authorization: Bearer KEY' on every endpoint but the health checks (or set VITMSN_API_KEY).") var apiKey: String?
