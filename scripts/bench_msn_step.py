@@ -47,7 +47,7 @@ def torch_step(config_path, attention):
     batch, focal_views = criterion["batch_size"], data["focal_views"]
     size, focal = data["rand_size"], data["focal_size"]
     patches = (size // config.patch_size) ** 2
-    kept = int(patches * (1 - meta.get("patch_drop", 0.15)))
+    kept = int(patches * (1 - data.get("patch_drop", 0.15)))
     target = torch.randn(batch, channels, size, size)
     anchor = torch.randn(batch, channels, size, size)
     focal_pixels = torch.randn(focal_views * batch, channels, focal, focal) if focal_views else None

@@ -33,7 +33,8 @@ private func configProblem(_ error: DecodingError) -> String {
     case .typeMismatch(_, let context), .valueNotFound(_, let context):
         return context.codingPath.isEmpty ? "not a JSON object" : "field '\(field(context.codingPath))' has the wrong type (\(context.debugDescription))"
     case .keyNotFound(let key, let context):
-        return "field '\(field(context.codingPath + [key]))' is missing"
+        let why = context.debugDescription.hasPrefix("No value associated") ? "" : " (\(context.debugDescription))"
+        return "field '\(field(context.codingPath + [key]))' is missing\(why)"
     case .dataCorrupted(let context):
         return context.codingPath.isEmpty ? "not valid JSON" : "field '\(field(context.codingPath))': \(context.debugDescription)"
     @unknown default:

@@ -86,36 +86,80 @@ final class PretrainTests: XCTestCase {
 
     func testConfigErrorsNameTheField() throws {
         let path = workspace.root + "/config.json"
-        func error(_ json: String) -> String {
-            try? json.write(toFile: path, atomically: true, encoding: .utf8)
+        /// The error of a minimal valid config with `changes` merged into its sections.
+        func error(_ changes: [String: [String: Any]], base: Bool = true) -> String {
+            var sections: [String: Any] = base ? ["meta": [:], "criterion": [:], "data": ["dataset": "fashion-mnist"], "optimization": ["epochs": 3]] : [:]
+            for (name, fields) in changes {
+                sections[name] = ((sections[name] as? [String: Any]) ?? [:]).merging(fields) { $1 }
+            }
+            try? JSONSerialization.data(withJSONObject: sections).write(to: URL(fileURLWithPath: path))
             do { _ = try PretrainConfig(path: path); return "" } catch { return "\(error)" }
         }
-        XCTAssertTrue(error(#"{"meta": {"architecture": {"depth": 3}}}"#).contains("meta.architecture.depth"))
-        XCTAssertTrue(error(#"{"criterion": {"batch_size": "many"}}"#).contains("criterion.batch_size"))
-        XCTAssertTrue(error(#"{"data": {"rand_scale": [1.0, 0.3]}}"#).contains("data.rand_scale"))
-        XCTAssertTrue(error(#"{"meta": {"patch_drop": 1.5}}"#).contains("patch_drop"))
-        XCTAssertTrue(error("[1, 2").contains("config.json"))
+        XCTAssertEqual(error([:]), "", "the minimal config is valid")
+        XCTAssertTrue(error(["meta": ["architecture": ["depth": 3]]]).contains("meta.architecture.depth"))
+        XCTAssertTrue(error(["criterion": ["batch_size": "many"]]).contains("criterion.batch_size"))
+        XCTAssertTrue(error(["data": ["rand_scale": [1.0, 0.3]]]).contains("data.rand_scale"))
+        XCTAssertTrue(error(["data": ["patch_drop": 1.5]]).contains("data.patch_drop"))
+        XCTAssertTrue(error(["meta": ["patch_drop": 0.5]]).contains("did you mean 'data.patch_drop'?"), "the official place of patch_drop")
+        XCTAssertTrue(error(["criterion": ["batchsize": 64]]).contains("'criterion.batchsize': is not a field of 'criterion'; did you mean 'batch_size'?"))
+        XCTAssertTrue(error(["optimisation": ["lr": 1]]).contains("did you mean 'optimization'?"))
+        XCTAssertTrue(error([:], base: false).contains("field 'meta' is missing"), "an empty config says what it lacks")
+        XCTAssertTrue(error(["data": ["dataset": NSNull()]]).contains("data.dataset"))
         // As strict as every config reader: 3.7 is not an integer, 1 is not true, true is not a number.
-        XCTAssertTrue(error(#"{"criterion": {"num_proto": 3.7}}"#).contains("criterion.num_proto"))
-        XCTAssertTrue(error(#"{"criterion": {"use_sinkhorn": 1}}"#).contains("criterion.use_sinkhorn"))
-        XCTAssertTrue(error(#"{"criterion": {"me_max": 0}}"#).contains("criterion.me_max"))
-        XCTAssertTrue(error(#"{"criterion": {"temperature": true}}"#).contains("criterion.temperature"))
-        XCTAssertTrue(error(#"{"meta": {"architecture": {"hidden_size": 64.5}}}"#).contains("meta.architecture"))
+        XCTAssertTrue(error(["criterion": ["num_proto": 3.7]]).contains("criterion.num_proto"))
+        XCTAssertTrue(error(["criterion": ["use_sinkhorn": 1]]).contains("criterion.use_sinkhorn"))
+        XCTAssertTrue(error(["criterion": ["me_max": 0]]).contains("criterion.me_max"))
+        XCTAssertTrue(error(["criterion": ["me_max": "no"]]).contains("criterion.me_max"))
+        XCTAssertTrue(error(["criterion": ["temperature": true]]).contains("criterion.temperature"))
+        XCTAssertTrue(error(["meta": ["architecture": ["hidden_size": 64.5]]]).contains("meta.architecture"))
+        // Values out of range are errors, not traps or silent clamps.
+        for (section, field, value) in [("meta", "seed", -1 as Any), ("meta", "seed", 1e30), ("meta", "hidden_dim", -1), ("optimization", "warmup", 1e300),
+                                        ("optimization", "epochs", 1 << 62), ("data", "rand_scale", [-1, 5]), ("data", "color_jitter_strength", -5),
+                                        ("data", "max_images", -5), ("data", "rand_views", 2)] {
+            XCTAssertTrue(error([section: [field: value]]).contains("\(section).\(field)"), "\(section).\(field) = \(value)")
+        }
         // YAML goes through the same decoder: the same strictness, the same field names.
         let yaml = workspace.root + "/config.yaml"
         func yamlError(_ text: String) -> String {
             try? text.write(toFile: yaml, atomically: true, encoding: .utf8)
             do { _ = try PretrainConfig(path: yaml); return "" } catch { return "\(error)" }
         }
-        XCTAssertTrue(yamlError("criterion:\n  num_proto: 3.7\n").contains("config.yaml: field 'criterion.num_proto': 3.7 is not an integer"))
-        XCTAssertTrue(yamlError("criterion:\n  use_sinkhorn: 1\n").contains("'criterion.use_sinkhorn' has the wrong type"))
-        XCTAssertTrue(yamlError("optimization:\n  lr: .inf\n").contains("NaN or infinity"))
-        XCTAssertTrue(yamlError("meta: [1, 2]\n").contains("'meta' has the wrong type"))
-        try #"{"optimization": {"epochs": 7, "ema": [0.99, 1.0]}, "criterion": {"num_proto": 64}}"#.write(toFile: path, atomically: true, encoding: .utf8)
+        let rest = "meta: {}\ndata: {dataset: fashion-mnist}\noptimization: {epochs: 3}\n"
+        XCTAssertEqual(yamlError("criterion: {}\n" + rest), "")
+        XCTAssertTrue(yamlError("criterion:\n  num_proto: 3.7\n" + rest).contains("config.yaml: field 'criterion.num_proto': 3.7 is not an integer"))
+        XCTAssertTrue(yamlError("criterion:\n  use_sinkhorn: 1\n" + rest).contains("'criterion.use_sinkhorn' has the wrong type"))
+        XCTAssertTrue(yamlError("criterion: {}\n" + rest + "logging: {folder: .inf}\n").contains("NaN or infinity"))
+        XCTAssertTrue(yamlError("meta: [1, 2]\ncriterion: {}\ndata: {dataset: x}\noptimization: {epochs: 3}\n").contains("'meta' has the wrong type"))
+        XCTAssertTrue(yamlError("# only a comment\n").contains("the top level must be a mapping"), "an empty YAML file is an error")
+        XCTAssertEqual(yamlError(("criterion: {}\n" + rest).replacingOccurrences(of: "\n", with: "\r\n")), "", "CRLF line ends")
+        try #"{"meta": {}, "criterion": {"num_proto": 64}, "data": {"image_folder": "train", "root_path": "/datasets"}, "optimization": {"epochs": 7, "ema": [0.99, 1.0]}}"#
+            .write(toFile: path, atomically: true, encoding: .utf8)
         let parsed = try PretrainConfig(path: path)
         XCTAssertEqual(parsed.epochs, 7)
         XCTAssertEqual(parsed.numProto, 64)
         XCTAssertEqual(parsed.emaStart, 0.99)
+        XCTAssertEqual(parsed.dataset, "/datasets/train", "root_path/image_folder, as the official code joins them")
+    }
+
+    /// A config with every field of the official msn_vits16.yaml (its layout: patch_drop under data, logging.folder).
+    func testOfficialLayoutLoads() throws {
+        let path = workspace.root + "/official.yaml"
+        try """
+        criterion: {ent_weight: 0.0, final_sharpen: 0.25, me_max: true, memax_weight: 1.0, num_proto: 1024, start_sharpen: 0.25,
+                    temperature: 0.1, batch_size: 64, use_ent: true, use_sinkhorn: true}
+        data: {color_jitter_strength: 0.5, pin_mem: true, num_workers: 10, image_folder: imagenet/, label_smoothing: 0.0,
+               patch_drop: 0.3, rand_size: 224, focal_size: 96, rand_views: 1, focal_views: 10, root_path: /datasets/}
+        logging: {folder: /checkpoints/msn/, write_tag: msn-experiment-1}
+        meta: {bottleneck: 1, copy_data: false, drop_path_rate: 0.0, hidden_dim: 2048, load_checkpoint: false, model_name: deit_small,
+               output_dim: 256, read_checkpoint: null, use_bn: true, use_fp16: false, use_pred_head: false}
+        optimization: {clip_grad: 3.0, epochs: 800, final_lr: 1.0e-06, final_weight_decay: 0.4, lr: 0.001, start_lr: 0.0002,
+                       warmup: 15, weight_decay: 0.04}
+        """.write(toFile: path, atomically: true, encoding: .utf8)
+        let config = try PretrainConfig(path: path)
+        XCTAssertEqual(config.patchDrop, 0.3)
+        XCTAssertEqual(config.outputDir, "/checkpoints/msn/")
+        XCTAssertEqual(config.dataset, "/datasets/imagenet")
+        XCTAssertEqual(config.model, "small")
     }
 
     /// The YAML recipe of the released ViT-S/16 and the committed Fashion-MNIST JSON config both load.

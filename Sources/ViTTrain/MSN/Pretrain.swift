@@ -67,15 +67,42 @@ public struct PretrainConfig: Sendable, Decodable {
 }
 
 extension PretrainConfig {
-    /// The four sections; a missing section or field keeps the released config's value.
+    /// The fields each section may hold: the ones read here, then the official `msn_vits16.yaml`'s others,
+    /// accepted so that file loads (those that change the method are checked below).
+    static let knownFields: [String: [String]] = [
+        "meta": ["model", "model_name", "architecture", "hidden_dim", "output_dim", "seed", "output_dir",
+                 "bottleneck", "copy_data", "drop_path_rate", "load_checkpoint", "read_checkpoint", "use_bn", "use_fp16", "use_pred_head"],
+        "criterion": ["batch_size", "num_proto", "temperature", "final_sharpen", "start_sharpen", "me_max", "memax_weight",
+                      "ent_weight", "use_sinkhorn", "use_ent"],
+        "data": ["dataset", "image_folder", "root_path", "patch_drop", "rand_size", "focal_size", "focal_views", "rand_scale",
+                 "focal_scale", "color_jitter_strength", "max_images", "rand_views", "label_smoothing", "pin_mem", "num_workers"],
+        "optimization": ["epochs", "warmup", "start_lr", "lr", "final_lr", "weight_decay", "final_weight_decay", "clip_grad", "ema", "probe_every"],
+        "logging": ["folder", "write_tag"],
+    ]
+
+    /// The four sections of `msn_vits16.yaml` (and an optional `logging`), each required; a missing field keeps
+    /// the released config's value, but the data and the epochs must be named. Unknown sections and fields are
+    /// errors with the nearest known name, and every value is checked for its range.
     public init(from decoder: Decoder) throws {
         self.init()
         let sections = try decoder.container(keyedBy: ConfigKey.self)
-        let empty = try JSONDecoder().decode(Section.self, from: Data("{}".utf8)).fields
-        func section(_ name: ConfigKey) throws -> KeyedDecodingContainer<ConfigKey> {
-            try sections.decodeIfPresent(Section.self, forKey: name)?.fields ?? empty
+        for key in sections.allKeys where Self.knownFields[key.stringValue] == nil {
+            throw sections.invalid(key, "is not a section of the config\(Self.suggestion(for: key.stringValue, among: Array(Self.knownFields.keys)))")
+        }
+        for name in ["meta", "criterion", "data", "optimization"] where !sections.contains(ConfigKey(stringValue: name)) {
+            throw DecodingError.keyNotFound(ConfigKey(stringValue: name), .init(codingPath: [], debugDescription: "a required section"))
+        }
+        func section(_ name: String) throws -> KeyedDecodingContainer<ConfigKey> {
+            let fields = try sections.decode(Section.self, forKey: ConfigKey(stringValue: name)).fields
+            let known = Set(Self.knownFields[name]!)
+            for key in fields.allKeys where !known.contains(key.stringValue) {
+                let everywhere = Self.knownFields.flatMap { section, keys in keys.map { "\(section).\($0)" } }
+                throw fields.invalid(key, "is not a field of '\(name)'\(Self.suggestion(for: key.stringValue, among: Array(known) + everywhere))")
+            }
+            return fields
         }
         let (meta, criterion, data, optimization) = try (section("meta"), section("criterion"), section("data"), section("optimization"))
+        let logging = sections.contains("logging") ? try section("logging") : nil
         func range(_ fields: KeyedDecodingContainer<ConfigKey>, _ key: ConfigKey) throws -> ClosedRange<Double>? {
             guard let pair = try fields.decodeIfPresent([Double].self, forKey: key) else { return nil }
             guard pair.count == 2, pair[0] <= pair[1] else { throw fields.invalid(key, "needs [low, high] with low ≤ high, got \(pair)") }
@@ -98,13 +125,23 @@ extension PretrainConfig {
         }
         hiddenDim = try meta.integer("hidden_dim") ?? hiddenDim
         outputDim = try meta.integer("output_dim") ?? outputDim
-        seed = try meta.integer("seed").map { UInt64(clamping: $0) } ?? seed
-        outputDir = try meta.decodeIfPresent(String.self, forKey: "output_dir") ?? outputDir
-        patchDrop = try meta.number("patch_drop") ?? patchDrop
+        let seedValue = try meta.integer("seed") ?? 0
+        guard seedValue >= 0 else { throw meta.invalid("seed", "must not be negative, got \(seedValue)") }
+        seed = UInt64(seedValue)
+        outputDir = try meta.decodeIfPresent(String.self, forKey: "output_dir") ?? logging?.decodeIfPresent(String.self, forKey: "folder") ?? outputDir
+        patchDrop = try data.number("patch_drop") ?? patchDrop
         loss = try sections.decodeIfPresent(MSNLossSettings.self, forKey: "criterion") ?? loss
         numProto = try criterion.integer("num_proto") ?? numProto
         batchSize = try criterion.integer("batch_size") ?? batchSize
-        dataset = try data.decodeIfPresent(String.self, forKey: "dataset") ?? data.decodeIfPresent(String.self, forKey: "image_folder") ?? dataset
+        if let name = try data.decodeIfPresent(String.self, forKey: "dataset") {
+            dataset = name
+        } else if let folder = try data.decodeIfPresent(String.self, forKey: "image_folder") {
+            let root = try data.decodeIfPresent(String.self, forKey: "root_path")
+            dataset = root.map { URL(fileURLWithPath: $0).appendingPathComponent(folder).path } ?? folder // the official root_path/image_folder
+        } else {
+            throw DecodingError.keyNotFound(ConfigKey(stringValue: "dataset"), .init(codingPath: [ConfigKey(stringValue: "data")],
+                debugDescription: "data.dataset (fashion-mnist or a folder) or data.image_folder must name the images"))
+        }
         randSize = try data.integer("rand_size") ?? randSize
         focalSize = try data.integer("focal_size") ?? focalSize
         focalViews = try data.integer("focal_views") ?? focalViews
@@ -112,7 +149,10 @@ extension PretrainConfig {
         focalScale = try range(data, "focal_scale") ?? focalScale
         colorJitter = try data.number("color_jitter_strength") ?? colorJitter
         maxImages = try data.integer("max_images")
-        epochs = try optimization.integer("epochs") ?? epochs
+        guard let epochCount = try optimization.integer("epochs") else {
+            throw DecodingError.keyNotFound(ConfigKey(stringValue: "epochs"), .init(codingPath: [ConfigKey(stringValue: "optimization")], debugDescription: "required"))
+        }
+        epochs = epochCount
         warmup = try optimization.number("warmup") ?? warmup
         startLR = try optimization.number("start_lr").map(Float.init) ?? startLR
         lr = try optimization.number("lr").map(Float.init) ?? lr
@@ -125,13 +165,52 @@ extension PretrainConfig {
         func require(_ holds: Bool, _ fields: KeyedDecodingContainer<ConfigKey>, _ key: ConfigKey, _ rule: String) throws {
             if !holds { throw fields.invalid(key, rule) }
         }
-        try require(batchSize > 1, criterion, "batch_size", "must be more than 1")
-        try require(numProto > 1, criterion, "num_proto", "must be more than 1")
-        try require(epochs > 0, optimization, "epochs", "must be positive")
-        try require((0..<1).contains(patchDrop), meta, "patch_drop", "must be in [0, 1)")
-        try require(focalViews >= 0, data, "focal_views", "must not be negative")
-        try require(randSize > 0, data, "rand_size", "must be positive")
-        try require(focalSize > 0, data, "focal_size", "must be positive")
+        try require((2...65_536).contains(batchSize), criterion, "batch_size", "must be 2 to 65,536, got \(batchSize)")
+        try require((2...1 << 20).contains(numProto), criterion, "num_proto", "must be 2 to 2^20, got \(numProto)")
+        try require((1...1 << 16).contains(hiddenDim), meta, "hidden_dim", "must be 1 to 65,536, got \(hiddenDim)")
+        try require((1...1 << 16).contains(outputDim), meta, "output_dim", "must be 1 to 65,536, got \(outputDim)")
+        try require((1...100_000).contains(epochs), optimization, "epochs", "must be 1 to 100,000, got \(epochs)")
+        try require((0...100_000).contains(warmup), optimization, "warmup", "must be 0 to 100,000 epochs, got \(warmup)")
+        try require((0..<1).contains(patchDrop), data, "patch_drop", "must be in [0, 1), got \(patchDrop)")
+        try require((0...64).contains(focalViews), data, "focal_views", "must be 0 to 64, got \(focalViews)")
+        try require((1...4096).contains(randSize), data, "rand_size", "must be 1 to 4096, got \(randSize)")
+        try require((1...4096).contains(focalSize), data, "focal_size", "must be 1 to 4096, got \(focalSize)")
+        try require(randScale.lowerBound > 0 && randScale.upperBound <= 1, data, "rand_scale", "must lie in (0, 1], got \(randScale)")
+        try require(focalScale.lowerBound > 0 && focalScale.upperBound <= 1, data, "focal_scale", "must lie in (0, 1], got \(focalScale)")
+        try require(colorJitter >= 0 && colorJitter <= 10, data, "color_jitter_strength", "must be 0 to 10, got \(colorJitter)")
+        try require(maxImages.map { $0 > 0 } ?? true, data, "max_images", "must be positive")
+        try require(probeEvery >= 0, optimization, "probe_every", "must not be negative")
+        try require(emaStart >= 0 && emaEnd <= 1, optimization, "ema", "must lie in [0, 1]")
+        for (key, value) in [("start_lr", startLR), ("lr", lr), ("final_lr", finalLR), ("weight_decay", weightDecay),
+                             ("final_weight_decay", finalWeightDecay), ("clip_grad", clipGrad)] {
+            try require(value >= 0 && value <= 1e6, optimization, ConfigKey(stringValue: key), "must be 0 to 10^6, got \(value)")
+        }
+        // Official fields this implementation does not vary: refuse a value that would change the method.
+        try require(try data.integer("rand_views") ?? 1 == 1, data, "rand_views", "only 1 (a target and an anchor view) is implemented")
+        try require(try data.number("label_smoothing") ?? 0 == 0, data, "label_smoothing", "only 0 is implemented")
+        try require(try meta.number("drop_path_rate") ?? 0 == 0, meta, "drop_path_rate", "only 0 is implemented")
+        try require(try meta.decodeIfPresent(Bool.self, forKey: "use_pred_head") != true, meta, "use_pred_head", "a prediction head is not implemented")
+        try require(try meta.decodeIfPresent(Bool.self, forKey: "use_bn") != false, meta, "use_bn", "the head always has BatchNorm")
+    }
+
+    /// ", did you mean 'x'?" for the candidate nearest `name` in edit distance, when one is near.
+    static func suggestion(for name: String, among candidates: [String]) -> String {
+        func distance(_ a: [Character], _ b: [Character]) -> Int {
+            var row = Array(0...b.count)
+            for i in 1...max(a.count, 1) where !a.isEmpty {
+                var previous = row[0]
+                row[0] = i
+                for j in 1...max(b.count, 1) where !b.isEmpty {
+                    let current = row[j]
+                    row[j] = min(row[j] + 1, row[j - 1] + 1, previous + (a[i - 1] == b[j - 1] ? 0 : 1))
+                    previous = current
+                }
+            }
+            return row[b.count]
+        }
+        let scored = candidates.map { ($0, distance(Array(name), Array($0.split(separator: ".").last.map(String.init) ?? $0))) }
+        guard let best = scored.min(by: { $0.1 < $1.1 || ($0.1 == $1.1 && $0.0.count < $1.0.count) }), best.1 <= max(2, name.count / 3) else { return "" }
+        return "; did you mean '\(best.0)'?"
     }
 
     /// A section's fields, read one by one above.
