@@ -55,6 +55,13 @@ public struct HubCache: Sendable {
             return reference
         }
         guard Self.isModelID(reference) else { throw CheckpointError(reference, "no such file or directory") }
+        // `models/missing` has an id's shape, but when `models` is a local folder the user meant a path.
+        if let folder = reference.split(separator: "/").first, reference.contains("/") {
+            var isDirectory: ObjCBool = false
+            if FileManager.default.fileExists(atPath: String(folder), isDirectory: &isDirectory), isDirectory.boolValue {
+                throw CheckpointError(reference, "no such file or directory (read as a path, since '\(folder)' is a local folder)")
+            }
+        }
         return try snapshot(reference, revision: revision ?? "main")
     }
 }

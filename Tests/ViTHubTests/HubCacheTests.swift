@@ -45,6 +45,16 @@ final class HubCacheTests: XCTestCase {
         XCTAssertEqual(try cache.resolve(Fixtures.model("base")), Fixtures.model("base"))
         XCTAssertThrowsError(try cache.resolve("./missing/dir/x")) { XCTAssertTrue("\($0)".contains("no such file")) }
         XCTAssertFalse(HubCache.isModelID("../etc"))
+        // An id-shaped path under a local folder is a missing path, not an uncached model.
+        let folder = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let previous = FileManager.default.currentDirectoryPath
+        FileManager.default.changeCurrentDirectoryPath(URL(fileURLWithPath: folder).deletingLastPathComponent().path)
+        defer { FileManager.default.changeCurrentDirectoryPath(previous) }
+        let local = URL(fileURLWithPath: folder).lastPathComponent + "/nonexistent"
+        XCTAssertThrowsError(try cache.resolve(local)) {
+            XCTAssertTrue("\($0)".contains("no such file or directory (read as a path"), "\($0)")
+        }
         XCTAssertTrue(HubCache.isModelID("facebook/vit-msn-small"))
     }
 }
