@@ -16,7 +16,6 @@ forward). Every load loop is bounded in time.
 import argparse
 import base64
 import http.client
-import io
 import json
 import os
 import shutil
@@ -54,11 +53,10 @@ def make_photo(path):
 class Peer:
     """A server process and how to ask it to classify one image."""
 
-    def __init__(self, name, command, port, path, body, headers=None, health="/", env=None, cwd=None, stop=None):
+    def __init__(self, name, command, port, path, body, headers=None, env=None, cwd=None, stop=None):
         self.name, self.port, self.path, self.body, self.headers, self.stop_command = name, port, path, body, headers or {}, stop
         self.log = open(os.path.join(tempfile.gettempdir(), f"bench-serve-{name.split()[0].lower()}.log"), "w")
         self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True)
-        self.health = health
 
     def wait_ready(self, seconds=240):
         deadline = time.monotonic() + seconds

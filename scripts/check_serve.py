@@ -10,6 +10,7 @@ and a soak of mixed good and bad requests with the resident memory before and af
 import argparse
 import base64
 import concurrent.futures
+import http.client
 import json
 import os
 import re
@@ -315,8 +316,6 @@ def soak(cli, total, seconds):
                        "outputs": [{"name": "probabilities", "parameters": {"binary_data": True}}]}).encode()
     infer_headers = {"Inference-Header-Content-Length": str(len(head)), "Content-Type": "application/octet-stream"}
     with Server(cli, "--max-batch-size", "8", "--max-queue-delay-ms", "2", "--max-queue", "512") as server:
-        import http.client
-
         def worker(args):
             start, count, deadline = args
             connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)

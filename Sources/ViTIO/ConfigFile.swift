@@ -21,11 +21,12 @@ package func decodeConfig<T: Decodable>(_ type: T.Type, json: Data, path: String
     do {
         return try JSONDecoder().decode(type, from: json)
     } catch let error as DecodingError {
-        throw CheckpointError(path, configProblem(error))
+        throw CheckpointError(path, describeDecodingError(error))
     }
 }
 
-private func configProblem(_ error: DecodingError) -> String {
+/// A decoding error as one line naming the field (`criterion.temperature`, `inputs[0].shape`).
+package func describeDecodingError(_ error: DecodingError) -> String {
     func field(_ path: [CodingKey]) -> String {
         path.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".").replacingOccurrences(of: ".[", with: "[")
     }

@@ -15,9 +15,9 @@ enum BatchError: Error, Equatable {
 /// concurrent forwards. A request leaves the queue when it times out; its images are then never computed.
 final class DynamicBatcher: @unchecked Sendable { // all mutable state is guarded by `condition`
     struct Settings: Sendable {
-        var maxBatchSize = 8
-        var maxQueueDelay = 0.005 // seconds
-        var maxQueue = 64         // images waiting, beyond which requests are refused
+        var maxBatchSize: Int
+        var maxQueueDelay: Double // seconds
+        var maxQueue: Int         // images waiting, beyond which requests are refused
     }
 
     /// One request: its images (C, H, W), what it wants back, and how to answer it (once).
@@ -45,7 +45,7 @@ final class DynamicBatcher: @unchecked Sendable { // all mutable state is guarde
     let metrics: ModelMetrics
     private let condition = NSCondition()
     private var queue: [Job] = []
-    private var queuedImages = 0
+    private var queuedImages = 0 { didSet { metrics.queueDepth.set(to: Double(queuedImages)) } }
     private var stopping = false
     private let finished = DispatchSemaphore(value: 0)
 
@@ -60,26 +60,23 @@ final class DynamicBatcher: @unchecked Sendable { // all mutable state is guarde
     /// seconds, at once when the queue is full, or when the server is stopping.
     func submit(_ pixels: [Tensor], outputs: Set<OutputName>, timeout: Double) async throws -> [ImageOutputs] {
         try await withCheckedThrowingContinuation { continuation in
-            let job = Job(pixels: pixels, outputs: outputs) { continuation.resume(with: $0) }
             condition.lock()
-            let refusal: BatchError? = stopping ? .shuttingDown
-                : (queuedImages > 0 && queuedImages + pixels.count > settings.maxQueue) ? .queueFull(settings.maxQueue) : nil
-            if refusal == nil {
-                let timer = DispatchSource.makeTimerSource(queue: .global())
-                timer.schedule(deadline: .now() + timeout)
-                timer.setEventHandler { [weak self, weak job] in
-                    if let self, let job { self.expire(job) }
-                }
-                job.timer = timer
-                timer.resume()
-                queue.append(job)
-                queuedImages += pixels.count
-                metrics.queueDepth.set(to: Double(queuedImages))
-                condition.signal()
+            defer { condition.unlock() }
+            if stopping { return continuation.resume(throwing: BatchError.shuttingDown) }
+            if queuedImages > 0 && queuedImages + pixels.count > settings.maxQueue {
+                return continuation.resume(throwing: BatchError.queueFull(settings.maxQueue))
             }
-            let refused = refusal.flatMap { _ in job.takeAnswer() }
-            condition.unlock()
-            if let refused, let refusal { refused(.failure(refusal)) }
+            let job = Job(pixels: pixels, outputs: outputs) { continuation.resume(with: $0) }
+            let timer = DispatchSource.makeTimerSource(queue: .global())
+            timer.schedule(deadline: .now() + timeout)
+            timer.setEventHandler { [weak self, weak job] in
+                if let self, let job { self.expire(job) }
+            }
+            job.timer = timer
+            timer.resume()
+            queue.append(job)
+            queuedImages += pixels.count
+            condition.signal()
         }
     }
 
@@ -89,7 +86,6 @@ final class DynamicBatcher: @unchecked Sendable { // all mutable state is guarde
         if let index = queue.firstIndex(where: { $0 === job }) {
             queue.remove(at: index)
             queuedImages -= job.pixels.count
-            metrics.queueDepth.set(to: Double(queuedImages))
         }
         let answer = job.takeAnswer()
         condition.unlock()
@@ -131,7 +127,6 @@ final class DynamicBatcher: @unchecked Sendable { // all mutable state is guarde
             images += next.pixels.count
         }
         queuedImages -= images
-        metrics.queueDepth.set(to: Double(queuedImages))
         return batch
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import ViTIO
 import ViTMSN
 
 /// A request the server refuses, with the status it answers and a message naming the problem.
@@ -101,8 +102,8 @@ enum InferenceProtocol {
         let header: Header
         do {
             header = try JSONDecoder().decode(Header.self, from: body.prefix(jsonLength))
-        } catch {
-            throw RequestError(400, "the inference request is not valid JSON of the v2 protocol: \(decodingProblem(error))")
+        } catch let error as DecodingError {
+            throw RequestError(400, "the inference request: \(describeDecodingError(error))")
         }
         guard header.inputs.count == 1, let tensor = header.inputs.first else {
             throw RequestError(400, "expected one input, 'pixel_values' or 'images'; got \(header.inputs.count)")
@@ -203,19 +204,6 @@ enum InferenceProtocol {
         return files
     }
 
-    private static func decodingProblem(_ error: Error) -> String {
-        guard let error = error as? DecodingError else { return "\(error)" }
-        switch error {
-        case .typeMismatch(_, let context), .valueNotFound(_, let context), .dataCorrupted(let context):
-            let field = context.codingPath.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
-            return field.isEmpty ? context.debugDescription : "\(field): \(context.debugDescription)"
-        case .keyNotFound(let key, _):
-            return "'\(key.stringValue)' is missing"
-        @unknown default:
-            return "\(error)"
-        }
-    }
-
     // MARK: response
 
     private struct ResponseHeader: Encodable {
@@ -275,9 +263,7 @@ enum InferenceProtocol {
                 tensors.append(OutputTensor(name: requested.name.rawValue, datatype: datatype, shape: outputShape, data: data))
             }
         }
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = .sortedKeys
-        let header = try encoder.encode(ResponseHeader(modelName: model.name, id: request.id, outputs: tensors))
+        let header = try sortedJSON(ResponseHeader(modelName: model.name, id: request.id, outputs: tensors))
         return binary.isEmpty ? (header, nil) : (header + binary, header.count)
     }
 
@@ -295,4 +281,11 @@ enum InferenceProtocol {
             return bytes
         }
     }
+}
+
+/// JSON with its keys in a fixed order, so that equal answers are equal bytes.
+func sortedJSON<T: Encodable>(_ value: T) throws -> Data {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = .sortedKeys
+    return try encoder.encode(value)
 }

@@ -193,22 +193,21 @@ extension PretrainConfig {
         try require(try meta.decodeIfPresent(Bool.self, forKey: "use_bn") != false, meta, "use_bn", "the head always has BatchNorm")
     }
 
-    /// ", did you mean 'x'?" for the candidate nearest `name` in edit distance, when one is near.
+    /// ", did you mean 'x'?" for the candidate nearest `name` in edit distance (a dotted candidate by its last
+    /// part), when one is near.
     static func suggestion(for name: String, among candidates: [String]) -> String {
-        func distance(_ a: [Character], _ b: [Character]) -> Int {
+        func distance(_ a: [Character], _ b: [Character]) -> Int { // Levenshtein, one row at a time
             var row = Array(0...b.count)
-            for i in 1...max(a.count, 1) where !a.isEmpty {
-                var previous = row[0]
-                row[0] = i
-                for j in 1...max(b.count, 1) where !b.isEmpty {
-                    let current = row[j]
-                    row[j] = min(row[j] + 1, row[j - 1] + 1, previous + (a[i - 1] == b[j - 1] ? 0 : 1))
-                    previous = current
+            for (i, x) in a.enumerated() {
+                var diagonal = row[0]
+                row[0] = i + 1
+                for (j, y) in b.enumerated() {
+                    (diagonal, row[j + 1]) = (row[j + 1], min(row[j + 1] + 1, row[j] + 1, diagonal + (x == y ? 0 : 1)))
                 }
             }
             return row[b.count]
         }
-        let scored = candidates.map { ($0, distance(Array(name), Array($0.split(separator: ".").last.map(String.init) ?? $0))) }
+        let scored = candidates.map { ($0, distance(Array(name), Array($0.split(separator: ".").last ?? ""))) }
         guard let best = scored.min(by: { $0.1 < $1.1 || ($0.1 == $1.1 && $0.0.count < $1.0.count) }), best.1 <= max(2, name.count / 3) else { return "" }
         return "; did you mean '\(best.0)'?"
     }
