@@ -30,6 +30,8 @@ void vitmsn_keep_freed_memory(void) {
 #define GEMM_MR 4
 #define GEMM_NR 8
 #define GEMM_MC 128
+#define QGEMM_TARGET
+#define QGEMM_KIND 0
 #include "instantiate.h"
 
 #if defined(__x86_64__) && defined(__clang__)
@@ -41,6 +43,8 @@ void vitmsn_keep_freed_memory(void) {
 #define GEMM_MR 6
 #define GEMM_NR 16
 #define GEMM_MC 144
+#define QGEMM_TARGET KERNEL_TARGET
+#define QGEMM_KIND 1
 #include "instantiate.h"
 
 // AVX-512: 32 zmm registers hold a 12 × 32 tile (24 accumulators), two B vectors and a broadcast.
@@ -50,10 +54,13 @@ void vitmsn_keep_freed_memory(void) {
 #define GEMM_MR 12
 #define GEMM_NR 32
 #define GEMM_MC 144
+// ... and its int8 kernel only where VNNI is there too (else the AVX2 one runs).
+#define QGEMM_TARGET __attribute__((target("avx512f,avx512bw,avx512vnni,avx2,fma")))
+#define QGEMM_KIND 2
 #include "instantiate.h"
 
 enum { ISA_GENERIC, ISA_AVX2, ISA_AVX512 };
-static int isa;
+static int isa, qgemm_isa;
 
 // VITMSN_KERNELS=generic (or avx2) caps the instruction set (the tests run the portable build too).
 __attribute__((constructor)) static void detect_instruction_set(void) {
@@ -64,12 +71,17 @@ __attribute__((constructor)) static void detect_instruction_set(void) {
     isa = avx512 ? ISA_AVX512 : avx2 ? ISA_AVX2 : ISA_GENERIC;
     if (forced && strcmp(forced, "generic") == 0) isa = ISA_GENERIC;
     if (forced && strcmp(forced, "avx2") == 0 && isa > ISA_AVX2) isa = ISA_AVX2;
+    int vnni = __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vnni");
+    qgemm_isa = isa == ISA_AVX512 && !vnni ? ISA_AVX2 : isa;
 }
 
 #define DISPATCH(name, ...) \
     (isa == ISA_AVX512 ? name##_avx512(__VA_ARGS__) : isa == ISA_AVX2 ? name##_avx2(__VA_ARGS__) : name##_generic(__VA_ARGS__))
 #define GEMM_CONSTANT(generic, avx2, avx512) (isa == ISA_AVX512 ? (avx512) : isa == ISA_AVX2 ? (avx2) : (generic))
+#define QGEMM_DISPATCH(name, ...) \
+    (qgemm_isa == ISA_AVX512 ? name##_avx512(__VA_ARGS__) : qgemm_isa == ISA_AVX2 ? name##_avx2(__VA_ARGS__) : name##_generic(__VA_ARGS__))
 #else
+#define QGEMM_DISPATCH(name, ...) name##_generic(__VA_ARGS__)
 #define DISPATCH(name, ...) name##_generic(__VA_ARGS__)
 #define GEMM_CONSTANT(generic, avx2, avx512) (generic)
 #endif
@@ -145,28 +157,92 @@ double vitmsn_fma_peak_gflops(int threads) {
     return best;
 }
 
-size_t vitmsn_gemm_parts(const vitmsn_gemm_call *call, size_t threads) {
-    size_t m = call->m1 - call->m0, n = call->n1 - call->n0;
-    if (threads <= 1 || m * n * call->k < ((size_t)1 << 21)) return 1;
-    size_t units = m < n ? (n + vitmsn_gemm_panel_width() - 1) / vitmsn_gemm_panel_width() : (m + vitmsn_gemm_row_tile() - 1) / vitmsn_gemm_row_tile();
+// The thread split of a block: by rows (in row tiles) when it has more rows than columns, else by panels
+// (a batch of one image), so that no thread re-reads the larger operand.
+static size_t split_parts(size_t m, size_t n, size_t k, size_t panel, size_t row_tile, size_t threads) {
+    if (threads <= 1 || m * n * k < ((size_t)1 << 21)) return 1;
+    size_t units = m < n ? (n + panel - 1) / panel : (m + row_tile - 1) / row_tile;
     return threads < units ? threads : units;
+}
+
+static void split_part(size_t *m0, size_t *m1, size_t *n0, size_t *n1, size_t panel, size_t row_tile, size_t part, size_t parts) {
+    size_t m = *m1 - *m0, n = *n1 - *n0;
+    size_t *lo = m < n ? n0 : m0, *hi = m < n ? n1 : m1, unit = m < n ? panel : row_tile;
+    size_t units = (*hi - *lo + unit - 1) / unit, begin = *lo + part * units / parts * unit, end = *lo + (part + 1) * units / parts * unit;
+    *hi = end < *hi ? end : *hi;
+    *lo = begin;
+}
+
+size_t vitmsn_gemm_parts(const vitmsn_gemm_call *call, size_t threads) {
+    return split_parts(call->m1 - call->m0, call->n1 - call->n0, call->k, vitmsn_gemm_panel_width(), vitmsn_gemm_row_tile(), threads);
 }
 
 vitmsn_gemm_call vitmsn_gemm_part(const vitmsn_gemm_call *call, size_t part, size_t parts) {
     vitmsn_gemm_call p = *call;
-    size_t m = call->m1 - call->m0, n = call->n1 - call->n0;
-    if (m < n) {
-        size_t unit = vitmsn_gemm_panel_width(), units = (n + unit - 1) / unit;
-        size_t lo = call->n0 + part * units / parts * unit, hi = call->n0 + (part + 1) * units / parts * unit;
-        p.n0 = lo;
-        p.n1 = hi < call->n1 ? hi : call->n1;
-    } else {
-        size_t unit = vitmsn_gemm_row_tile(), units = (m + unit - 1) / unit;
-        size_t lo = call->m0 + part * units / parts * unit, hi = call->m0 + (part + 1) * units / parts * unit;
-        p.m0 = lo;
-        p.m1 = hi < call->m1 ? hi : call->m1;
-    }
+    split_part(&p.m0, &p.m1, &p.n0, &p.n1, vitmsn_gemm_panel_width(), vitmsn_gemm_row_tile(), part, parts);
     return p;
+}
+
+// The int8 kernel's units: 16-column panels and 8-row tiles (a multiple of every build's tile height).
+size_t vitmsn_qgemm_parts(const vitmsn_qgemm_call *call, size_t threads) {
+    return split_parts(call->m1 - call->m0, call->n1 - call->n0, call->k, 16, 8, threads);
+}
+
+vitmsn_qgemm_call vitmsn_qgemm_part(const vitmsn_qgemm_call *call, size_t part, size_t parts) {
+    vitmsn_qgemm_call p = *call;
+    split_part(&p.m0, &p.m1, &p.n0, &p.n1, 16, 8, part, parts);
+    return p;
+}
+
+void vitmsn_quantize_rows(const float *x, size_t ldx, size_t rows, size_t cols, signed char *q, size_t ldq, float *scales) {
+    QGEMM_DISPATCH(quantize_rows, x, ldx, rows, cols, q, ldq, scales);
+}
+
+void vitmsn_quantize_activations(const float *x, size_t ldx, size_t rows, size_t cols, unsigned char *q, size_t ldq, float *scales, int *zero_points) {
+    QGEMM_DISPATCH(quantize_rows_u7, x, ldx, rows, cols, q, ldq, scales, zero_points);
+}
+
+size_t vitmsn_qgemm_row_stride(size_t k) { return (k + 7) / 8 * 8; }
+
+size_t vitmsn_qgemm_packed_bytes(size_t k, size_t n) { return (n + 15) / 16 * (vitmsn_qgemm_row_stride(k) / 4) * 64; }
+
+void vitmsn_qgemm_pack_b(const signed char *w, size_t ldw, size_t k, size_t n, size_t p0, size_t p1, signed char *packed) {
+    size_t k4 = vitmsn_qgemm_row_stride(k) / 4;
+    for (size_t p = p0; p < p1; p++) {
+        signed char *panel = packed + p * k4 * 64;
+        for (size_t j = 0; j < 16; j++) {
+            size_t column = p * 16 + j;
+            for (size_t kk = 0; kk < 4 * k4; kk++)
+                panel[kk / 4 * 64 + j * 4 + kk % 4] = column < n && kk < k ? w[column * ldw + kk] : 0;
+        }
+    }
+}
+
+static int qgemm_arguments_valid(const vitmsn_qgemm_call *call) {
+    return call->n0 % 16 == 0 && call->m1 <= call->m && call->n1 <= call->n && call->lda % 4 == 0 && call->lda >= vitmsn_qgemm_row_stride(call->k) &&
+           !(call->epilogue.activation >= 0 && call->epilogue.beta != 0.0f);
+}
+
+int vitmsn_qgemm(const vitmsn_qgemm_call *call) {
+    if (call->m0 >= call->m1 || call->n0 >= call->n1) return 0;
+    if (!qgemm_arguments_valid(call)) return -1;
+    QGEMM_DISPATCH(qgemm, call);
+    return 0;
+}
+
+int vitmsn_qgemm_portable(const vitmsn_qgemm_call *call) {
+    if (call->m0 >= call->m1 || call->n0 >= call->n1) return 0;
+    if (!qgemm_arguments_valid(call)) return -1;
+    qgemm_generic(call);
+    return 0;
+}
+
+const char *vitmsn_qgemm_isa(void) {
+#ifdef HAVE_X86_BUILDS
+    return qgemm_isa == ISA_AVX512 ? "avx512-vnni" : qgemm_isa == ISA_AVX2 ? "avx2" : "generic";
+#else
+    return "generic";
+#endif
 }
 
 const char *vitmsn_kernel_isa(void) {

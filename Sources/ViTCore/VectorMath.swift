@@ -37,6 +37,8 @@ package func sum(_ p: UnsafePointer<Float>, count: Int) -> Float {
 public enum VectorMath {
     /// "avx512", "avx2+fma" or "generic": the build of the kernels this CPU runs.
     public static var instructionSet: String { String(cString: vitmsn_kernel_isa()) }
+    /// The int8 GEMM's: "avx512-vnni", "avx2" or "generic".
+    public static var int8InstructionSet: String { String(cString: vitmsn_qgemm_isa()) }
 
     /// The measured FMA peak (GFLOP/s) of `threads` cores at the dispatched vector width: register-only FMA
     /// chains on every thread at once.

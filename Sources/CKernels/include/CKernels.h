@@ -82,4 +82,53 @@ void vitmsn_keep_freed_memory(void);
 /// The instruction set the kernels were dispatched to on this CPU: "avx512", "avx2+fma" or "generic".
 const char *vitmsn_kernel_isa(void);
 
+/// The int8 product C (M × N) = epilogue(a_scale[r] · b_scale[c] · Σ_k (A(r, k) − a_zero[r]) · B(k, c)) over
+/// the block [m0, m1) × [n0, n1) (n0 a multiple of 16): A's rows from vitmsn_quantize_activations (lda a
+/// multiple of 4, at least vitmsn_qgemm_row_stride(K)), B packed by vitmsn_qgemm_pack_b with its column sums
+/// b_sum. The sums are exact in int32, so results depend neither on the block split nor on the
+/// instruction set.
+typedef struct {
+    size_t m, n, k;
+    const unsigned char *a;
+    size_t lda;
+    const float *a_scale;
+    const int *a_zero;
+    const signed char *packed_b;
+    const float *b_scale;
+    const int *b_sum;
+    float *c;
+    size_t ldc;
+    vitmsn_epilogue epilogue;
+    size_t m0, m1, n0, n1;
+} vitmsn_qgemm_call;
+
+/// Bytes per quantised row of K values: K rounded up to a multiple of 8 (the kernels take k in pairs of 4).
+size_t vitmsn_qgemm_row_stride(size_t k);
+
+/// Weights: symmetric 7-bit rows, q[r][j] = round(x[r][j] / s[r]) in [-63, 63], s[r] = max_j |x[r][j]| / 63,
+/// each row zero-padded to vitmsn_qgemm_row_stride(cols) (ldq at least that): per output channel for a
+/// weight (out, in).
+void vitmsn_quantize_rows(const float *x, size_t ldx, size_t rows, size_t cols, signed char *q, size_t ldq, float *scales);
+
+/// Activations, per row (per token) at run time: unsigned 7-bit with a zero point, x ≈ s[r]·(q − z[r]),
+/// q in [0, 127], zero-padded like the weights. (Why 7 bits each: qgemm_body.h.)
+void vitmsn_quantize_activations(const float *x, size_t ldx, size_t rows, size_t cols, unsigned char *q, size_t ldq, float *scales, int *zero_points);
+
+/// Bytes the packed form of an int8 B takes, and the packing of rows [p0·16, p1·16) of w (N × K, row-major,
+/// ldw per row: a quantised nn.Linear weight (out, in)) as B = wᵀ.
+size_t vitmsn_qgemm_packed_bytes(size_t k, size_t n);
+void vitmsn_qgemm_pack_b(const signed char *w, size_t ldw, size_t k, size_t n, size_t p0, size_t p1, signed char *packed);
+
+/// Parts of an int8 call for `threads` threads, and part `part` of `parts` (as vitmsn_gemm_parts).
+size_t vitmsn_qgemm_parts(const vitmsn_qgemm_call *call, size_t threads);
+vitmsn_qgemm_call vitmsn_qgemm_part(const vitmsn_qgemm_call *call, size_t part, size_t parts);
+
+/// Runs one int8 call on the dispatched kernel, or on the portable one; returns 0, or -1 for arguments out
+/// of range.
+int vitmsn_qgemm(const vitmsn_qgemm_call *call);
+int vitmsn_qgemm_portable(const vitmsn_qgemm_call *call);
+
+/// The instruction set of the int8 kernel: "avx512-vnni", "avx2" or "generic".
+const char *vitmsn_qgemm_isa(void);
+
 #endif

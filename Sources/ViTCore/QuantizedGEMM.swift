@@ -1,0 +1,103 @@
+import CKernels
+import Foundation
+
+/// A weight (out, in) in symmetric int8, one scale per output channel (`w ≈ scale[o] · q[o][i]`, q in
+/// [-63, 63]: 7 bits, see CKernels' qgemm_body.h), packed for the int8 GEMM. The layout is the same for
+/// every instruction set.
+public final class QuantizedMatrix: @unchecked Sendable {
+    /// Input features (K) and output features (N).
+    public let k: Int
+    public let n: Int
+    /// N scales: the dequantised weight is `scales[o] · q[o][i]`.
+    public let scales: [Float]
+    /// Σ_i q[o][i] per output channel, for the activations' zero-point correction.
+    let columnSums: [Int32]
+    let data: UnsafeMutablePointer<Int8>
+
+    /// Quantises an `nn.Linear` weight (n × k, row-major): per output channel, round to nearest even.
+    public convenience init(quantizing weight: UnsafePointer<Float>, n: Int, k: Int) {
+        let stride = vitmsn_qgemm_row_stride(k)
+        var values = [Int8](repeating: 0, count: n * stride)
+        var scales = [Float](repeating: 0, count: n)
+        values.withUnsafeMutableBufferPointer { q in vitmsn_quantize_rows(weight, k, n, k, q.baseAddress!, stride, &scales) }
+        self.init(values: values, stride: stride, scales: scales, n: n, k: k)
+    }
+
+    /// int8 values (n × k, row `o` at `o · stride`) with their scales, e.g. as a quantised checkpoint stores them.
+    public init(values: [Int8], stride: Int, scales: [Float], n: Int, k: Int) {
+        precondition(scales.count == n && stride >= k && values.count >= n * stride - (stride - k) && values.allSatisfy { abs(Int($0)) <= 63 },
+                     "\(values.count) values, \(scales.count) scales and stride \(stride) for a \(n)×\(k) weight")
+        (self.k, self.n, self.scales) = (k, n, scales)
+        columnSums = (0..<n).map { o in values[(o * stride)..<(o * stride + k)].reduce(Int32(0)) { $0 + Int32($1) } }
+        var memory: UnsafeMutableRawPointer?
+        guard posix_memalign(&memory, 64, max(vitmsn_qgemm_packed_bytes(k, n), 64)) == 0, let memory else {
+            fatalError("out of memory packing a \(n)×\(k) int8 matrix")
+        }
+        data = memory.assumingMemoryBound(to: Int8.self)
+        vitmsn_qgemm_pack_b(values, stride, k, n, 0, (n + 15) / 16, data)
+    }
+
+    /// The int8 values (n × k, row-major), read back from the packed panels.
+    public var values: [Int8] {
+        let k4 = vitmsn_qgemm_row_stride(k) / 4
+        var out = [Int8](repeating: 0, count: n * k)
+        for o in 0..<n {
+            let panel = data + (o / 16) * k4 * 64
+            for i in 0..<k { out[o * k + i] = panel[i / 4 * 64 + (o % 16) * 4 + i % 4] }
+        }
+        return out
+    }
+
+    /// Bytes the packed values take.
+    public var byteCount: Int { vitmsn_qgemm_packed_bytes(k, n) + 4 * n }
+
+    deinit { free(data) }
+}
+
+/// Rows of activations quantised for the int8 GEMM: 7 bits with a scale and zero point per row (per token),
+/// made once and shared by every product that reads the same input (query, key and value).
+package final class QuantizedRows {
+    let rows, columns, stride: Int
+    let values: UnsafeMutablePointer<UInt8>
+    let scales: UnsafeMutablePointer<Float>
+    let zeroPoints: UnsafeMutablePointer<Int32>
+
+    package init(_ x: UnsafePointer<Float>, rows: Int, columns: Int, parallelism: Parallelism = .serial) {
+        (self.rows, self.columns, stride) = (rows, columns, vitmsn_qgemm_row_stride(columns))
+        values = .allocate(capacity: max(rows * stride, 1))
+        scales = .allocate(capacity: max(rows, 1))
+        zeroPoints = .allocate(capacity: max(rows, 1))
+        let (q, s, z, stride) = (UncheckedSendable(values), UncheckedSendable(scales), UncheckedSendable(zeroPoints), stride)
+        parallelism.forEachChunk(of: rows, minimumChunk: 16) { range in
+            vitmsn_quantize_activations(x + range.lowerBound * columns, columns, range.count, columns,
+                                        q.value + range.lowerBound * stride, stride, s.value + range.lowerBound, z.value + range.lowerBound)
+        }
+    }
+
+    deinit { values.deallocate(); scales.deallocate(); zeroPoints.deallocate() }
+}
+
+/// `y[rows, out] = x · Wᵀ + bias` with W in int8 and x quantised (or `y += …` when `accumulate`), as dynamic
+/// quantisation does it: the products are summed exactly in int32, and dequantisation, bias, activation
+/// and residual add happen in the kernel's epilogue.
+package func quantizedLinearForward(
+    x: QuantizedRows, weight: QuantizedMatrix, bias: UnsafePointer<Float>?,
+    y: UnsafeMutablePointer<Float>, accumulate: Bool = false, activation: Activation? = nil,
+    parallelism: Parallelism = .serial
+) {
+    precondition(x.columns == weight.k, "\(x.columns) input features for a \(weight.n)×\(weight.k) weight")
+    guard x.rows > 0, weight.n > 0 else { return }
+    weight.scales.withUnsafeBufferPointer { scales in weight.columnSums.withUnsafeBufferPointer { sums in
+        let call = vitmsn_qgemm_call(
+            m: x.rows, n: weight.n, k: weight.k, a: x.values, lda: x.stride, a_scale: x.scales, a_zero: x.zeroPoints,
+            packed_b: weight.data, b_scale: scales.baseAddress!, b_sum: sums.baseAddress!, c: y, ldc: weight.n,
+            epilogue: vitmsn_epilogue(alpha: 1, beta: accumulate ? 1 : 0, bias: bias, activation: activation.map { Int32($0.kernel.rawValue) } ?? -1),
+            m0: 0, m1: x.rows, n0: 0, n1: weight.n)
+        let parts = vitmsn_qgemm_parts([call], parallelism.threads)
+        let shared = UncheckedSendable(call)
+        Parallelism(threads: parts).forEachChunk(of: parts) { range in
+            var part = vitmsn_qgemm_part([shared.value], range.lowerBound, parts)
+            precondition(vitmsn_qgemm(&part) == 0, "int8 GEMM kernel refused its arguments")
+        }
+    } }
+}

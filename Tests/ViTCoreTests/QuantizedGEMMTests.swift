@@ -1,0 +1,132 @@
+import CKernels
+import XCTest
+@testable import ViTCore
+
+final class QuantizedGEMMTests: XCTestCase {
+    func randomMatrix(_ count: Int, seed: UInt64, std: Float = 1) -> [Float] {
+        var generator = SeededGenerator(seed: seed)
+        return (0..<count).map { _ in generator.normal(std: std) }
+    }
+
+    func testWeightQuantisationRoundTrips() {
+        let (n, k) = (37, 23)
+        var weight = randomMatrix(n * k, seed: 1)
+        weight[5 * k + 3] = 9  // an outlier only widens its own channel's scale
+        let matrix = weight.withUnsafeBufferPointer { QuantizedMatrix(quantizing: $0.baseAddress!, n: n, k: k) }
+        let values = matrix.values
+        XCTAssertTrue(values.allSatisfy { (-63...63).contains($0) })
+        for o in 0..<n {
+            let row = weight[(o * k)..<((o + 1) * k)]
+            XCTAssertEqual(matrix.scales[o], row.map(abs).max()! / 63, accuracy: 1e-7)
+            XCTAssertEqual(values[(o * k)..<((o + 1) * k)].map { abs(Int($0)) }.max(), 63, "each channel uses its full range")
+            for i in 0..<k { XCTAssertEqual(Float(values[o * k + i]) * matrix.scales[o], weight[o * k + i], accuracy: matrix.scales[o] / 2 * 1.0001) }
+        }
+        let again = QuantizedMatrix(values: values, stride: k, scales: matrix.scales, n: n, k: k)
+        XCTAssertEqual(again.values, values, "stored int8 weights load without re-quantising")
+    }
+
+    func testActivationQuantisationIsSevenBitWithAZeroPoint() {
+        let (rows, cols) = (3, 10)
+        var x = randomMatrix(rows * cols, seed: 2)
+        for j in 0..<cols { x[2 * cols + j] = 0.5 + Float(j) } // an all-positive row still represents 0 exactly
+        var q = [UInt8](repeating: 255, count: rows * 16), scales = [Float](repeating: 0, count: rows), zeros = [Int32](repeating: 0, count: rows)
+        vitmsn_quantize_activations(x, cols, rows, cols, &q, 16, &scales, &zeros)
+        for r in 0..<rows {
+            XCTAssertTrue(q[(r * 16)..<(r * 16 + cols)].allSatisfy { $0 <= 127 })
+            XCTAssertEqual(Array(q[(r * 16 + cols)..<(r * 16 + 16)]), [0, 0, 0, 0, 0, 0], "padding is zero")
+            for j in 0..<cols {
+                XCTAssertEqual(scales[r] * Float(Int32(q[r * 16 + j]) - zeros[r]), x[r * cols + j], accuracy: scales[r] / 2 * 1.001)
+            }
+        }
+        XCTAssertEqual(zeros[2], 0)
+    }
+
+    /// Runs one int8 product (m × k times the n × k weight, transposed) through `kernel`, with `parts` threads.
+    func product(
+        x: [Float], weight: QuantizedMatrix, m: Int, bias: [Float]?, beta: Float = 0, start: [Float]? = nil, activation: Int32 = -1,
+        parts: Int = 1, kernel: (UnsafePointer<vitmsn_qgemm_call>) -> Int32 = { vitmsn_qgemm($0) }
+    ) -> [Float] {
+        let (k, n) = (weight.k, weight.n)
+        let stride = vitmsn_qgemm_row_stride(k)
+        var q = [UInt8](repeating: 0, count: m * stride), scales = [Float](repeating: 0, count: m), zeros = [Int32](repeating: 0, count: m)
+        vitmsn_quantize_activations(x, k, m, k, &q, stride, &scales, &zeros)
+        var c = start ?? [Float](repeating: 0, count: m * n)
+        let bias = bias ?? []
+        q.withUnsafeBufferPointer { q in bias.withUnsafeBufferPointer { bias in weight.scales.withUnsafeBufferPointer { bs in
+            weight.columnSums.withUnsafeBufferPointer { sums in c.withUnsafeMutableBufferPointer { c in
+                let call = vitmsn_qgemm_call(
+                    m: m, n: n, k: k, a: q.baseAddress!, lda: stride, a_scale: scales, a_zero: zeros, packed_b: weight.data,
+                    b_scale: bs.baseAddress!, b_sum: sums.baseAddress!, c: c.baseAddress!, ldc: n,
+                    epilogue: vitmsn_epilogue(alpha: 1, beta: beta, bias: bias.isEmpty ? nil : bias.baseAddress, activation: activation),
+                    m0: 0, m1: m, n0: 0, n1: n)
+                let count = vitmsn_qgemm_parts([call], parts)
+                for part in 0..<count {
+                    var piece = vitmsn_qgemm_part([call], part, count)
+                    XCTAssertEqual(kernel(&piece), 0)
+                }
+            } }
+        } } }
+        return c
+    }
+
+    func testInt8ProductMatchesADequantisedReference() {
+        for (m, n, k) in [(1, 16, 4), (7, 33, 23), (50, 70, 385)] {
+            let x = randomMatrix(m * k, seed: 3), w = randomMatrix(n * k, seed: 4, std: 0.05), bias = randomMatrix(n, seed: 5)
+            let weight = w.withUnsafeBufferPointer { QuantizedMatrix(quantizing: $0.baseAddress!, n: n, k: k) }
+            let y = product(x: x, weight: weight, m: m, bias: bias)
+            // The reference: the same quantised values, dequantised, multiplied in Double.
+            let stride = vitmsn_qgemm_row_stride(k)
+            var q = [UInt8](repeating: 0, count: m * stride), scales = [Float](repeating: 0, count: m), zeros = [Int32](repeating: 0, count: m)
+            vitmsn_quantize_activations(x, k, m, k, &q, stride, &scales, &zeros)
+            let values = weight.values
+            for r in 0..<m {
+                for o in 0..<n {
+                    var sum = 0.0
+                    for i in 0..<k {
+                        sum += Double(scales[r]) * Double(Int32(q[r * stride + i]) - zeros[r]) * Double(weight.scales[o]) * Double(values[o * k + i])
+                    }
+                    XCTAssertEqual(Double(y[r * n + o]), sum + Double(bias[o]), accuracy: 1e-5 * (1 + abs(sum)), "\(m)×\(n)×\(k) [\(r), \(o)]")
+                }
+            }
+        }
+    }
+
+    func testDispatchedKernelEqualsThePortableOneBitForBit() {
+        let (m, n, k) = (45, 50, 131)
+        let x = randomMatrix(m * k, seed: 6), w = randomMatrix(n * k, seed: 7, std: 0.1), bias = randomMatrix(n, seed: 8)
+        let start = randomMatrix(m * n, seed: 9)
+        let weight = w.withUnsafeBufferPointer { QuantizedMatrix(quantizing: $0.baseAddress!, n: n, k: k) }
+        let portable = { (call: UnsafePointer<vitmsn_qgemm_call>) in vitmsn_qgemm_portable(call) }
+        XCTAssertEqual(product(x: x, weight: weight, m: m, bias: bias), product(x: x, weight: weight, m: m, bias: bias, kernel: portable))
+        XCTAssertEqual(product(x: x, weight: weight, m: m, bias: nil, beta: 1, start: start),
+                       product(x: x, weight: weight, m: m, bias: nil, beta: 1, start: start, kernel: portable), "residual add")
+        // The GELU epilogue calls each build's own erf, whose contraction may differ in the last bit.
+        let gelu = product(x: x, weight: weight, m: m, bias: bias, activation: Int32(VITMSN_GELU.rawValue))
+        let geluPortable = product(x: x, weight: weight, m: m, bias: bias, activation: Int32(VITMSN_GELU.rawValue), kernel: portable)
+        XCTAssertLessThan(zip(gelu, geluPortable).map { abs($0 - $1) }.max()!, 1e-5)
+    }
+
+    func testInt8ProductIsBitIdenticalAcrossThreadSplits() {
+        for (m, n, k) in [(400, 64, 96), (4, 2800, 192)] { // split by rows, then by panels
+            let x = randomMatrix(m * k, seed: 10), w = randomMatrix(n * k, seed: 11, std: 0.1)
+            let weight = w.withUnsafeBufferPointer { QuantizedMatrix(quantizing: $0.baseAddress!, n: n, k: k) }
+            let call = vitmsn_qgemm_call(m: m, n: n, k: k, a: nil, lda: vitmsn_qgemm_row_stride(k), a_scale: nil, a_zero: nil, packed_b: nil, b_scale: nil, b_sum: nil,
+                                         c: nil, ldc: n, epilogue: vitmsn_epilogue(), m0: 0, m1: m, n0: 0, n1: n)
+            XCTAssertEqual(vitmsn_qgemm_parts([call], 3), 3, "\(m)×\(n) is split")
+            XCTAssertEqual(product(x: x, weight: weight, m: m, bias: nil), product(x: x, weight: weight, m: m, bias: nil, parts: 3))
+        }
+    }
+
+    func testQuantizedLinearForwardFusesTheEpilogue() {
+        let (rows, k, n) = (9, 40, 20)
+        let x = randomMatrix(rows * k, seed: 12), w = randomMatrix(n * k, seed: 13, std: 0.2), bias = randomMatrix(n, seed: 14)
+        let weight = w.withUnsafeBufferPointer { QuantizedMatrix(quantizing: $0.baseAddress!, n: n, k: k) }
+        let direct = product(x: x, weight: weight, m: rows, bias: bias)
+        var y = [Float](repeating: 1, count: rows * n)
+        x.withUnsafeBufferPointer { x in bias.withUnsafeBufferPointer { b in
+            let rows = QuantizedRows(x.baseAddress!, rows: rows, columns: k, parallelism: Parallelism(threads: 2))
+            quantizedLinearForward(x: rows, weight: weight, bias: b.baseAddress, y: &y, accumulate: true, parallelism: Parallelism(threads: 2))
+        } }
+        XCTAssertEqual(y, direct.map { 1 + $0 })
+    }
+}
