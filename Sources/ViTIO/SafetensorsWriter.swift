@@ -6,6 +6,7 @@ public struct SafetensorsRecord {
     public enum Payload {
         case float(Tensor)
         case int64([Int64])
+        case int8([Int8])
         case bool([Bool])
     }
 
@@ -24,6 +25,10 @@ public struct SafetensorsRecord {
 
     public init(name: String, int64 values: [Int64], shape: [Int]) {
         self.init(name: name, dtype: .I64, shape: shape, payload: .int64(values), count: values.count)
+    }
+
+    public init(name: String, int8 values: [Int8], shape: [Int]) {
+        self.init(name: name, dtype: .I8, shape: shape, payload: .int8(values), count: values.count)
     }
 
     public init(name: String, bool values: [Bool], shape: [Int]) {
@@ -49,6 +54,8 @@ public struct SafetensorsRecord {
                 }
             }
         case .int64(let values):
+            values.withUnsafeBufferPointer { data.append(contentsOf: UnsafeRawBufferPointer($0)) }
+        case .int8(let values):
             values.withUnsafeBufferPointer { data.append(contentsOf: UnsafeRawBufferPointer($0)) }
         case .bool(let values):
             data.append(contentsOf: values.map { $0 ? 1 : 0 })

@@ -50,13 +50,18 @@ public enum AnyViTMSN {
         }
     }
 
-    public static func load(directory: String, warn: (String) -> Void = { _ in }) throws -> AnyViTMSN {
+    /// Loads the class `config.json` names, in `precision` (see `WeightPrecision`); an int8 directory loads
+    /// as int8.
+    public static func load(directory: String, precision: WeightPrecision = .f32, warn: (String) -> Void = { _ in }) throws -> AnyViTMSN {
         let config = try ModelDirectory.config(directory)
+        let loaded: AnyViTMSN
         switch ModelDirectory.architecture(config) {
-        case "ViTMSNModel": return .model(try ViTMSNModel.load(directory: directory, warn: warn))
-        case "ViTMSNForImageClassification": return .imageClassification(try ViTMSNForImageClassification.load(directory: directory, warn: warn))
+        case "ViTMSNModel": loaded = .model(try ViTMSNModel.load(directory: directory, warn: warn))
+        case "ViTMSNForImageClassification": loaded = .imageClassification(try ViTMSNForImageClassification.load(directory: directory, warn: warn))
         case let other: throw CheckpointError(directory + "/config.json", "architectures names '\(other)', expected ViTMSNModel or ViTMSNForImageClassification")
         }
+        loaded.convert(to: precision)
+        return loaded
     }
 }
 
@@ -74,7 +79,9 @@ extension ViTMSNModel {
         }
         let useMaskToken = names.contains { stripPrefix($0) == "embeddings.mask_token" }
         let model = try ViTMSNModel(config: config, useMaskToken: useMaskToken)
-        _ = try loadParameters(of: model, from: weights, modelName: stripPrefix, ignoring: Set(classifierNames), optional: [])
+        let prefix = names.contains { $0.hasPrefix("vit.") } ? "vit." : ""
+        let quantized = try model.loadQuantizedLinears(from: weights) { prefix + $0 }
+        _ = try loadParameters(of: model, from: weights, modelName: stripPrefix, ignoring: Set(classifierNames).union(quantized), optional: [])
         return model
     }
 }
@@ -108,10 +115,12 @@ extension ViTMSNForImageClassification {
             warn("classifier.weight: checkpoint \(stored.shape), model [\(config.numLabels), \(config.hiddenSize)]: re-initialised (ignore_mismatched_sizes)")
         }
         let model = try ViTMSNForImageClassification(config: config)
+        let prefix = weights.tensorNames.contains { $0.hasPrefix("vit.") } ? "vit." : ""
+        let quantized = try model.vit.loadQuantizedLinears(from: weights) { prefix + $0 }
         let fresh = try loadParameters(
             of: model, from: weights,
             modelName: { name in name.hasPrefix("classifier.") || name.hasPrefix("vit.") ? name : "vit." + name },
-            ignoring: ignoring, optional: classifierNames)
+            ignoring: ignoring.union(quantized), optional: classifierNames)
         if let classifier = model.classifier, !fresh.isEmpty {
             guard fresh == classifierNames else {
                 throw CheckpointError(weights.location, "the checkpoint has only part of the classifier (missing \(fresh.sorted()))")
@@ -176,26 +185,35 @@ extension NN.Module {
     }
 }
 
-/// Writes `config.json` (with `architectures` and `torch_dtype`) and `model.safetensors`: a directory that
-/// Transformers' `from_pretrained` loads.
-func saveModelDirectory(_ module: NN.Module, config: ViTMSNConfig, architecture: String, directory: String, dtype: DType) throws {
+/// Writes `config.json` (with `architectures` and `dtype`, as Transformers 4.57 names it; an older
+/// `torch_dtype` is dropped so the two never disagree) and `model.safetensors`: a directory that
+/// Transformers' `from_pretrained` loads. An int8 model keeps its other tensors in F32 and records its
+/// scheme as `quantization_config` (a directory for this project only).
+func saveModelDirectory(_ module: NN.Module, backbone: ViTMSNModel, prefix: String, config: ViTMSNConfig, architecture: String, directory: String, dtype: DType) throws {
     try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
     var config = config
     config.architectures = [architecture]
-    config.extraFields["torch_dtype"] = ["F32": "float32", "F16": "float16", "BF16": "bfloat16"][dtype.rawValue]
-    try module.saveSafetensors(path: directory + "/model.safetensors", dtype: dtype)
+    let quantized = backbone.quantizedRecords(prefix: prefix)
+    let dtype = quantized.isEmpty ? dtype : .F32
+    config.extraFields["dtype"] = ["F32": "float32", "F16": "float16", "BF16": "bfloat16"][dtype.rawValue]
+    config.extraFields["torch_dtype"] = nil
+    if !quantized.isEmpty {
+        config.extraFields["quantization_config"] = Int8Checkpoint.config(modules: ["query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"])
+    }
+    let records = module.namedParameters.map { SafetensorsRecord(name: $0.name, tensor: $0.tensor, dtype: dtype) } + quantized
+    try SafetensorsWriter.write(records, to: directory + "/model.safetensors")
     try config.save(path: directory + "/config.json")
 }
 
 extension ViTMSNModel {
     public func save(directory: String, dtype: DType = .F32) throws {
-        try saveModelDirectory(self, config: config, architecture: "ViTMSNModel", directory: directory, dtype: dtype)
+        try saveModelDirectory(self, backbone: self, prefix: "", config: config, architecture: "ViTMSNModel", directory: directory, dtype: dtype)
     }
 }
 
 extension ViTMSNForImageClassification {
     public func save(directory: String, dtype: DType = .F32) throws {
-        try saveModelDirectory(self, config: config, architecture: "ViTMSNForImageClassification", directory: directory, dtype: dtype)
+        try saveModelDirectory(self, backbone: vit, prefix: "vit.", config: config, architecture: "ViTMSNForImageClassification", directory: directory, dtype: dtype)
     }
 }
 

@@ -68,9 +68,29 @@ extension NN {
             self.bias = bias ? Tensor(zeros: [outFeatures]) : nil
         }
 
+        /// A quantised layer visits its bias only: its weight lives in `quantizedWeight`.
         public func visitParameters(_ visit: (String, inout Tensor, inout Tensor?) throws -> Void) rethrows {
-            try visit("weight", &weight, &weightGradient)
+            if quantizedWeight == nil { try visit("weight", &weight, &weightGradient) }
             if bias != nil { try visit("bias", &bias!, &biasGradient) }
+        }
+
+        /// The int8 weight once `quantize()` or a quantised checkpoint has set it; the forward then runs the
+        /// int8 GEMM (inference only).
+        public private(set) var quantizedWeight: QuantizedMatrix?
+
+        /// Quantises the weight to int8 per output channel and drops the float copy.
+        public func quantize() {
+            let matrix = weight.withUnsafeBufferPointer { QuantizedMatrix(quantizing: $0.baseAddress!, n: outFeatures, k: inFeatures) }
+            setQuantizedWeight(matrix)
+        }
+
+        /// Takes an int8 weight (a quantised checkpoint's) in place of the float one.
+        public func setQuantizedWeight(_ matrix: QuantizedMatrix) {
+            precondition(matrix.n == outFeatures && matrix.k == inFeatures, "a \(matrix.n)×\(matrix.k) int8 weight for \(inFeatures) → \(outFeatures)")
+            quantizedWeight = matrix
+            weight.storage.releaseResidentPages()
+            weight = Tensor(zeros: [0])
+            (weightGradient, packed) = (nil, nil)
         }
 
         /// y (rows, out) = act(x (rows, in) · Wᵀ + b), or y += x · Wᵀ + b when `accumulate` (a residual add),
@@ -79,10 +99,24 @@ extension NN {
             _ x: UnsafePointer<Float>, rows: Int, into y: UnsafeMutablePointer<Float>,
             accumulate: Bool = false, activation: Activation? = nil, parallelism: Parallelism = .serial
         ) {
-            let packed = packedWeight(parallelism: parallelism)
+            if quantizedWeight != nil {
+                return forward(QuantizedRows(x, rows: rows, columns: inFeatures, parallelism: parallelism), into: y,
+                               accumulate: accumulate, activation: activation, parallelism: parallelism)
+            }
             let b = bias?.storage.base
+            let packed = packedWeight(parallelism: parallelism)
             linearForward(
                 x: x, weight: packed, bias: b.map { UnsafePointer($0) }, y: y, rows: rows,
+                accumulate: accumulate, activation: activation, parallelism: parallelism)
+        }
+
+        /// The same for an int8 layer, on inputs already quantised (shared by several layers).
+        package func forward(
+            _ x: QuantizedRows, into y: UnsafeMutablePointer<Float>,
+            accumulate: Bool = false, activation: Activation? = nil, parallelism: Parallelism = .serial
+        ) {
+            quantizedLinearForward(
+                x: x, weight: quantizedWeight!, bias: bias.map { UnsafePointer($0.storage.base) }, y: y,
                 accumulate: accumulate, activation: activation, parallelism: parallelism)
         }
 
@@ -116,6 +150,7 @@ extension NN {
             input x: UnsafePointer<Float>, outputGradient dy: UnsafePointer<Float>, rows: Int,
             inputGradient dx: UnsafeMutablePointer<Float>?, accumulateInput: Bool = false, parallelism: Parallelism = .serial
         ) {
+            precondition(quantizedWeight == nil, "an int8 layer has no backward")
             precondition(weightGradient != nil, "zeroGradients() allocates the gradients before a backward pass")
             let dWeight = weightGradient!.uniqueBaseAddress()
             let dBias = bias == nil ? nil : biasGradient!.uniqueBaseAddress()

@@ -234,9 +234,16 @@ public final class ViTMSNSelfAttention: NN.Module {
     /// workspace.normed (B·S, D) → workspace.context (B·S, D)
     func forward(batch: Int, sequence: Int, headMask: [Float]?, attentions: UnsafeMutablePointer<Float>?, workspace w: EncoderWorkspace) {
         let tokens = batch * sequence
-        query.forward(w.normed.pointer, rows: tokens, into: w.query.pointer, parallelism: w.parallelism)
-        key.forward(w.normed.pointer, rows: tokens, into: w.key.pointer, parallelism: w.parallelism)
-        value.forward(w.normed.pointer, rows: tokens, into: w.value.pointer, parallelism: w.parallelism)
+        if query.quantizedWeight != nil, key.quantizedWeight != nil, value.quantizedWeight != nil {  // int8: quantise once
+            let normed = QuantizedRows(w.normed.pointer, rows: tokens, columns: query.inFeatures, parallelism: w.parallelism)
+            query.forward(normed, into: w.query.pointer, parallelism: w.parallelism)
+            key.forward(normed, into: w.key.pointer, parallelism: w.parallelism)
+            value.forward(normed, into: w.value.pointer, parallelism: w.parallelism)
+        } else {
+            query.forward(w.normed.pointer, rows: tokens, into: w.query.pointer, parallelism: w.parallelism)
+            key.forward(w.normed.pointer, rows: tokens, into: w.key.pointer, parallelism: w.parallelism)
+            value.forward(w.normed.pointer, rows: tokens, into: w.value.pointer, parallelism: w.parallelism)
+        }
         multiHeadAttention(
             query: w.query.pointer, key: w.key.pointer, value: w.value.pointer, context: w.context.pointer,
             batch: batch, sequence: sequence, heads: heads, headDim: headDim,

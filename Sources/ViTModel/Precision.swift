@@ -1,0 +1,140 @@
+import Foundation
+import ViTCore
+import ViTIO
+
+/// The precision a model's weights are kept in (`--dtype`).
+///
+/// - `bf16`, `f16`: every parameter rounded to half precision (as a half-precision checkpoint holds it) and
+///   widened to f32 when the GEMM packs it, so the arithmetic stays f32.
+/// - `int8`: dynamic quantisation of the encoder's Linear layers (query, key, value, attention output, fc1,
+///   fc2): weights symmetric per output channel, activations per token at run time (7 bits each, which
+///   lets AVX2 sum twice as many products in int16; see CKernels' qgemm_body.h), exact int32 sums,
+///   dequantisation, bias, GELU and the residual add in the GEMM's epilogue. LayerNorm, softmax and the
+///   residual stream stay f32. Left in f32, on purpose: the patch embedding (its input is the pixels, and it
+///   is 1/(12·L) of the work), the attention products QKᵀ and PV (per-head products of activations with
+///   activations, about 8 % of the work at 224², where probabilities near 0 would lose most to int8), and
+///   the classifier (tiny, and its outputs are the answer).
+public enum WeightPrecision: String, CaseIterable, Sendable {
+    case f32, bf16, f16, int8
+}
+
+/// How an int8 directory records its scheme in `config.json` (`quantization_config`).
+public enum Int8Checkpoint {
+    public static let method = "vitmsn_int8_dynamic"
+    /// The suffix of each quantised weight's per-output-channel scales (F32, shape (out)); the weight itself
+    /// is stored as I8 (out, in) in [-63, 63] under its usual name, with `weight ≈ weight_scale[o] · weight[o][i]`.
+    public static let scaleSuffix = "_scale"
+
+    static func config(modules: [String]) -> [String: Any] {
+        [
+            "quant_method": method,
+            "weights": "7-bit in int8 ([-63, 63]), symmetric per output channel: I8 weight (out, in) and F32 weight_scale (out)",
+            "activations": "unsigned 7-bit with a zero point, per token, quantised at run time",
+            "modules": modules,
+        ]
+    }
+}
+
+extension ViTMSNModel {
+    /// The Linear layers int8 quantises, by their names in the backbone.
+    package var quantizableLinears: [(name: String, layer: NN.Linear)] {
+        encoder.layer.enumerated().flatMap { i, block in
+            let prefix = "encoder.layer.\(i)."
+            return [
+                (prefix + "attention.attention.query", block.attention.attention.query),
+                (prefix + "attention.attention.key", block.attention.attention.key),
+                (prefix + "attention.attention.value", block.attention.attention.value),
+                (prefix + "attention.output.dense", block.attention.output.dense),
+                (prefix + "intermediate.dense", block.intermediate.dense),
+                (prefix + "output.dense", block.output.dense),
+            ]
+        }
+    }
+
+    /// Whether the encoder's Linear layers hold int8 weights.
+    public var isQuantized: Bool { quantizableLinears.contains { $0.layer.quantizedWeight != nil } }
+
+    /// Takes the int8 weights a quantised checkpoint stores (I8 `weight`, F32 `weight_scale`) for every
+    /// quantisable layer that has them, checking each value; returns the checkpoint names consumed.
+    package func loadQuantizedLinears(from source: TensorSource, checkpointName: (String) -> String) throws -> Set<String> {
+        var consumed = Set<String>()
+        for (name, layer) in quantizableLinears {
+            let weightName = checkpointName(name + ".weight"), scaleName = weightName + Int8Checkpoint.scaleSuffix
+            guard let info = source.info(weightName), info.dtype == .I8 else { continue }
+            guard let scaleInfo = source.info(scaleName) else {
+                throw CheckpointError(source.location, "'\(weightName)' is I8 but '\(scaleName)' is missing")
+            }
+            guard info.shape == [layer.outFeatures, layer.inFeatures], scaleInfo.shape == [layer.outFeatures] else {
+                throw CheckpointError(source.location, "wrongly shaped tensors: \(weightName) \(info.shape), \(scaleName) \(scaleInfo.shape); the model needs [\(layer.outFeatures), \(layer.inFeatures)] and [\(layer.outFeatures)]")
+            }
+            let stored = try source.floatTensor(weightName).scalars
+            if let bad = stored.first(where: { abs($0) > 63 }) {
+                throw CheckpointError(source.location, "'\(weightName)' holds \(Int(bad)); this scheme's weights lie in [-63, 63]")
+            }
+            let values = stored.map { Int8($0) }
+            let scales = try source.floatTensor(scaleName).scalars
+            guard scales.allSatisfy({ $0.isFinite && $0 >= 0 }) else {
+                throw CheckpointError(source.location, "'\(scaleName)' holds a negative or non-finite scale")
+            }
+            layer.setQuantizedWeight(QuantizedMatrix(values: values, stride: layer.inFeatures, scales: scales, n: layer.outFeatures, k: layer.inFeatures))
+            consumed.formUnion([weightName, scaleName])
+        }
+        return consumed
+    }
+
+    /// The int8 weights as checkpoint records (I8 weight and F32 scales), under `prefix`.
+    package func quantizedRecords(prefix: String) -> [SafetensorsRecord] {
+        quantizableLinears.flatMap { name, layer -> [SafetensorsRecord] in
+            guard let matrix = layer.quantizedWeight else { return [] }
+            let weightName = prefix + name + ".weight"
+            return [
+                SafetensorsRecord(name: weightName, int8: matrix.values, shape: [matrix.n, matrix.k]),
+                SafetensorsRecord(name: weightName + Int8Checkpoint.scaleSuffix, tensor: Tensor(shape: [matrix.n], scalars: matrix.scales)),
+            ]
+        }
+    }
+}
+
+extension NN.Module {
+    /// Rounds every parameter to bf16 or f16 (to nearest, ties to even), keeping it in f32 storage.
+    func roundParameters(to dtype: DType) {
+        visitParameters { _, tensor in
+            tensor.withUnsafeMutableBufferPointer { values in
+                for i in values.indices {
+                    values[i] = dtype == .BF16
+                        ? HalfPrecision.float(fromBF16: HalfPrecision.bf16Bits(from: values[i]))
+                        : HalfPrecision.float(fromF16: HalfPrecision.f16Bits(from: values[i]))
+                }
+            }
+        }
+    }
+}
+
+/// Puts `module` (whose encoder is `backbone`) in `precision`; int8 layers stay int8.
+private func convert(_ module: NN.Module, backbone: ViTMSNModel, to precision: WeightPrecision) {
+    switch precision {
+    case .f32: break
+    case .bf16: module.roundParameters(to: .BF16)
+    case .f16: module.roundParameters(to: .F16)
+    case .int8: for (_, layer) in backbone.quantizableLinears where layer.quantizedWeight == nil { layer.quantize() }
+    }
+}
+
+extension ViTMSNModel {
+    /// Puts the model in `precision` (see `WeightPrecision`).
+    public func convert(to precision: WeightPrecision) { ViTModel.convert(self, backbone: self, to: precision) }
+}
+
+extension ViTMSNForImageClassification {
+    /// Puts the model in `precision` (see `WeightPrecision`; the classifier stays f32 at int8).
+    public func convert(to precision: WeightPrecision) { ViTModel.convert(self, backbone: vit, to: precision) }
+}
+
+extension AnyViTMSN {
+    public func convert(to precision: WeightPrecision) {
+        switch self {
+        case .model(let model): model.convert(to: precision)
+        case .imageClassification(let model): model.convert(to: precision)
+        }
+    }
+}

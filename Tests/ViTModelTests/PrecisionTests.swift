@@ -1,0 +1,96 @@
+import Foundation
+import ViTCore
+import ViTIO
+import XCTest
+@testable import ViTModel
+
+final class PrecisionTests: XCTestCase {
+    func cosine(_ a: Tensor, _ b: Tensor) -> Double {
+        let (x, y) = (a.scalars.map(Double.init), b.scalars.map(Double.init))
+        let dot = zip(x, y).reduce(0) { $0 + $1.0 * $1.1 }
+        return dot / (x.reduce(0) { $0 + $1 * $1 }.squareRoot() * y.reduce(0) { $0 + $1 * $1 }.squareRoot())
+    }
+
+    func load(_ precision: WeightPrecision, _ directory: String = Fixtures.model("classifier_single")) throws -> ViTMSNForImageClassification {
+        guard case .imageClassification(let model) = try AnyViTMSN.load(directory: directory, precision: precision) else { throw XCTSkip("not a classifier") }
+        return model
+    }
+
+    func testLowPrecisionHiddenStatesStayCloseToF32() throws {
+        let pixels = try Fixtures.pixels("classifier_no_labels")
+        let reference = try load(.f32).vit.forward(pixelValues: pixels).lastHiddenState
+        for (precision, least) in [(WeightPrecision.bf16, 0.999), (.f16, 0.999), (.int8, 0.995)] {
+            let model = try load(precision)
+            XCTAssertEqual(model.vit.isQuantized, precision == .int8)
+            let state = try model.vit.forward(pixelValues: pixels).lastHiddenState
+            XCTAssertGreaterThan(cosine(state, reference), least, "\(precision)")
+            XCTAssertNotEqual(state.scalars, reference.scalars, "\(precision) changed nothing")
+        }
+    }
+
+    func testHalfPrecisionRoundsEveryParameter() throws {
+        let model = try load(.bf16)
+        for (name, tensor) in model.namedParameters {
+            XCTAssertTrue(tensor.scalars.allSatisfy { $0.bitPattern & 0xFFFF == 0 }, "\(name) is not bf16")
+        }
+    }
+
+    func testInt8OnlyTheEncoderLinearsAreQuantised() throws {
+        let model = try load(.int8)
+        let quantized = model.vit.quantizableLinears
+        XCTAssertEqual(quantized.count, 6 * model.config.numHiddenLayers)
+        XCTAssertTrue(quantized.allSatisfy { $0.layer.quantizedWeight != nil })
+        XCTAssertNil(model.vit.embeddings.patchEmbeddings.projection.quantizedWeight)
+        XCTAssertNil(model.classifier!.quantizedWeight)
+        XCTAssertFalse(model.namedParameters.contains { $0.name.hasSuffix("query.weight") }, "an int8 weight is not a float parameter")
+    }
+
+    func testInt8DirectoryReloadsWithoutRequantising() throws {
+        let pixels = try Fixtures.pixels("classifier_no_labels")
+        let model = try load(.int8)
+        let directory = try temporaryDirectory()
+        try model.save(directory: directory)
+        let file = try SafetensorsFile(path: directory + "/model.safetensors")
+        let name = "vit.encoder.layer.0.attention.attention.query.weight"
+        XCTAssertEqual(file.info(name)?.dtype, .I8)
+        XCTAssertEqual(file.info(name + "_scale")?.dtype, .F32)
+        XCTAssertEqual(file.info("vit.embeddings.patch_embeddings.projection.weight")?.dtype, .F32)
+        let config = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: directory + "/config.json"))) as! [String: Any]
+        XCTAssertEqual((config["quantization_config"] as? [String: Any])?["quant_method"] as? String, Int8Checkpoint.method)
+        XCTAssertEqual(config["dtype"] as? String, "float32")
+        XCTAssertNil(config["torch_dtype"], "Transformers 4.57 writes dtype only")
+
+        let reloaded = try load(.f32, directory)
+        XCTAssertTrue(reloaded.vit.isQuantized, "an int8 directory loads as int8")
+        XCTAssertEqual(reloaded.vit.quantizableLinears[0].layer.quantizedWeight!.values, model.vit.quantizableLinears[0].layer.quantizedWeight!.values)
+        XCTAssertEqual(try reloaded.forward(pixelValues: pixels).logits.scalars, try model.forward(pixelValues: pixels).logits.scalars)
+    }
+
+    func testBadInt8TensorsAreNamed() throws {
+        let directory = try temporaryDirectory()
+        try load(.int8).save(directory: directory)
+        let path = directory + "/model.safetensors"
+        let file = try SafetensorsFile(path: path)
+        let name = "vit.encoder.layer.0.intermediate.dense.weight"
+        func rewrite(_ edit: (inout [SafetensorsRecord]) -> Void) throws {
+            var records = try file.tensorNames.map { tensor -> SafetensorsRecord in
+                let info = file.info(tensor)!
+                return info.dtype == .I8
+                    ? SafetensorsRecord(name: tensor, int8: try file.floatTensor(tensor).scalars.map { Int8($0) }, shape: info.shape)
+                    : SafetensorsRecord(name: tensor, tensor: try file.floatTensor(tensor))
+            }
+            edit(&records)
+            let damaged = try temporaryDirectory()
+            try FileManager.default.copyItem(atPath: directory + "/config.json", toPath: damaged + "/config.json")
+            try SafetensorsWriter.write(records, to: damaged + "/model.safetensors")
+            XCTAssertThrowsError(try load(.f32, damaged)) { error in
+                XCTAssertTrue("\(error)".contains(name), "\(error)")
+            }
+        }
+        try rewrite { records in records.removeAll { $0.name == name + "_scale" } }
+        try rewrite { records in
+            let index = records.firstIndex { $0.name == name }!
+            records[index] = SafetensorsRecord(name: name, int8: [Int8](repeating: 100, count: Tensor.elementCount(records[index].shape)), shape: records[index].shape)
+        }
+    }
+}
