@@ -178,10 +178,10 @@ public final class ImageClassificationPipeline {
 
     /// A classifier directory, or a model id in the Hugging Face cache (config, weights and
     /// `preprocessor_config.json` together).
-    public convenience init(model: String, revision: String? = nil, reading: ImageReading = ImageReading(),
+    public convenience init(model: String, revision: String? = nil, precision: WeightPrecision = .f32, reading: ImageReading = ImageReading(),
                             parallelism: Parallelism = Parallelism()) throws {
         let directory = try HubCache().resolve(model, revision: revision)
-        guard case .imageClassification(let classifier) = try AnyViTMSN.load(directory: directory, warn: reading.warn) else {
+        guard case .imageClassification(let classifier) = try AnyViTMSN.load(directory: directory, precision: precision, warn: reading.warn) else {
             throw CheckpointError(directory, "is a ViTMSNModel (no classification head): fine-tune it or give a ViTMSNForImageClassification directory")
         }
         guard classifier.config.numLabels > 0 else { throw CheckpointError(directory, "has num_labels = 0: there are no labels to rank") }
@@ -228,10 +228,10 @@ public final class ImageFeatureExtractionPipeline {
     public var reading: ImageReading
 
     /// A model directory (backbone or classifier) or a model id in the Hugging Face cache.
-    public convenience init(model: String, revision: String? = nil, reading: ImageReading = ImageReading(),
+    public convenience init(model: String, revision: String? = nil, precision: WeightPrecision = .f32, reading: ImageReading = ImageReading(),
                             parallelism: Parallelism = Parallelism()) throws {
         let directory = try HubCache().resolve(model, revision: revision)
-        let encoder = try AnyViTMSN.load(directory: directory, warn: reading.warn).backbone
+        let encoder = try AnyViTMSN.load(directory: directory, precision: precision, warn: reading.warn).backbone
         encoder.parallelism = parallelism
         self.init(model: encoder, processor: try ImageProcessor.load(modelDirectory: directory), reading: reading)
     }

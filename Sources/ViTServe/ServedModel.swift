@@ -27,10 +27,10 @@ public final class ServedModel: @unchecked Sendable { // immutable after init; t
 
     /// A model directory or a Hub model id (in the local cache), with its `preprocessor_config.json` or the
     /// defaults for its image size.
-    public convenience init(name: String, model reference: String, parallelism: Parallelism, pooling: Pooling = .cls,
-                            warn: @escaping (String) -> Void) throws {
+    public convenience init(name: String, model reference: String, precision: WeightPrecision = .f32, parallelism: Parallelism,
+                            pooling: Pooling = .cls, warn: @escaping (String) -> Void) throws {
         let directory = try HubCache().resolve(reference, revision: nil)
-        let model = try AnyViTMSN.load(directory: directory, warn: warn)
+        let model = try AnyViTMSN.load(directory: directory, precision: precision, warn: warn)
         model.backbone.parallelism = parallelism
         self.init(name: name, model: model, processor: try ImageProcessor.load(modelDirectory: directory, orDefaultFor: model.backbone.config),
                   pooling: pooling)

@@ -19,6 +19,7 @@ struct Attention: ParsableCommand {
     @Option(help: "PNG file to write.") var output: String
     @Option(help: "Side of each tile in pixels.") var tileSize = 112
     @OptionGroup var imageOptions: ImageOptions
+    @OptionGroup var precision: PrecisionOptions
     @OptionGroup var threading: ThreadOptions
 
     func validate() throws {
@@ -28,7 +29,7 @@ struct Attention: ParsableCommand {
 
     func run() throws {
         let directory = try modelOptions.directory()
-        let encoder = try AnyViTMSN.load(directory: directory, warn: warn).backbone
+        let encoder = try AnyViTMSN.load(directory: directory, precision: precision.dtype, warn: warn).backbone
         encoder.parallelism = threading.parallelism
         let config = encoder.config
         let processor = try ImageProcessor.load(modelDirectory: directory)

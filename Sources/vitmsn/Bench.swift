@@ -24,6 +24,7 @@ struct Bench: ParsableCommand {
     var gemm: [String] = []
     @Option(help: "Images per batch.") var batch = 8
     @Option(help: "Seconds of timed runs (after one warm-up run); at least 3 runs are timed.") var seconds = 10.0
+    @OptionGroup var precision: PrecisionOptions
     @OptionGroup var threading: ThreadOptions
     @Flag(help: "Print one JSON object instead of text.") var json = false
 
@@ -44,6 +45,7 @@ struct Bench: ParsableCommand {
         case (nil, let name?): backbone = try ViTMSNModel.randomlyInitialized(config: ViTMSNConfig.preset(name), seed: 0)
         default: throw CLIError("give exactly one of --model and --preset")
         }
+        backbone.convert(to: precision.dtype)
         backbone.parallelism = threading.parallelism
         let config = backbone.config
         var generator = SeededGenerator(seed: 1)
@@ -56,7 +58,8 @@ struct Bench: ParsableCommand {
         print(summary: [
             ("batch", batch), ("median_ms", median * 1000), ("images_per_s", Double(batch) / median), ("gflops", gflops),
             ("fma_peak_gflops", peak), ("percent_of_peak", 100 * gflops / peak),
-            ("threads", backbone.parallelism.threads), ("kernels", VectorMath.instructionSet),
+            ("threads", backbone.parallelism.threads), ("kernels", backbone.isQuantized ? VectorMath.int8InstructionSet : VectorMath.instructionSet),
+            ("dtype", backbone.isQuantized ? "int8" : precision.dtype.rawValue),
         ])
     }
 

@@ -15,6 +15,7 @@ struct Classify: ParsableCommand {
     @Option(help: "Images per forward pass.") var batchSize = 8
     @Flag(help: "Print JSON: one array of {image, predictions: [{label, score}]}.") var json = false
     @OptionGroup var imageOptions: ImageOptions
+    @OptionGroup var precision: PrecisionOptions
     @OptionGroup var threading: ThreadOptions
 
     func validate() throws {
@@ -26,7 +27,7 @@ struct Classify: ParsableCommand {
 
     func run() throws {
         let classify = try ImageClassificationPipeline(
-            model: modelOptions.model, revision: modelOptions.revision, reading: imageOptions.reading, parallelism: threading.parallelism)
+            model: modelOptions.model, revision: modelOptions.revision, precision: precision.dtype, reading: imageOptions.reading, parallelism: threading.parallelism)
         let results = classify(images.map(ImageInput.file), topK: topK, function: functionToApply.flatMap(ClassificationFunction.init), batchSize: batchSize)
         var output: [[String: Any]] = []
         for (path, result) in zip(images, results) {

@@ -4,6 +4,7 @@ import ViTIO
 import ViTHub
 import ViTModel
 import ViTTrain
+import ViTVision
 
 struct Convert: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -17,27 +18,30 @@ struct Convert: ParsableCommand {
 
     @Argument(help: "Source model directory or MSN checkpoint file.") var source: String
     @Argument(help: "Destination directory (created if needed).") var destination: String
-    @Option(help: "Storage type of the written weights: f32, f16 or bf16.") var dtype: String = "f32"
+    @Option(help: "Storage type of the written weights: f32, f16, bf16, or int8 (the encoder's Linear weights as I8 with F32 per-channel scales, loaded again without re-quantising).")
+    var dtype: WeightPrecision = .f32
     @Option(help: "MSN checkpoints: which encoder to convert.") var encoder = "target_encoder"
     @Option(help: "MSN checkpoints: attention heads (default hidden_size / 64, as in every released model).") var heads: Int?
 
     func run() throws {
         let source = try HubCache().resolve(source)
-        guard let storage = ["f32": DType.F32, "f16": .F16, "bf16": .BF16][dtype.lowercased()] else {
-            throw CLIError("--dtype must be f32, f16 or bf16, got '\(dtype)'")
-        }
+        let storage: DType = [.f16: .F16, .bf16: .BF16][dtype] ?? .F32
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: source, isDirectory: &isDirectory) else { throw CLIError("\(source): no such file or directory") }
         if !isDirectory.boolValue {
+            guard dtype != .int8 else { throw CLIError("--dtype int8 converts a model directory; convert the MSN checkpoint first, then that directory") }
             let checkpoint = try MSNCheckpoint(path: source, encoder: encoder, heads: heads)
             try checkpoint.save(directory: destination, dtype: storage)
             print("converted \(encoder) of \(source) (epoch \(checkpoint.epoch.map(String.init) ?? "?")): \(checkpoint.config.numHiddenLayers) layers, hidden \(checkpoint.config.hiddenSize)")
         } else {
-            switch try AnyViTMSN.load(directory: source, warn: warn) {
+            switch try AnyViTMSN.load(directory: source, precision: dtype == .int8 ? .int8 : .f32, warn: warn) {
             case .model(let model): try model.save(directory: destination, dtype: storage)
             case .imageClassification(let model): try model.save(directory: destination, dtype: storage)
             }
+            if FileManager.default.fileExists(atPath: source + "/preprocessor_config.json") {
+                try ImageProcessor.load(modelDirectory: source).save(modelDirectory: destination)
+            }
         }
-        print("wrote \(destination)/config.json and \(destination)/model.safetensors (\(storage.rawValue))")
+        print("wrote \(destination)/config.json and \(destination)/model.safetensors (\(dtype.rawValue))")
     }
 }

@@ -23,6 +23,7 @@ struct Embed: ParsableCommand {
     @Flag(help: "L2-normalise each embedding.") var normalize = false
     @Option(help: "Images per forward pass.") var batchSize = 16
     @OptionGroup var imageOptions: ImageOptions
+    @OptionGroup var precision: PrecisionOptions
     @OptionGroup var threading: ThreadOptions
 
     func validate() throws {
@@ -36,7 +37,7 @@ struct Embed: ParsableCommand {
         let paths = try images + (dir.map(imageFiles) ?? [])
         guard !paths.isEmpty else { throw CLIError("\(dir ?? ""): no .jpg, .jpeg or .png files") }
         let embed = try ImageFeatureExtractionPipeline(
-            model: modelOptions.model, revision: modelOptions.revision, reading: imageOptions.reading, parallelism: threading.parallelism)
+            model: modelOptions.model, revision: modelOptions.revision, precision: precision.dtype, reading: imageOptions.reading, parallelism: threading.parallelism)
         let progress = ProgressBar(total: paths.count, label: "embedding")
         let results = embed(paths.map(ImageInput.file), pooling: Pooling(rawValue: pooling)!, normalize: normalize, batchSize: batchSize) {
             progress.update(done: $0)

@@ -22,6 +22,7 @@ struct Forward: ParsableCommand {
     @Flag(help: "Also write hidden_states.0 … hidden_states.L.") var outputHiddenStates = false
     @Flag(help: "Also write attentions.0 … attentions.{L-1}.") var outputAttentions = false
     @Flag(help: "Resize the position embeddings to the input size.") var interpolatePosEncoding = false
+    @OptionGroup var precision: PrecisionOptions
     @OptionGroup var threading: ThreadOptions
 
     func run() throws {
@@ -30,7 +31,7 @@ struct Forward: ParsableCommand {
         let options = ForwardOptions(
             outputHiddenStates: outputHiddenStates, outputAttentions: outputAttentions,
             interpolatePosEncoding: interpolatePosEncoding)
-        let loaded = try AnyViTMSN.load(directory: model, warn: warn)
+        let loaded = try AnyViTMSN.load(directory: model, precision: precision.dtype, warn: warn)
         loaded.backbone.parallelism = threading.parallelism
         let outputs = try loaded.namedOutputs(request, options: options, warn: warn)
         try SafetensorsWriter.write(outputs.map { SafetensorsRecord(name: $0.0, tensor: $0.1) }, to: output)

@@ -27,6 +27,7 @@ struct LowShotCommand: ParsableCommand {
     @Option(help: "Evaluate on the first N test images only.") var maxTestImages: Int?
     @Flag(help: "Also measure the three baselines on the same splits.") var baselines = false
     @Flag(help: "Skip the 1 % split, k-NN and linear probe rows.") var shotsOnly = false
+    @OptionGroup var precision: PrecisionOptions
     @OptionGroup var threading: ThreadOptions
 
     func run() throws {
@@ -36,6 +37,7 @@ struct LowShotCommand: ParsableCommand {
         guard !shotCounts.isEmpty, shotCounts.allSatisfy({ $0 > 0 }), splits > 0 else { throw CLIError("--shots needs positive counts, --splits a positive number") }
         let directory = try modelOptions.directory()
         let encoder = try ViTMSNModel.load(directory: directory, warn: warn)
+        encoder.convert(to: precision.dtype)
         encoder.parallelism = threading.parallelism
         let processor = try ImageProcessor.load(modelDirectory: directory, orDefaultFor: encoder.config)
         let (train, fullTest) = try labelledPair(dataset, grayscale: encoder.config.numChannels == 1)

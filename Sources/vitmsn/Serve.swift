@@ -23,6 +23,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Require 'Authorization: Bearer KEY' on every endpoint but the health checks (or set VITMSN_API_KEY).") var apiKey: String?
     @Option(help: "Embedding pooling: cls or mean.") var pooling = "cls"
     @Option(help: "Log format: text or json.") var logFormat = "text"
+    @OptionGroup var precision: PrecisionOptions
     @OptionGroup var threading: ThreadOptions
 
     func validate() throws {
@@ -44,7 +45,7 @@ struct Serve: AsyncParsableCommand {
         let models = try model.map { entry in
             let (name, reference) = (String(entry.prefix { $0 != "=" }), String(entry.drop { $0 != "=" }.dropFirst()))
             guard !name.isEmpty, names.insert(name).inserted else { throw CLIError("--model '\(entry)': each model needs its own non-empty name") }
-            return try ServedModel(name: name, model: reference, parallelism: threading.parallelism, pooling: Pooling(rawValue: pooling)!) {
+            return try ServedModel(name: name, model: reference, precision: precision.dtype, parallelism: threading.parallelism, pooling: Pooling(rawValue: pooling)!) {
                 logger.warning("\($0)")
             }
         }

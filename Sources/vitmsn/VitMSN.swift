@@ -35,6 +35,14 @@ struct ThreadOptions: ParsableArguments {
 }
 
 /// `--model DIR|ID [--revision R]`: a model directory, or a model id found in the Hugging Face cache.
+extension WeightPrecision: ExpressibleByArgument {}
+
+/// `--dtype`, for the commands that run a model.
+struct PrecisionOptions: ParsableArguments {
+    @Option(help: "Weights: f32, bf16 or f16 (rounded to half precision, computed in f32), or int8 (dynamic quantisation of the encoder's Linear layers). An int8 directory runs at int8.")
+    var dtype: WeightPrecision = .f32
+}
+
 struct ModelOptions: ParsableArguments {
     @Option(help: "Model directory, or a model id (org/name) in the Hugging Face cache.") var model: String
     @Option(help: "Branch, tag or commit of a model id (default main).") var revision: String?
