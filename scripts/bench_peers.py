@@ -1,8 +1,13 @@
-"""Side-by-side fp32 forward benchmark: the Swift CLI (`vitmsn bench`), PyTorch (sdpa and eager attention)
+"""Side-by-side forward benchmark: the Swift CLI (`vitmsn bench`), PyTorch (sdpa and eager attention)
 and ONNX Runtime (the same model exported to ONNX) on the same shapes, interleaved round by round so
 machine noise hits all alike. Prints images/s (median over rounds) and Swift's ratio to the best peer.
 
+With --int8, the dynamic-quantisation peers instead: `vitmsn bench --dtype int8` (and its f32 for the
+ratio to itself), PyTorch's `torch.ao.quantization.quantize_dynamic` (qint8 Linear layers, the x86
+engine) and ONNX Runtime's `quantize_dynamic` (QInt8 weights, per channel; its default activations).
+
     .venv/bin/python scripts/bench_peers.py --preset small --batch 8 --seconds 8 --rounds 3
+    .venv/bin/python scripts/bench_peers.py --int8 --preset small --preset base --batch 1 --batch 8
 """
 import argparse
 import json
@@ -38,15 +43,57 @@ def onnx_session(model, path):
     return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
+def onnx_int8_session(model, path):
+    """ONNX Runtime's dynamic quantisation of the exported model: int8 weights per channel, activations
+    quantised at run time (MatMulInteger / DynamicQuantizeLinear)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    quantized = path.with_suffix(".int8.onnx")
+    if not quantized.exists():
+        onnx_session(model, path)
+        quantize_dynamic(str(path), str(quantized), weight_type=QuantType.QInt8, per_channel=True)
+    return onnxruntime.InferenceSession(str(quantized), providers=["CPUExecutionProvider"])
+
+
+def torch_int8_model(model):
+    """PyTorch's dynamic quantisation: every nn.Linear as a qint8 dynamic Linear (fbgemm/x86 kernels)."""
+    return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+
+
 def onnx_images_per_second(session, pixels, seconds):
     inputs = {"pixel_values": pixels.numpy()}
     return pixels.shape[0] / median_seconds(lambda: session.run(None, inputs), seconds)
 
 
-def swift_images_per_second(binary, preset, batch, seconds):
-    out = subprocess.run([str(binary), "bench", "--preset", preset, "--batch", str(batch), "--seconds", str(seconds), "--json"],
-                         check=True, capture_output=True, text=True).stdout
+def swift_images_per_second(binary, preset, batch, seconds, dtype="f32"):
+    out = subprocess.run([str(binary), "bench", "--preset", preset, "--batch", str(batch), "--seconds", str(seconds),
+                          "--dtype", dtype, "--json"], check=True, capture_output=True, text=True).stdout
     return json.loads(out)["images_per_s"]
+
+
+def int8_table(args):
+    print("| model | batch | Swift int8 img/s | Swift f32 | PyTorch int8 | ONNX Runtime int8 | Swift int8 / best peer | Swift int8 / f32 |")
+    print("|---|---|---|---|---|---|---|---|")
+    for preset in args.preset or ["small"]:
+        hidden, layers, heads, intermediate, patch = PRESETS[preset]
+        config = ViTMSNConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                              intermediate_size=intermediate, patch_size=patch, attn_implementation="eager")
+        model = ViTMSNModel(config).eval()
+        session = onnx_int8_session(model, ROOT / "out" / "onnx" / f"{preset}.onnx")
+        sdpa = ViTMSNModel(ViTMSNConfig(**{**config.to_dict(), "attn_implementation": "sdpa"})).eval()
+        sdpa.load_state_dict(model.state_dict())
+        quantized = torch_int8_model(sdpa)
+        for batch in args.batch or [8]:
+            pixels = torch.randn(batch, 3, 224, 224)
+            results = {"int8": [], "f32": [], "torch": [], "onnx": []}
+            for _ in range(args.rounds):
+                for dtype in ["int8", "f32"]:
+                    results[dtype].append(swift_images_per_second(args.binary, preset, batch, args.seconds, dtype))
+                results["torch"].append(torch_images_per_second(quantized, pixels, args.seconds))
+                results["onnx"].append(onnx_images_per_second(session, pixels, args.seconds))
+            m = {k: statistics.median(v) for k, v in results.items()}
+            best = max(m["torch"], m["onnx"])
+            print(f"| {preset} | {batch} | {m['int8']:.2f} | {m['f32']:.2f} | {m['torch']:.2f} | {m['onnx']:.2f} "
+                  f"| {m['int8'] / best:.2f}× | {m['int8'] / m['f32']:.2f}× |", flush=True)
 
 
 def main():
@@ -56,9 +103,13 @@ def main():
     parser.add_argument("--seconds", type=float, default=6)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--binary", default=ROOT / ".build" / "release" / "vitmsn")
+    parser.add_argument("--int8", action="store_true", help="the dynamic-quantisation peers instead of fp32")
     args = parser.parse_args()
     torch.manual_seed(0)
-    print(f"torch {torch.__version__} ({torch.get_num_threads()} threads), onnxruntime {onnxruntime.__version__}")
+    print(f"torch {torch.__version__} ({torch.get_num_threads()} threads, {torch.backends.quantized.engine} quantized engine), "
+          f"onnxruntime {onnxruntime.__version__}")
+    if args.int8:
+        return int8_table(args)
     print("| model | batch | Swift img/s | PyTorch sdpa | PyTorch eager | ONNX Runtime | Swift / best peer |")
     print("|---|---|---|---|---|---|---|")
     for preset in args.preset or ["small"]:
