@@ -60,7 +60,7 @@ public struct ImageReading: Sendable {
         DispatchQueue.concurrentPerform(iterations: inputs.count) { i in // each iteration fills its own slot
             let result: Result<Tensor, ImageError>
             do {
-                result = .success(try processor.pixelValues(image(inputs[i], channels: channels)))
+                result = .success(try processor.pixelValues(image(inputs[i], channels: channels), channels: channels))
             } catch let error as ImageError {
                 result = .failure(ImageError(inputs[i].name, error.reason))
             } catch {

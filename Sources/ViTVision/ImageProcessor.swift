@@ -95,6 +95,16 @@ public struct ImageProcessor: Sendable, Codable {
         return values
     }
 
+    /// `pixel_values` (channels, H, W) for a model with `channels` input channels: 3 as above, or 1 for a
+    /// one-channel model, whose processor implies gray input: the image in Pillow's `convert("L")`, resized
+    /// and normalised with the first mean and std. (Transformers' own processor refuses the 2-D arrays that
+    /// gray images become, so a one-channel model takes tensors there.)
+    public func pixelValues(_ image: Image, channels: Int) throws -> Tensor {
+        guard channels == 1 else { return try pixelValues(image) }
+        let gray = image.mode == .L ? image : image.convertedToGrayscale()
+        return normalized(doResize ? gray.resized(width: width, height: height, resample: resample) : gray)
+    }
+
     /// A batch (B, 3, H, W) from images of any size (each is resized to the processor's size).
     public func pixelValues(_ images: [Image]) throws -> Tensor {
         images.isEmpty ? Tensor(zeros: [0, 3, height, width]) : Tensor.stacked(try images.map(pixelValues))

@@ -94,6 +94,26 @@ final class PipelineTests: XCTestCase {
         XCTAssertEqual(error.path, "large")
     }
 
+    /// A one-channel model takes every photo as gray, as its processor implies (Transformers' processor
+    /// would refuse a gray image's 2-D array): JPEG, RGB PNG and gray JPEG alike.
+    func testOneChannelModelTakesPhotosAsGray() throws {
+        let directory = NSTemporaryDirectory() + "vitmsn-gray-\(UUID().uuidString)"
+        try FileManager.default.copyItem(atPath: Fixtures.model("one_channel"), toPath: directory)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        try ImageProcessor(height: 16, width: 16).save(modelDirectory: directory)
+        let embed = try ImageFeatureExtractionPipeline(model: directory)
+        XCTAssertEqual(embed.model.config.numChannels, 1)
+        let results = embed(photos.map(ImageInput.file))
+        for (path, result) in zip(photos, results) {
+            let vector = try result.get()
+            let gray = try ImageDecoder.decode(path: path).convertedToGrayscale()  // Pillow: convert("L") of the mode it opens
+            let pixels = embed.processor.normalized(gray.resized(width: 16, height: 16, resample: embed.processor.resample))
+            XCTAssertEqual(pixels.shape, [1, 16, 16])
+            let expected = try embed.model.forward(pixelValues: Tensor.stacked([pixels])).lastHiddenState.scalars
+            XCTAssertEqual(vector, Array(expected[0..<vector.count]), path)
+        }
+    }
+
     /// CLS pooling is token 0 of last_hidden_state; mean pools the patch tokens; normalize gives unit vectors.
     func testFeatureExtractionPools() throws {
         let directory = try Fixtures.classifier("classifier_single", problemType: nil)
