@@ -47,6 +47,10 @@ public final class ShardedCheckpoint: TensorSource {
         shardOfTensor[name].flatMap { shards[$0]?.info(name) }
     }
 
+    public func releaseResidentPages(_ name: String) {
+        shardOfTensor[name].flatMap { shards[$0] }?.releaseResidentPages(name)
+    }
+
     public func floatTensor(_ name: String) throws -> Tensor {
         guard let shard = shardOfTensor[name], let file = shards[shard] else {
             throw CheckpointError(indexPath, "no tensor named '\(name)'")

@@ -67,16 +67,16 @@ extension ViTMSNModel {
             guard info.shape == [layer.outFeatures, layer.inFeatures], scaleInfo.shape == [layer.outFeatures] else {
                 throw CheckpointError(source.location, "wrongly shaped tensors: \(weightName) \(info.shape), \(scaleName) \(scaleInfo.shape); the model needs [\(layer.outFeatures), \(layer.inFeatures)] and [\(layer.outFeatures)]")
             }
-            let stored = try source.floatTensor(weightName).scalars
-            if let bad = stored.first(where: { abs($0) > 63 }) {
-                throw CheckpointError(source.location, "'\(weightName)' holds \(Int(bad)); this scheme's weights lie in [-63, 63]")
+            let values = try source.int8Values(weightName)
+            if let bad = values.first(where: { abs(Int($0)) > 63 }) {
+                throw CheckpointError(source.location, "'\(weightName)' holds \(bad); this scheme's weights lie in [-63, 63]")
             }
-            let values = stored.map { Int8($0) }
             let scales = try source.floatTensor(scaleName).scalars
             guard scales.allSatisfy({ $0.isFinite && $0 >= 0 }) else {
                 throw CheckpointError(source.location, "'\(scaleName)' holds a negative or non-finite scale")
             }
             layer.setQuantizedWeight(QuantizedMatrix(values: values, stride: layer.inFeatures, scales: scales, n: layer.outFeatures, k: layer.inFeatures))
+            source.releaseResidentPages(weightName)
             consumed.formUnion([weightName, scaleName])
         }
         return consumed
