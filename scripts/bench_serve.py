@@ -170,6 +170,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--concurrency", type=int, action="append")
     parser.add_argument("--no-torchserve", action="store_true")
+    parser.add_argument("--dtype", default="f32", help="vitmsn's --dtype, for the server and its CLI figures (the peers stay fp32)")
     args = parser.parse_args()
     levels = args.concurrency or [1, 4, 16, 64]
     scratch = tempfile.mkdtemp(prefix="bench-serve-")
@@ -180,11 +181,12 @@ def main():
     cli_runs = {"batch8": [], "forward_ms": [], "decode_ms": []}
 
     def cli_round():  # the CLI figures, measured in every round beside the servers
-        cli_runs["batch8"].append(vitmsn_bench(args.cli, model, "--batch", "8", "--seconds", "8")["images_per_s"])
-        cli_runs["forward_ms"].append(vitmsn_bench(args.cli, model, "--batch", "1", "--seconds", "5")["median_ms"])
+        cli_runs["batch8"].append(vitmsn_bench(args.cli, model, "--batch", "8", "--seconds", "8", "--dtype", args.dtype)["images_per_s"])
+        cli_runs["forward_ms"].append(vitmsn_bench(args.cli, model, "--batch", "1", "--seconds", "5", "--dtype", args.dtype)["median_ms"])
         cli_runs["decode_ms"].append(vitmsn_bench(args.cli, model, "--preprocess", photo, "--seconds", "3")["median_ms"])
 
-    peers = [Peer("vitmsn serve", [args.cli, "serve", "--model", f"m={model}", "--port", "18080", "--max-batch-size", "8", "--log-format", "json"],
+    peers = [Peer("vitmsn serve", [args.cli, "serve", "--model", f"m={model}", "--port", "18080", "--max-batch-size", "8", "--log-format", "json",
+                                   "--dtype", args.dtype],
                   18080, "/v1/models/m/classify", jpeg)]
     payload = json.dumps({"instances": [{"image": {"b64": base64.b64encode(jpeg).decode()}}]})
     peers.append(Peer("KServe", [PYTHON, os.path.join(PEERS, "kserve_model.py"), model, "18090"], 18090, "/v1/models/m:predict", payload,
