@@ -17,7 +17,7 @@ run() { # replaces the calling (sub)shell, so that $! is vitmsn itself
 checked=0
 mid_save=0 # kills that left a half-written checkpoint behind
 for i in $(seq "$kills"); do
-    resume=""; [ -L "$work/run/last" ] && resume="--resume"
+    resume="--overwrite-output-dir"; [ -L "$work/run/last" ] && resume="--resume"  # a run killed before its first save left files
     (run 1000 "$resume") &
     pid=$!
     sleep "0.$((RANDOM % 9 + 1))"

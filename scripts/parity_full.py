@@ -42,7 +42,7 @@ def check_conversions(out):
     generator = torch.Generator().manual_seed(3)
     model = randomize(ViTMSNModel(ViTMSNConfig(**PRESETS["small"], attn_implementation="eager")), generator)
     model.save_pretrained(out / "small-bin", safe_serialization=False)
-    vitmsn("convert", out / "small-bin", out / "small-bin-swift", "--dtype", "f32")
+    vitmsn("convert", out / "small-bin", out / "small-bin-swift", "--dtype", "f32", "--overwrite-output-dir")
     pixels = torch.randn(2, 3, 224, 224, generator=generator)
     worst = 0.0
     with torch.no_grad():
@@ -50,7 +50,7 @@ def check_conversions(out):
         worst = (reloaded(pixel_values=pixels).last_hidden_state - model(pixel_values=pixels).last_hidden_state).abs().max().item()
     print(f"| small | pytorch_model.bin → `vitmsn convert` → Transformers | last_hidden_state | {worst:.2e} |")
     fixture = ROOT / "Tests" / "Fixtures"
-    vitmsn("convert", fixture / "torch" / "msn_tiny.pth.tar", out / "msn-tiny-swift")
+    vitmsn("convert", fixture / "torch" / "msn_tiny.pth.tar", out / "msn-tiny-swift", "--overwrite-output-dir")
     reloaded = ViTMSNModel.from_pretrained(out / "msn-tiny-swift", attn_implementation="eager").eval()
     inputs = load_file(fixture / "cases" / "msn_checkpoint.inputs.safetensors")
     expected = load_file(fixture / "cases" / "msn_checkpoint.expected.safetensors")["last_hidden_state"]
@@ -115,7 +115,7 @@ def main():
         # Swift writes the model back; Transformers must load it and compute exactly what it computed before.
         for cls, saved in [(ViTMSNModel, model)]:
             converted = args.out / f"{preset}-swift"
-            vitmsn("convert", directory, converted)
+            vitmsn("convert", directory, converted, "--overwrite-output-dir")
             reloaded = cls.from_pretrained(converted, attn_implementation="eager").eval()
             with torch.no_grad():
                 pixels = cases["224x224"]["pixel_values"]
@@ -125,7 +125,7 @@ def main():
         # A classifier directory written by Swift loads as ViTMSNForImageClassification with the same logits.
         classifier = randomize(ViTMSNForImageClassification(ViTMSNConfig(**sizes, num_labels=3, attn_implementation="eager")), generator)
         classifier.save_pretrained(args.out / f"{preset}-classifier")
-        vitmsn("convert", args.out / f"{preset}-classifier", args.out / f"{preset}-classifier-swift")
+        vitmsn("convert", args.out / f"{preset}-classifier", args.out / f"{preset}-classifier-swift", "--overwrite-output-dir")
         reloaded = ViTMSNForImageClassification.from_pretrained(args.out / f"{preset}-classifier-swift", attn_implementation="eager").eval()
         with torch.no_grad():
             pixels = cases["224x224"]["pixel_values"]

@@ -10,8 +10,11 @@ struct CheckpointDirectory {
     let root: String
     private var manager: FileManager { .default }
 
-    init(_ root: String) throws {
+    /// Opens the run directory `root`. One that already holds files is refused unless the run resumes it or
+    /// may replace it (Transformers' `overwrite_output_dir`), so that an earlier run is never deleted unasked.
+    init(_ root: String, resume: Bool, overwrite: Bool) throws {
         self.root = root
+        try refuseEarlierResults(in: root, unless: resume || overwrite, flags: "--resume to continue it or --overwrite-output-dir to replace it")
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
     }
 
@@ -58,6 +61,13 @@ struct CheckpointDirectory {
             throw TrainingError("cannot rename \(from) to \(to): \(String(cString: strerror(errno)))")
         }
     }
+}
+
+/// Throws unless `directory` is missing or empty, or `allowed`: the one rule for every command that writes a
+/// directory of results (`finetune`, `pretrain`, `convert`).
+public func refuseEarlierResults(in directory: String, unless allowed: Bool, flags: String) throws {
+    guard !allowed, let entries = try? FileManager.default.contentsOfDirectory(atPath: directory), let first = entries.sorted().first else { return }
+    throw TrainingError("\(directory) already holds \(entries.count) entr\(entries.count == 1 ? "y" : "ies") ('\(first)'…): pass \(flags)")
 }
 
 /// What `--resume` needs besides the weights: the optimizer's state (`optimizer.safetensors`) and the run's

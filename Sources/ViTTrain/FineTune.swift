@@ -84,11 +84,12 @@ public final class FineTuner {
     var state = TrainerState()
     let checkpoints: CheckpointDirectory
 
-    /// Prepares a run; with `resume`, from the output directory's last checkpoint.
-    public init(_ arguments: FineTuneArguments, resume: Bool = false, events: (FineTuneEvent) -> Void) throws {
+    /// Prepares a run; with `resume`, from the output directory's last checkpoint. An output directory that
+    /// holds files needs `resume` or `overwriteOutputDir`.
+    public init(_ arguments: FineTuneArguments, resume: Bool = false, overwriteOutputDir: Bool = false, events: (FineTuneEvent) -> Void) throws {
         self.arguments = arguments
         try Self.validate(arguments)
-        checkpoints = try CheckpointDirectory(arguments.outputDir)
+        checkpoints = try CheckpointDirectory(arguments.outputDir, resume: resume, overwrite: overwriteOutputDir)
         let resumeFrom = resume ? try checkpoints.last() : nil
         if resume && resumeFrom == nil { throw TrainingError("\(arguments.outputDir): --resume, but there is no checkpoint to resume from ('last' is missing)") }
         let modelDirectory = resumeFrom ?? arguments.model

@@ -21,11 +21,13 @@ struct Convert: ParsableCommand {
     @Option(help: "Storage type of the written weights: f32, f16, bf16, or int8 (the encoder's Linear weights as I8 with F32 per-channel scales, loaded again without re-quantising).")
     var dtype: WeightPrecision = .f32
     @Option(help: "MSN checkpoints: which encoder to convert.") var encoder = "target_encoder"
+    @Flag(help: "Write into a destination directory that already holds files.") var overwriteOutputDir = false
     @Option(help: "MSN checkpoints: attention heads (default hidden_size / 64, as in every released model).") var heads: Int?
 
     func run() throws {
         let source = try HubCache().resolve(source)
         let storage: DType = [.f16: .F16, .bf16: .BF16][dtype] ?? .F32
+        try refuseEarlierResults(in: destination, unless: overwriteOutputDir, flags: "--overwrite-output-dir to write into it")
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: source, isDirectory: &isDirectory) else { throw CLIError("\(source): no such file or directory") }
         if !isDirectory.boolValue {

@@ -36,6 +36,7 @@ struct FineTune: ParsableCommand {
     @Flag(help: "Re-initialise a classifier whose label count differs from the data's.") var ignoreMismatchedSizes = false
     @Option(help: "Also save a checkpoint every N optimizer steps (0: at the end of each epoch only).") var saveSteps = 0
     @Flag(help: "Continue from the output directory's last checkpoint.") var resume = false
+    @Flag(help: "Write into an output directory that already holds files (an earlier run's checkpoints are replaced).") var overwriteOutputDir = false
     @OptionGroup var threading: ThreadOptions
 
     func run() throws {
@@ -49,7 +50,7 @@ struct FineTune: ParsableCommand {
         (arguments.ignoreMismatchedSizes, arguments.saveSteps) = (ignoreMismatchedSizes, saveSteps)
         let display = TrainingDisplay()
         do {
-            let tuner = try FineTuner(arguments, resume: resume, events: display.show)
+            let tuner = try FineTuner(arguments, resume: resume, overwriteOutputDir: overwriteOutputDir, events: display.show)
             tuner.model.vit.parallelism = threading.parallelism
             try tuner.run(events: display.show)
             display.finish()

@@ -13,13 +13,14 @@ struct Pretrain: ParsableCommand {
 
     @Option(help: "The run's config, YAML or JSON (meta, criterion, data, optimization sections).") var config: String
     @Flag(help: "Continue from the output directory's last checkpoint.") var resume = false
+    @Flag(help: "Write into an output folder that already holds files (an earlier run's checkpoints are replaced).") var overwriteOutputDir = false
     @Option(help: "Stop after this optimizer step (saving a checkpoint), to continue later with --resume.") var stopAfterStep: Int?
     @OptionGroup var threading: ThreadOptions
 
     func run() throws {
         ProcessSettings.keepFreedMemoryInHeap()
         let settings = try PretrainConfig(path: config)
-        let trainer = try Pretrainer(settings, resume: resume, parallelism: threading.parallelism)
+        let trainer = try Pretrainer(settings, resume: resume, overwriteOutputDir: overwriteOutputDir, parallelism: threading.parallelism)
         if settings.probeEvery > 0 {
             let grayscale = trainer.model.encoder.config.numChannels == 1
             let (train, test) = try labelledPair(settings.dataset, grayscale: grayscale)

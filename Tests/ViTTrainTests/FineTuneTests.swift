@@ -115,6 +115,20 @@ final class FineTuneTests: XCTestCase {
         }
     }
 
+    /// An earlier run's directory is never replaced unasked: without --resume or --overwrite-output-dir the
+    /// run refuses it before touching anything.
+    func testAnEarlierRunIsNotOverwrittenUnasked() throws {
+        let workspace = try FineTuneWorkspace()
+        try FileManager.default.createDirectory(atPath: workspace.outputDir, withIntermediateDirectories: true)
+        let earlier = workspace.outputDir + "/log.csv"
+        try Data("step,epoch\n".utf8).write(to: URL(fileURLWithPath: earlier))
+        XCTAssertThrowsError(try FineTuner(workspace.arguments(), events: { _ in })) { error in
+            XCTAssertTrue("\(error)".contains(workspace.outputDir) && "\(error)".contains("--overwrite-output-dir"), "\(error)")
+        }
+        XCTAssertEqual(try String(contentsOfFile: earlier, encoding: .utf8), "step,epoch\n", "the earlier file is untouched")
+        XCTAssertNoThrow(try FineTuner(workspace.arguments(), overwriteOutputDir: true, events: { _ in }))
+    }
+
     /// Unreadable files are skipped and reported; the run goes on.
     func testUnreadableImagesAreSkippedAndCounted() throws {
         let workspace = try FineTuneWorkspace(extraFiles: ["jpeg/broken.jpg": Data("not a jpeg".utf8), "png/cut.png": Data([0x89, 0x50, 0x4E, 0x47])])

@@ -58,6 +58,24 @@ final class CLITests: XCTestCase {
     }
 
     /// Bad input is an error naming what is wrong, with a non-zero exit and nothing on stdout.
+    /// `convert --dtype int8` writes a directory that classifies as the int8 model does, keeping the processor
+    /// config; a destination that holds files needs --overwrite-output-dir.
+    func testConvertToInt8AndRefusingEarlierResults() throws {
+        let (destination, image, processor) = (temporaryPath("int8"), fixture("images/rgb.png"), temporaryPath("processor"))
+        try FileManager.default.copyItem(atPath: fixture("models/classifier_single"), toPath: processor)
+        try #"{"size": {"height": 16, "width": 16}}"#.write(toFile: processor + "/preprocessor_config.json", atomically: true, encoding: .utf8)
+        XCTAssertEqual(try run(["convert", processor, destination, "--dtype", "int8"]).status, 0)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: destination + "/preprocessor_config.json"))
+        let fromDirectory = try run(["classify", "--model", destination, "--json", image])
+        let quantisedAtLoad = try run(["classify", "--model", processor, "--dtype", "int8", "--json", image])
+        XCTAssertEqual(fromDirectory.status, 0, fromDirectory.stderr)
+        XCTAssertEqual(fromDirectory.stdout, quantisedAtLoad.stdout)
+        let again = try run(["convert", processor, destination])
+        XCTAssertNotEqual(again.status, 0)
+        XCTAssertTrue(again.stderr.contains("--overwrite-output-dir"), again.stderr)
+        XCTAssertEqual(try run(["convert", processor, destination, "--overwrite-output-dir"]).status, 0)
+    }
+
     func testBadInputExitsWithAMessage() throws {
         let missing = try run(["classify", "--model", "/no/such/model", fixture("images/rgb.png")])
         XCTAssertNotEqual(missing.status, 0)

@@ -243,9 +243,10 @@ public final class Pretrainer {
     /// A low-shot probe of the target encoder, run every `probeEvery` epochs.
     public var probe: ((ViTMSNModel) throws -> [(String, Double)])?
 
-    public init(_ config: PretrainConfig, resume: Bool, parallelism: Parallelism = Parallelism()) throws {
+    /// An output folder that holds files needs `resume` or `overwriteOutputDir`.
+    public init(_ config: PretrainConfig, resume: Bool, overwriteOutputDir: Bool = false, parallelism: Parallelism = Parallelism()) throws {
         self.config = config
-        checkpoints = try CheckpointDirectory(config.outputDir)
+        checkpoints = try CheckpointDirectory(config.outputDir, resume: resume, overwrite: overwriteOutputDir)
         let resumeFrom = resume ? try checkpoints.last() : nil
         if resume && resumeFrom == nil { throw TrainingError("\(config.outputDir): --resume, but there is no checkpoint to resume from") }
         let start = try resumeFrom ?? Self.initialModel(config)
