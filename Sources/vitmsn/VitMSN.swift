@@ -9,6 +9,7 @@ struct VitMSN: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vitmsn",
         abstract: "ViT-MSN in Swift: run, convert, benchmark and fine-tune Transformers-compatible ViT-MSN models.",
+        version: "0.9.0",
         subcommands: [Forward.self, Preprocess.self, Classify.self, Embed.self, Serve.self, Convert.self, Info.self, Download.self, Bench.self, Init.self, FineTune.self, Pretrain.self, MSNStep.self, LowShotCommand.self, Attention.self]
     )
 }

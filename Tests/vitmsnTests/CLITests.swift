@@ -76,6 +76,12 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(try run(["convert", processor, destination, "--overwrite-output-dir"]).status, 0)
     }
 
+    func testVersion() throws {
+        let result = try run(["--version"])
+        XCTAssertEqual(result.status, 0)
+        XCTAssertEqual(result.stdout.trimmingCharacters(in: .whitespacesAndNewlines), "0.9.0")
+    }
+
     func testBadInputExitsWithAMessage() throws {
         let missing = try run(["classify", "--model", "/no/such/model", fixture("images/rgb.png")])
         XCTAssertNotEqual(missing.status, 0)
