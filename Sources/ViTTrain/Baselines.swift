@@ -5,13 +5,21 @@ import ViTVision
 
 /// The baselines MSN's low-shot numbers are compared with, on the same splits.
 public enum LowShotBaselines {
-    /// Raw pixels: each image's rescaled pixels centred and L2-normalised, nearest class mean by cosine.
-    public static func rawPixels(train: LabeledImages, test: LabeledImages, shots: Int, split: Int) throws -> Double {
+    /// Raw pixels: each image at the model's input size and channel count (`processor`'s size, bilinear, as
+    /// the evaluation transform), rescaled to [0, 1], centred and L2-normalised; nearest class mean by cosine.
+    /// Images of any size and mode can be compared so.
+    public static func rawPixels(
+        train: LabeledImages, test: LabeledImages, shots: Int, split: Int, processor: ImageProcessor, channels: Int
+    ) throws -> Double {
         let classes = train.classNames.count
         let indices = LowShot.shotIndices(labels: train.labels, classes: classes, shots: shots, split: split)
         func pixels(_ data: LabeledImages, _ rows: [Int]) throws -> Tensor {
-            let images = try rows.map { try data.image(at: $0) }
-            let width = images[0].pixels.count
+            let images = try rows.map { row -> Image in
+                let image = try data.image(at: row)
+                let converted = channels == 1 ? image.convertedToGrayscale() : image.converted(toRGBWith: .drop)
+                return converted.resized(width: processor.width, height: processor.height, resample: .bilinear)
+            }
+            let width = processor.width * processor.height * channels
             return LowShot.centredAndNormalised(Tensor(shape: [rows.count, width], scalars: images.flatMap { $0.pixels.map { Float($0) / 255 } }))
         }
         let predictions = nearestClassMeanPredictions(

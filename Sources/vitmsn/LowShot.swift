@@ -58,7 +58,8 @@ struct LowShotCommand: ParsableCommand {
         var columns: [(String, [(String, Double, Double)])] = [("\(directory.split(separator: "/").last ?? "model")", try table(encoder))]
         if baselines {
             columns.append(("raw pixels (class mean)", try shotCounts.map { k in
-                let results = try (0..<splits).map { try LowShotBaselines.rawPixels(train: train, test: test, shots: k, split: $0) }
+                let results = try (0..<splits).map { try LowShotBaselines.rawPixels(
+                    train: train, test: test, shots: k, split: $0, processor: processor, channels: encoder.config.numChannels) }
                 return ("\(k) per class", mean(results), standardDeviation(results))
             }))
             columns.append(("random-weight ViT", try table(try ViTMSNModel.randomlyInitialized(config: encoder.config, seed: 1))))

@@ -3,6 +3,7 @@ import ViTCore
 import ViTIO
 import XCTest
 @testable import ViTTrain
+import ViTVision
 
 final class LowShotTests: XCTestCase {
     /// The L-BFGS solver reaches scikit-learn's minimiser of Σ CE + λ/2 ‖W‖² (multinomial, no intercept) and
@@ -58,6 +59,29 @@ final class LowShotTests: XCTestCase {
         let needed = Set(shotsOnly.trainingIndices(labels: labels, classes: classes)!)
         XCTAssertLessThanOrEqual(needed.count, 3 * 5 * classes)
         for split in 0..<3 { XCTAssertTrue(Set(LowShot.shotIndices(labels: labels, classes: classes, shots: 5, split: split)).isSubset(of: needed)) }
+    }
+
+    /// The raw-pixel baseline takes images of any size and mode at the model's input size (it used to stop
+    /// at a precondition when sizes differed).
+    func testRawPixelBaselineTakesMixedSizesAndModes() throws {
+        // Class 0 brightens left to right, class 1 top to bottom, at every size and in either mode.
+        func image(_ width: Int, _ height: Int, _ mode: Image.Mode, vertical: Bool) -> Image {
+            let pixels = (0..<(width * height)).flatMap { i -> [UInt8] in
+                let (x, y) = (i % width, i / width)
+                let value = UInt8(255 * (vertical ? y : x) / max((vertical ? height : width) - 1, 1))
+                return [UInt8](repeating: value, count: mode.channels)
+            }
+            return Image(width: width, height: height, mode: mode, pixels: pixels)
+        }
+        let train = ImagesInMemory(classNames: ["across", "down"], labels: [0, 1, 0, 1], images: [
+            image(20, 30, .RGB, vertical: false), image(28, 28, .L, vertical: true), image(9, 5, .L, vertical: false), image(64, 48, .RGB, vertical: true),
+        ])
+        let test = ImagesInMemory(classNames: ["across", "down"], labels: [0, 1], images: [image(33, 17, .RGB, vertical: false), image(12, 40, .L, vertical: true)])
+        for channels in [1, 3] {
+            let accuracy = try LowShotBaselines.rawPixels(train: train, test: test, shots: 1, split: 0,
+                                                          processor: ImageProcessor(height: 16, width: 16), channels: channels)
+            XCTAssertEqual(accuracy, 1, "\(channels) channels")
+        }
     }
 
     func testNearestNeighboursAndClassMeans() {
