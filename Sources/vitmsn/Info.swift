@@ -52,11 +52,18 @@ struct Info: ParsableCommand {
         print("labels         \(config.numLabels)\(config.problemType.map { ", \($0.rawValue)" } ?? "")")
     }
 
+    /// Bytes of the file, or of every file below the directory; links count what they point at (a run's
+    /// `best` and `last`, the files of a Hugging Face cache snapshot, which link to its blobs).
     private func diskSize(_ path: String, isDirectory: Bool) -> Int {
         let manager = FileManager.default
-        func size(_ file: String) -> Int { (try? manager.attributesOfItem(atPath: file)[.size] as? Int) ?? 0 }
-        guard isDirectory, let walker = manager.enumerator(atPath: path) else { return size(path) }
-        return walker.compactMap { $0 as? String }.reduce(0) { $0 + size(path + "/" + $1) }
+        func resolved(_ file: String) -> String { URL(fileURLWithPath: file).resolvingSymlinksInPath().path }
+        func size(_ file: String) -> Int { (try? manager.attributesOfItem(atPath: resolved(file))[.size] as? Int) ?? 0 }
+        let root = resolved(path)
+        guard isDirectory, let walker = manager.enumerator(atPath: root) else { return size(root) }
+        return walker.compactMap { $0 as? String }.reduce(0) { total, file in
+            var directory: ObjCBool = false
+            return total + (manager.fileExists(atPath: root + "/" + file, isDirectory: &directory) && !directory.boolValue ? size(root + "/" + file) : 0)
+        }
     }
 
     private func formatBytes(_ bytes: Int) -> String {

@@ -76,6 +76,27 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(try run(["convert", processor, destination, "--overwrite-output-dir"]).status, 0)
     }
 
+    /// `info` on a link (a run's `best`, a cache snapshot's files) reports what it points at, not the link.
+    func testInfoFollowsLinks() throws {
+        let directory = fixture("models/base")
+        let links = temporaryPath("links")
+        try FileManager.default.createDirectory(atPath: links, withIntermediateDirectories: true)
+        for file in try FileManager.default.contentsOfDirectory(atPath: directory) {
+            try FileManager.default.createSymbolicLink(atPath: links + "/" + file, withDestinationPath: directory + "/" + file)
+        }
+        let best = temporaryPath("best")
+        try FileManager.default.createSymbolicLink(atPath: best, withDestinationPath: directory)
+        func onDisk(_ path: String) throws -> String {
+            let result = try run(["info", path])
+            XCTAssertEqual(result.status, 0, result.stderr)
+            return result.stdout.split(separator: "\n").first { $0.hasPrefix("on disk") }.map(String.init) ?? ""
+        }
+        let expected = try onDisk(directory)
+        XCTAssertFalse(expected.contains(" 0.0 "), expected)
+        XCTAssertEqual(try onDisk(best), expected)
+        XCTAssertEqual(try onDisk(links), expected)
+    }
+
     func testVersion() throws {
         let result = try run(["--version"])
         XCTAssertEqual(result.status, 0)
