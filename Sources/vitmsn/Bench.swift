@@ -8,7 +8,7 @@ import ViTVision
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Time the fp32 forward pass (median ms per batch, images/s, GFLOP/s), a training step, or image preprocessing."
+        abstract: "Time the forward pass (median ms per batch, images/s, GFLOP/s), a training step, or image preprocessing."
     )
 
     @Option(help: "Model directory, or a model id in the Hugging Face cache, to time.") var model: String?
@@ -22,7 +22,8 @@ struct Bench: ParsableCommand {
     @Option(help: "Time an MSN pretraining step (views of the first batch, forward, backward, AdamW, EMA) of this pretraining config instead.") var msn: String?
     @Option(help: "Time the GEMM alone on MxNxK (packed weights, as the forward runs it) or MxNxK:t (op(A) transposed and B packed per call, as the backward's weight gradient runs it); repeatable.")
     var gemm: [String] = []
-    @Option(help: "Images per batch.") var batch = 8
+    @Option(name: .customLong("batch"), help: "Images per batch (default 8; with --msn, the config's batch_size).") var batchOption: Int?
+    var batch: Int { batchOption ?? 8 }
     @Option(help: "Seconds of timed runs (after one warm-up run); at least 3 runs are timed.") var seconds = 10.0
     @OptionGroup var precision: PrecisionOptions
     @OptionGroup var threading: ThreadOptions
@@ -131,6 +132,7 @@ struct Bench: ParsableCommand {
     private func timeMSNStep(_ path: String) throws {
         ProcessSettings.keepFreedMemoryInHeap()
         var config = try PretrainConfig(path: path)
+        config.batchSize = batchOption ?? config.batchSize
         (config.outputDir, config.maxImages, config.probeEvery) = (NSTemporaryDirectory() + "vitmsn-bench-\(UUID().uuidString)", config.batchSize, 0)
         defer { try? FileManager.default.removeItem(atPath: config.outputDir) }
         let trainer = try Pretrainer(config, resume: false, parallelism: threading.parallelism)

@@ -97,6 +97,28 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(try onDisk(links), expected)
     }
 
+    /// `bench --msn` times the batch size it is given, not the config's.
+    func testBenchMSNHonoursBatch() throws {
+        let folder = temporaryPath("images")
+        for (i, image) in ["rgb.png", "gray.png", "baseline_420.jpg", "palette.png"].enumerated() {
+            let classFolder = folder + "/class\(i % 2)"
+            try FileManager.default.createDirectory(atPath: classFolder, withIntermediateDirectories: true)
+            try FileManager.default.copyItem(atPath: fixture("images/" + image), toPath: classFolder + "/" + image)
+        }
+        let config = temporaryPath("msn.json")
+        try """
+            {"meta": {"architecture": {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32},
+                      "hidden_dim": 16, "output_dim": 8, "output_dir": "\(temporaryPath("run"))"},
+             "criterion": {"batch_size": 8, "num_proto": 8},
+             "data": {"dataset": "\(folder)", "rand_size": 16, "focal_size": 8, "focal_views": 2},
+             "optimization": {"epochs": 1, "warmup": 0, "probe_every": 0}}
+            """.write(toFile: config, atomically: true, encoding: .utf8)
+        let result = try run(["bench", "--msn", config, "--batch", "2", "--seconds", "0", "--json", "--threads", "1"])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        let summary = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any]
+        XCTAssertEqual(summary?["batch"] as? Int, 2, result.stdout)
+    }
+
     func testVersion() throws {
         let result = try run(["--version"])
         XCTAssertEqual(result.status, 0)
