@@ -34,7 +34,11 @@ def top1(binary, model, paths, dtype):
     if run.returncode != 0:
         raise SystemExit(f"vitmsn classify --dtype {dtype} failed: {run.stderr[-2000:]}")
     out = run.stdout
-    by_path = {entry["image"]: entry["predictions"][0]["label"] for entry in json.loads(out)}
+    entries = json.loads(out)
+    failed = [entry for entry in entries if "error" in entry]
+    if failed:
+        raise SystemExit(f"vitmsn classify --dtype {dtype}: {len(failed)} images failed, e.g. {failed[0]}")
+    by_path = {entry["image"]: entry["predictions"][0]["label"] for entry in entries}
     return [by_path[str(p)] for p in paths]
 
 

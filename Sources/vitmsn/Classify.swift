@@ -31,15 +31,22 @@ struct Classify: ParsableCommand {
         let results = classify(images.map(ImageInput.file), topK: topK, function: functionToApply.flatMap(ClassificationFunction.init), batchSize: batchSize)
         var output: [[String: Any]] = []
         for (path, result) in zip(images, results) {
-            guard let predictions = try? result.get() else { continue }
-            output.append(["image": path, "predictions": predictions.map { ["label": $0.label, "score": Double($0.score)] }])
+            let predictions: [Prediction]
+            switch result {
+            case .success(let ranked): predictions = ranked
+            case .failure(let error):
+                output.append(["image": path, "error": error.description])
+                continue
+            }
+            // A NaN score (NaN weights) is null in JSON, which has no NaN.
+            output.append(["image": path, "predictions": predictions.map { ["label": $0.label, "score": $0.score.isNaN ? NSNull() : Double($0.score)] as [String: Any] }])
             if !json {
                 print(path)
                 for p in predictions { print(String(format: "  %.4f  %@", p.score, p.label)) }
             }
         }
         if json {
-            let data = try JSONSerialization.data(withJSONObject: output, options: [.prettyPrinted, .sortedKeys])
+            let data = try JSONSerialization.data(withJSONObject: output, options: [.sortedKeys])
             print(String(decoding: data, as: UTF8.self))
         }
         if report(results) { throw ExitCode(1) }

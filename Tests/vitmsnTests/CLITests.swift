@@ -47,9 +47,12 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(result.status, 1)
         XCTAssertTrue(result.stderr.contains("/no/such/photo.jpg"), result.stderr)
         XCTAssertTrue(result.stderr.contains("1 image(s) could not be processed"), result.stderr)
+        XCTAssertEqual(result.stdout.split(separator: "\n").count, 1, "compact JSON, one line")
         let parsed = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [[String: Any]])
-        XCTAssertEqual(parsed.map { $0["image"] as? String }, [photos[0], photos[2]])
-        for entry in parsed {
+        XCTAssertEqual(parsed.map { $0["image"] as? String }, photos, "every image, in order, failed ones too")
+        XCTAssertTrue((parsed[1]["error"] as? String)?.contains("no such file") == true, "\(parsed[1])")
+        XCTAssertNil(parsed[1]["predictions"])
+        for entry in [parsed[0], parsed[2]] {
             let predictions = try XCTUnwrap(entry["predictions"] as? [[String: Any]])
             XCTAssertEqual(predictions.count, 3)
             let scores = predictions.compactMap { $0["score"] as? Double }
@@ -57,7 +60,6 @@ final class CLITests: XCTestCase {
         }
     }
 
-    /// Bad input is an error naming what is wrong, with a non-zero exit and nothing on stdout.
     /// `convert --dtype int8` writes a directory that classifies as the int8 model does, keeping the processor
     /// config; a destination that holds files needs --overwrite-output-dir.
     func testConvertToInt8AndRefusingEarlierResults() throws {
@@ -125,6 +127,7 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(result.stdout.trimmingCharacters(in: .whitespacesAndNewlines), "0.9.0")
     }
 
+    /// Bad input is an error naming what is wrong, with a non-zero exit and nothing on stdout.
     func testBadInputExitsWithAMessage() throws {
         let missing = try run(["classify", "--model", "/no/such/model", fixture("images/rgb.png")])
         XCTAssertNotEqual(missing.status, 0)
