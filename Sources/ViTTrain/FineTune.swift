@@ -196,7 +196,8 @@ public final class FineTuner {
                 state.globalStep += 1
                 state.dropoutState = dropout!.generator.state
                 let speed = Double(imagesInStep) / Date().timeIntervalSince(started)
-                try log.step(state.globalStep, epoch: state.epoch, report: report, images: imagesInStep, imagesPerSecond: speed)
+                let epochsDone = Double(state.epoch) + Double(state.batchInEpoch) / Double(train.batchesPerEpoch)
+                try log.step(state.globalStep, epoch: epochsDone, report: report, images: imagesInStep, imagesPerSecond: speed)
                 events(.step(epoch: state.epoch, batch: state.batchInEpoch, batchesPerEpoch: train.batchesPerEpoch, report: report, imagesPerSecond: speed))
                 (pending, imagesInStep, started) = ([], 0, Date())
                 let midEpoch = state.batchInEpoch < train.batchesPerEpoch

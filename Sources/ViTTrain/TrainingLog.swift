@@ -61,8 +61,10 @@ final class TrainingLog {
         evaluations = try CSVLog(path: directory + "/eval.csv", columns: ["step", "epoch", "eval_loss", "eval_accuracy"], resumingAt: step)
     }
 
-    func step(_ step: Int, epoch: Int, report: StepReport, images: Int, imagesPerSecond: Double) throws {
-        try steps.append([Double(step), Double(epoch), Double(report.loss), Double(report.learningRate), Double(report.gradientNorm),
+    /// `epoch` counts epochs done, fractionally, as Transformers' `log_history` does (1.0 at the end of the
+    /// first), the same count as the evaluations'.
+    func step(_ step: Int, epoch: Double, report: StepReport, images: Int, imagesPerSecond: Double) throws {
+        try steps.append([Double(step), epoch, Double(report.loss), Double(report.learningRate), Double(report.gradientNorm),
                           Double(report.correct) / Double(max(images, 1)), imagesPerSecond])
     }
 

@@ -96,6 +96,12 @@ final class FineTuneTests: XCTestCase {
         }
         let log = try String(contentsOfFile: workspace.outputDir + "/log.csv", encoding: .utf8)
         XCTAssertEqual(log.split(separator: "\n").count, 1 + 4, "a row per optimizer step (16 training images, batch 4)")
+        // Both logs count epochs done, as Transformers' log_history: the last step and the evaluation say 1.
+        let lastStep = try XCTUnwrap(log.split(separator: "\n").last?.split(separator: ","))
+        let evaluation = try XCTUnwrap(try String(contentsOfFile: workspace.outputDir + "/eval.csv", encoding: .utf8).split(separator: "\n").last?.split(separator: ","))
+        XCTAssertEqual(Double(lastStep[1]), 1)
+        XCTAssertEqual(Double(evaluation[1]), 1)
+        XCTAssertEqual(Double(try XCTUnwrap(log.split(separator: "\n").dropFirst().first?.split(separator: ","))[1]), 0.25)
         XCTAssertTrue(try String(contentsOfFile: workspace.outputDir + "/curves.svg", encoding: .utf8).contains("<polyline"))
     }
 
