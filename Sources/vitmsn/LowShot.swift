@@ -36,7 +36,7 @@ struct LowShotCommand: ParsableCommand {
         let shotCounts = shots.split(separator: ",").compactMap { Int($0) }
         guard !shotCounts.isEmpty, shotCounts.allSatisfy({ $0 > 0 }), splits > 0 else { throw CLIError("--shots needs positive counts, --splits a positive number") }
         let directory = try modelOptions.directory()
-        let encoder = try ViTMSNModel.load(directory: directory, warn: warn)
+        let encoder = try ViTMSNModel.load(directory: directory)  // the backbone, on purpose: no warning for a classifier's head
         encoder.convert(to: precision.dtype)
         encoder.parallelism = threading.parallelism
         let processor = try ImageProcessor.load(modelDirectory: directory, orDefaultFor: encoder.config)

@@ -121,6 +121,13 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(summary?["batch"] as? Int, 2, result.stdout)
     }
 
+    /// `bench` on a classifier directory times its backbone without warning about the unused classifier.
+    func testBenchOnAClassifierDoesNotWarn() throws {
+        let result = try run(["bench", "--model", fixture("models/classifier_single"), "--batch", "1", "--seconds", "0", "--json"])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        XCTAssertFalse(result.stderr.contains("not used"), result.stderr)
+    }
+
     func testVersion() throws {
         let result = try run(["--version"])
         XCTAssertEqual(result.status, 0)
