@@ -128,6 +128,28 @@ final class CLITests: XCTestCase {
         XCTAssertFalse(result.stderr.contains("not used"), result.stderr)
     }
 
+    /// `init` writes a small classifier without Python, shaped by its options, that classifies at once; bad
+    /// options are refused.
+    func testInitWithShapeAndLabels() throws {
+        let directory = temporaryPath("init")
+        let result = try run(["init", "--preset", "fashion-mnist", "--output", directory, "--image-size", "16", "--patch-size", "8",
+                              "--num-channels", "3", "--labels", "cat, dog,bird"])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        let config = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: directory + "/config.json"))) as? [String: Any])
+        XCTAssertEqual(config["image_size"] as? Int, 16)
+        XCTAssertEqual(config["patch_size"] as? Int, 8)
+        XCTAssertEqual(config["num_channels"] as? Int, 3)
+        XCTAssertEqual(config["architectures"] as? [String], ["ViTMSNForImageClassification"])
+        XCTAssertEqual((config["id2label"] as? [String: String])?["1"], "dog")
+        let classified = try run(["classify", "--model", directory, "--json", fixture("images/rgb.png")])
+        XCTAssertEqual(classified.status, 0, classified.stderr)
+        XCTAssertTrue(classified.stdout.contains("\"bird\""), classified.stdout)
+        XCTAssertNotEqual(try run(["init", "--preset", "fashion-mnist", "--output", temporaryPath("bad"), "--num-channels", "2"]).status, 0)
+        let tooLarge = try run(["init", "--preset", "fashion-mnist", "--output", temporaryPath("bad2"), "--image-size", "8", "--patch-size", "16"])
+        XCTAssertNotEqual(tooLarge.status, 0)
+        XCTAssertTrue(tooLarge.stderr.contains("patch_size"), tooLarge.stderr)
+    }
+
     func testVersion() throws {
         let result = try run(["--version"])
         XCTAssertEqual(result.status, 0)
