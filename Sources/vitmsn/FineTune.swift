@@ -20,19 +20,19 @@ struct FineTune: ParsableCommand {
     @Option(help: "Validation images, same classes (default: split off the training folder).") var validationDir: String?
     @Option(help: "Fraction of the training folder held out when there is no --validation-dir.") var validationSplit = 0.15
     @Option(help: "Where checkpoints and logs go.") var outputDir: String
-    @Option var epochs = 3
-    @Option var batchSize = 32
-    @Option var learningRate: Float = 5e-5
-    @Option var weightDecay: Float = 0
+    @Option(help: "Passes over the training images.") var epochs = 3
+    @Option(help: "Images per batch (per optimizer step, times --gradient-accumulation-steps).") var batchSize = 32
+    @Option(help: "Peak learning rate of the schedule.") var learningRate: Float = 5e-5
+    @Option(help: "Decoupled weight decay (AdamW); none on biases, norms, CLS and position embeddings.") var weightDecay: Float = 0
     @Option(help: "Fraction of the steps spent warming the learning rate up from 0.") var warmupRatio = 0.0
     @Option(help: "constant, constant_with_warmup, linear or cosine.") var lrScheduler = LearningRateSchedule.linear
     @Option(help: "adamw or sgd (momentum 0.9).") var optimizer = "adamw"
-    @Option var seed: UInt64 = 42
-    @Option var gradientAccumulationSteps = 1
+    @Option(help: "Seed of the classifier's initialisation, the shuffling, the augmentation and dropout.") var seed: UInt64 = 42
+    @Option(help: "Batches whose gradients add up before each optimizer step.") var gradientAccumulationSteps = 1
     @Option(help: "Clip gradients to this global norm (0: no clipping).") var maxGradNorm: Float = 1
     @Flag(help: "Train the classifier only (linear probing).") var freezeBackbone = false
-    @Option var maxTrainSamples: Int?
-    @Option var maxEvalSamples: Int?
+    @Option(help: "Train on the first N training images only (after the validation split).") var maxTrainSamples: Int?
+    @Option(help: "Validate on the first N validation images only.") var maxEvalSamples: Int?
     @Flag(help: "Re-initialise a classifier whose label count differs from the data's.") var ignoreMismatchedSizes = false
     @Option(help: "Also save a checkpoint every N optimizer steps (0: at the end of each epoch only).") var saveSteps = 0
     @Flag(help: "Continue from the output directory's last checkpoint.") var resume = false

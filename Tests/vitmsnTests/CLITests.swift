@@ -150,6 +150,20 @@ final class CLITests: XCTestCase {
         XCTAssertTrue(tooLarge.stderr.contains("patch_size"), tooLarge.stderr)
     }
 
+    /// Every option of the training commands says what it does.
+    func testTrainingOptionsHaveHelp() throws {
+        for command in ["finetune", "pretrain"] {
+            let help = try run([command, "--help"]).stdout
+            let lines = help.split(separator: "\n").map(String.init)
+            for (i, line) in lines.enumerated() where line.hasPrefix("  -") && !line.contains("--help") {
+                let words = (line.components(separatedBy: "(default:").first ?? line).split(separator: " ")
+                let described = words.contains { !$0.hasPrefix("-") && !$0.hasPrefix("<") }  // text after the name and value
+                    || (i + 1 < lines.count && lines[i + 1].hasPrefix("       "))            // or on the next line
+                XCTAssertTrue(described, "\(command): '\(line)' has no help")
+            }
+        }
+    }
+
     func testVersion() throws {
         let result = try run(["--version"])
         XCTAssertEqual(result.status, 0)
