@@ -95,8 +95,28 @@ public enum SafetensorsWriter {
     }
 }
 
-/// Writes `data` to a temporary sibling of `path`, flushes it, and renames it into place.
+/// Whether `path` names a stream rather than a file: `-` (standard output), anything under /dev or /proc
+/// (`/dev/stdout` is a link to whatever standard output is, a regular file included), or an existing
+/// character device, pipe or socket (a FIFO), links followed.
+public func isStream(_ path: String) -> Bool {
+    if path == "-" || path.hasPrefix("/dev/") || path.hasPrefix("/proc/") { return true }
+    var info = stat()
+    guard stat(path, &info) == 0 else { return false }
+    let type = info.st_mode & S_IFMT
+    return type == S_IFCHR || type == S_IFIFO || type == S_IFSOCK
+}
+
+/// Writes `data` to a temporary sibling of `path`, flushes it, and renames it into place. A stream (`-`, a
+/// device, a pipe; see `isStream`) is written through instead: renaming over it would replace a device
+/// link with a regular file.
 package func writeAtomically(_ data: Data, to path: String) throws {
+    if isStream(path) {
+        guard let handle = path == "-" ? FileHandle.standardOutput : FileHandle(forWritingAtPath: path) else {
+            throw CheckpointError(path, "cannot open for writing")
+        }
+        do { try handle.write(contentsOf: data) } catch { throw CheckpointError(path, "cannot write: \(error.localizedDescription)") }
+        return
+    }
     let url = URL(fileURLWithPath: path)
     let temporary = url.deletingLastPathComponent()
         .appendingPathComponent(".\(url.lastPathComponent).tmp-\(ProcessInfo.processInfo.processIdentifier)")

@@ -57,7 +57,9 @@ struct Embed: ParsableCommand {
                                         metadata: ["format": "pt", "paths": paths, "pooling": pooling, "normalized": "\(normalize)"], to: output)
         case "npy":
             try writeAtomically(npy(matrix), to: output)
-            try writeAtomically(Data((rows.map(\.path).joined(separator: "\n") + "\n").utf8), to: output + ".paths.txt")
+            if isStream(output) { warn("the paths of the rows are not written beside a stream (\(output))") } else {
+                try writeAtomically(Data((rows.map(\.path).joined(separator: "\n") + "\n").utf8), to: output + ".paths.txt")
+            }
         default:
             var lines = Data()
             for row in rows {
@@ -66,7 +68,7 @@ struct Embed: ParsableCommand {
             }
             try writeAtomically(lines, to: output)
         }
-        print("wrote \(rows.count) embeddings of \(dimension) (\(pooling) pooling) to \(output)")
+        status("wrote \(rows.count) embeddings of \(dimension) (\(pooling) pooling) to \(output)", writing: output)
     }
 
     private func imageFiles(in folder: String) throws -> [String] {

@@ -37,8 +37,8 @@ struct Forward: ParsableCommand {
         try SafetensorsWriter.write(outputs.map { SafetensorsRecord(name: $0.0, tensor: $0.1) }, to: output)
         for (name, tensor) in outputs where !name.contains(".") {
             let preview = tensor.scalars.prefix(4).map { String(format: "%.4f", $0) }.joined(separator: ", ")
-            print("\(name) \(tensor.shape): [\(preview)\(tensor.count > 4 ? ", …" : "")]")
+            status("\(name) \(tensor.shape): [\(preview)\(tensor.count > 4 ? ", …" : "")]", writing: output)
         }
-        print("wrote \(outputs.count) tensors to \(output)")
+        status("wrote \(outputs.count) tensors to \(output)", writing: output)
     }
 }

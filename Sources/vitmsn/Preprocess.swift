@@ -23,7 +23,7 @@ struct Preprocess: ParsableCommand {
             SafetensorsRecord(name: "pixel_values", tensor: Tensor.stacked(good.map(\.1))),
             SafetensorsRecord(name: "input_index", int64: good.map { Int64($0.0) }, shape: [good.count]),
         ], to: output)
-        print("wrote pixel_values \([good.count, 3, processor.height, processor.width]) to \(output)")
+        status("wrote pixel_values \([good.count, 3, processor.height, processor.width]) to \(output)", writing: output)
         if failed { throw ExitCode(1) }
     }
 }

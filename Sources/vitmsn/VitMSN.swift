@@ -1,4 +1,5 @@
 import ArgumentParser
+import ViTIO
 import Foundation
 import ViTCore
 import ViTHub
@@ -18,6 +19,12 @@ struct VitMSN: AsyncParsableCommand {
 struct CLIError: Error, CustomStringConvertible {
     let description: String
     init(_ description: String) { self.description = description }
+}
+
+/// A command's line about what it wrote to `output`: on stdout, or on stderr when the data itself is a
+/// stream there (`--output -`, `/dev/stdout`).
+func status(_ message: String, writing output: String) {
+    if isStream(output) { warn(message) } else { print(message) }
 }
 
 func warn(_ message: String) {

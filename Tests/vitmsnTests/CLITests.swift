@@ -11,6 +11,11 @@ final class CLITests: XCTestCase {
     func fixture(_ path: String) -> String { Self.fixtures.appendingPathComponent(path).path }
 
     func run(_ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
+        let (status, stdout, stderr) = try runForBytes(arguments)
+        return (status, String(decoding: stdout, as: UTF8.self), stderr)
+    }
+
+    func runForBytes(_ arguments: [String]) throws -> (status: Int32, stdout: Data, stderr: String) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Self.binary)
         process.arguments = arguments
@@ -19,7 +24,7 @@ final class CLITests: XCTestCase {
         try process.run()
         let stdout = out.fileHandleForReading.readDataToEndOfFile(), stderr = err.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: stdout, as: UTF8.self), String(decoding: stderr, as: UTF8.self))
+        return (process.terminationStatus, stdout, String(decoding: stderr, as: UTF8.self))
     }
 
     func temporaryPath(_ name: String) -> String {
@@ -162,6 +167,23 @@ final class CLITests: XCTestCase {
                 XCTAssertTrue(described, "\(command): '\(line)' has no help")
             }
         }
+    }
+
+    /// `--output -` and `--output /dev/stdout` stream the file to standard output (status lines go to
+    /// stderr), and the device link is never replaced by a regular file.
+    func testOutputToStandardOutput() throws {
+        let file = temporaryPath("out.safetensors")
+        let arguments = ["forward", "--model", fixture("models/base"), "--inputs", fixture("cases/base.inputs.safetensors"), "--output"]
+        XCTAssertEqual(try run(arguments + [file]).status, 0)
+        let expected = try Data(contentsOf: URL(fileURLWithPath: file))
+        for target in ["-", "/dev/stdout"] {
+            let result = try runForBytes(arguments + [target])
+            XCTAssertEqual(result.status, 0, result.stderr)
+            XCTAssertEqual(result.stdout, expected, "\(target): the same bytes as the file")
+            XCTAssertTrue(result.stderr.contains("wrote"), result.stderr)
+        }
+        let link = try FileManager.default.attributesOfItem(atPath: "/dev/stdout")[.type] as? FileAttributeType
+        XCTAssertEqual(link, .typeSymbolicLink, "/dev/stdout is still a link")
     }
 
     func testVersion() throws {
