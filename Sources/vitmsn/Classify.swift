@@ -9,7 +9,8 @@ struct Classify: ParsableCommand {
     )
 
     @OptionGroup var modelOptions: ModelOptions
-    @Argument(help: "JPEG or PNG files.") var images: [String]
+    @Argument(help: "JPEG or PNG files.") var images: [String] = []
+    @Option(help: "A folder to classify every .jpg/.jpeg/.png below (with a progress bar).") var dir: String?
     @Option(help: "How many labels to print per image.") var topK = 5
     @Option(help: "sigmoid, softmax or none (default: the pipeline's choice for the model).") var functionToApply: String?
     @Option(help: "Images per forward pass.") var batchSize = 8
@@ -20,6 +21,7 @@ struct Classify: ParsableCommand {
 
     func validate() throws {
         guard topK > 0, batchSize > 0 else { throw ValidationError("--top-k and --batch-size must be positive") }
+        guard !images.isEmpty || dir != nil else { throw ValidationError("give image files or --dir") }
         if let functionToApply, ClassificationFunction(rawValue: functionToApply) == nil {
             throw ValidationError("--function-to-apply must be sigmoid, softmax or none, got '\(functionToApply)'")
         }
@@ -28,7 +30,12 @@ struct Classify: ParsableCommand {
     func run() throws {
         let classify = try ImageClassificationPipeline(
             model: modelOptions.model, revision: modelOptions.revision, precision: precision.dtype, reading: imageOptions.reading, parallelism: threading.parallelism)
-        let results = classify(images.map(ImageInput.file), topK: topK, function: functionToApply.flatMap(ClassificationFunction.init), batchSize: batchSize)
+        let images = try self.images + (dir.map { try imageFiles(in: $0) } ?? [])
+        guard !images.isEmpty else { throw CLIError("\(dir ?? ""): no .jpg, .jpeg or .png files") }
+        let progress = dir == nil ? nil : ProgressBar(total: images.count, label: "classifying")
+        let results = classify(images.map(ImageInput.file), topK: topK, function: functionToApply.flatMap(ClassificationFunction.init),
+                               batchSize: batchSize) { progress?.update(done: $0) }
+        progress?.finish(done: results.filter { (try? $0.get()) != nil }.count)
         var output: [[String: Any]] = []
         for (path, result) in zip(images, results) {
             let predictions: [Prediction]

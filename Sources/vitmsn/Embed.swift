@@ -34,7 +34,7 @@ struct Embed: ParsableCommand {
     }
 
     func run() throws {
-        let paths = try images + (dir.map(imageFiles) ?? [])
+        let paths = try images + (dir.map { try imageFiles(in: $0) } ?? [])
         guard !paths.isEmpty else { throw CLIError("\(dir ?? ""): no .jpg, .jpeg or .png files") }
         let embed = try ImageFeatureExtractionPipeline(
             model: modelOptions.model, revision: modelOptions.revision, precision: precision.dtype, reading: imageOptions.reading, parallelism: threading.parallelism)
@@ -69,17 +69,6 @@ struct Embed: ParsableCommand {
             try writeAtomically(lines, to: output)
         }
         status("wrote \(rows.count) embeddings of \(dimension) (\(pooling) pooling) to \(output)", writing: output)
-    }
-
-    private func imageFiles(in folder: String) throws -> [String] {
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: folder, isDirectory: &isDirectory), isDirectory.boolValue,
-              let walker = FileManager.default.enumerator(atPath: folder)
-        else { throw CLIError("\(folder): not a folder that can be listed") }
-        return walker.compactMap { $0 as? String }
-            .filter { ["jpg", "jpeg", "png"].contains(URL(fileURLWithPath: $0).pathExtension.lowercased()) }
-            .sorted()
-            .map { folder + "/" + $0 }
     }
 }
 

@@ -28,3 +28,15 @@ func report<Value>(_ results: [Result<Value, ImageError>]) -> Bool {
     if !failures.isEmpty { FileHandle.standardError.write(Data("\(failures.count) image(s) could not be processed\n".utf8)) }
     return !failures.isEmpty
 }
+
+/// Every .jpg, .jpeg and .png below `folder`, sorted by path (`--dir` of `classify` and `embed`).
+func imageFiles(in folder: String) throws -> [String] {
+    var isDirectory: ObjCBool = false
+    guard FileManager.default.fileExists(atPath: folder, isDirectory: &isDirectory), isDirectory.boolValue,
+          let walker = FileManager.default.enumerator(atPath: folder)
+    else { throw CLIError("\(folder): not a folder that can be listed") }
+    return walker.compactMap { $0 as? String }
+        .filter { ["jpg", "jpeg", "png"].contains(URL(fileURLWithPath: $0).pathExtension.lowercased()) }
+        .sorted()
+        .map { folder + "/" + $0 }
+}

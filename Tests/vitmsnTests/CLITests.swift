@@ -186,6 +186,19 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(link, .typeSymbolicLink, "/dev/stdout is still a link")
     }
 
+    /// `classify --dir` takes every image below a folder, in path order.
+    func testClassifyADirectory() throws {
+        let folder = temporaryPath("photos")
+        try FileManager.default.createDirectory(atPath: folder + "/sub", withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: fixture("images/rgb.png"), toPath: folder + "/b.png")
+        try FileManager.default.copyItem(atPath: fixture("images/baseline_420.jpg"), toPath: folder + "/sub/a.jpg")
+        try Data("notes".utf8).write(to: URL(fileURLWithPath: folder + "/notes.txt"))
+        let result = try run(["classify", "--model", fixture("models/classifier_single"), "--json", "--dir", folder])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        let parsed = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [[String: Any]])
+        XCTAssertEqual(parsed.map { $0["image"] as? String }, [folder + "/b.png", folder + "/sub/a.jpg"])
+    }
+
     func testVersion() throws {
         let result = try run(["--version"])
         XCTAssertEqual(result.status, 0)
