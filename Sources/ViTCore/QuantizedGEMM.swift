@@ -48,9 +48,6 @@ public final class QuantizedMatrix: @unchecked Sendable {
         return out
     }
 
-    /// Bytes the packed values take.
-    public var byteCount: Int { vitmsn_qgemm_packed_bytes(k, n) + 4 * n }
-
     deinit { free(data) }
 }
 

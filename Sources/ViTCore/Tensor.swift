@@ -47,12 +47,18 @@ public final class TensorStorage: @unchecked Sendable {
     /// touched. Other memory is left alone.
     public func releaseResidentPages() {
         guard isFileMapped, count > 0 else { return }
-        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
-        let start = (Int(bitPattern: base) + page - 1) / page * page
-        let end = (Int(bitPattern: base + count)) / page * page
-        guard end > start, let pointer = UnsafeMutableRawPointer(bitPattern: start) else { return }
-        _ = madvise(pointer, end - start, Int32(MADV_DONTNEED))
+        releaseMappedPages(UnsafeRawBufferPointer(start: base, count: count * 4))
     }
+}
+
+/// Gives the whole pages inside `bytes` of a read-only file mapping back to the kernel (`MADV_DONTNEED`);
+/// they are read again from the file if touched.
+package func releaseMappedPages(_ bytes: UnsafeRawBufferPointer) {
+    guard let base = bytes.baseAddress else { return }
+    let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+    let start = (Int(bitPattern: base) + page - 1) / page * page, end = (Int(bitPattern: base) + bytes.count) / page * page
+    guard end > start, let pointer = UnsafeMutableRawPointer(bitPattern: start) else { return }
+    _ = madvise(pointer, end - start, Int32(MADV_DONTNEED))
 }
 
 /// A dense, row-major Float32 tensor with value semantics (copy-on-write).

@@ -23,17 +23,16 @@ public protocol TensorSource: AnyObject {
     /// Gives the tensor's pages of a memory-mapped file back to the kernel once its values have been copied
     /// elsewhere (an int8 weight packed for the GEMM), so that they do not count twice in resident memory.
     func releaseResidentPages(_ name: String)
+    /// An I8 tensor's values (a quantised weight).
+    func int8Values(_ name: String) throws -> [Int8]
 }
 
 extension TensorSource {
     public func releaseResidentPages(_ name: String) {}
 
-    /// An I8 tensor's values (a quantised weight), without a detour through Float32 where the file allows.
+    /// Through Float32, which holds every int8 exactly; a safetensors file copies the bytes instead.
     public func int8Values(_ name: String) throws -> [Int8] {
-        if let file = self as? SafetensorsFile, let info = file.info(name), info.dtype == .I8 {
-            return Array(file.rawBytes(info).bindMemory(to: Int8.self))
-        }
-        return try floatTensor(name).scalars.map { Int8(clamping: Int($0)) }
+        try floatTensor(name).scalars.map { Int8(clamping: Int($0)) }
     }
 }
 
@@ -144,12 +143,13 @@ public final class SafetensorsFile: TensorSource {
     public func info(_ name: String) -> TensorInfo? { tensors[name] }
 
     public func releaseResidentPages(_ name: String) {
-        guard let info = tensors[name] else { return }
-        let bytes = rawBytes(info)
-        guard let base = bytes.baseAddress else { return }
-        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
-        let start = (Int(bitPattern: base) + page - 1) / page * page, end = (Int(bitPattern: base) + bytes.count) / page * page
-        if end > start, let pointer = UnsafeMutableRawPointer(bitPattern: start) { _ = madvise(pointer, end - start, Int32(MADV_DONTNEED)) }
+        if let info = tensors[name] { releaseMappedPages(rawBytes(info)) }
+    }
+
+    public func int8Values(_ name: String) throws -> [Int8] {
+        let info = try lookup(name)
+        guard info.dtype == .I8 else { return try floatTensor(name).scalars.map { Int8(clamping: Int($0)) } }
+        return Array(rawBytes(info).bindMemory(to: Int8.self))
     }
 
     /// The bytes of a tensor, inside the mapping (valid while this object lives).

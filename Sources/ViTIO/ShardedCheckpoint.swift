@@ -51,6 +51,11 @@ public final class ShardedCheckpoint: TensorSource {
         shardOfTensor[name].flatMap { shards[$0] }?.releaseResidentPages(name)
     }
 
+    public func int8Values(_ name: String) throws -> [Int8] {
+        guard let shard = shardOfTensor[name], let file = shards[shard] else { throw CheckpointError(indexPath, "no tensor named '\(name)'") }
+        return try file.int8Values(name)
+    }
+
     public func floatTensor(_ name: String) throws -> Tensor {
         guard let shard = shardOfTensor[name], let file = shards[shard] else {
             throw CheckpointError(indexPath, "no tensor named '\(name)'")

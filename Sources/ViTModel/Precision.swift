@@ -25,29 +25,26 @@ public enum Int8Checkpoint {
     /// is stored as I8 (out, in) in [-63, 63] under its usual name, with `weight ≈ weight_scale[o] · weight[o][i]`.
     public static let scaleSuffix = "_scale"
 
-    static func config(modules: [String]) -> [String: Any] {
-        [
-            "quant_method": method,
-            "weights": "7-bit in int8 ([-63, 63]), symmetric per output channel: I8 weight (out, in) and F32 weight_scale (out)",
-            "activations": "unsigned 7-bit with a zero point, per token, quantised at run time",
-            "modules": modules,
-        ]
-    }
+    /// `quantization_config`: the scheme, and the layers of each encoder block it covers (`quantizableLinears`).
+    static var config: [String: Any] { [
+        "quant_method": method,
+        "weights": "7-bit in int8 ([-63, 63]), symmetric per output channel: I8 weight (out, in) and F32 weight_scale (out)",
+        "activations": "unsigned 7-bit with a zero point, per token, quantised at run time",
+        "modules": ViTMSNModel.quantizableLayerNames,
+    ] }
 }
 
 extension ViTMSNModel {
-    /// The Linear layers int8 quantises, by their names in the backbone.
+    /// The Linear layers of each encoder block int8 quantises, by their names in the block.
+    static let quantizableLayerNames = ["attention.attention.query", "attention.attention.key", "attention.attention.value",
+                                        "attention.output.dense", "intermediate.dense", "output.dense"]
+
+    /// Those layers of every block, by their names in the backbone.
     package var quantizableLinears: [(name: String, layer: NN.Linear)] {
         encoder.layer.enumerated().flatMap { i, block in
-            let prefix = "encoder.layer.\(i)."
-            return [
-                (prefix + "attention.attention.query", block.attention.attention.query),
-                (prefix + "attention.attention.key", block.attention.attention.key),
-                (prefix + "attention.attention.value", block.attention.attention.value),
-                (prefix + "attention.output.dense", block.attention.output.dense),
-                (prefix + "intermediate.dense", block.intermediate.dense),
-                (prefix + "output.dense", block.output.dense),
-            ]
+            let layers = [block.attention.attention.query, block.attention.attention.key, block.attention.attention.value,
+                          block.attention.output.dense, block.intermediate.dense, block.output.dense]
+            return zip(Self.quantizableLayerNames, layers).map { ("encoder.layer.\(i)." + $0, $1) }
         }
     }
 
