@@ -3,7 +3,8 @@ import PackageDescription
 
 // Layers, from the bottom: ViTCore (tensor + kernels) → ViTIO (checkpoint files) → ViTModel (the model, with its
 // backward passes) → ViTMSN (the pipelines; re-exports the model, vision and core: what an app imports) →
-// ViTTrain (optimisers, data, fine-tuning, MSN pretraining, low-shot evaluation) → vitmsn (the CLI, a thin shell);
+// ViTTrain (optimisers, data, fine-tuning, MSN pretraining, low-shot evaluation; data-parallel over ViTDistributed,
+// MPI loaded at run time) → vitmsn (the CLI, a thin shell);
 // ViTServe (the model server: Open Inference Protocol over Hummingbird, dynamic batching) sits on ViTMSN;
 // ViTVision (image decoding and preprocessing) and ViTHub (the Hugging Face cache and downloads) sit beside ViTIO.
 // The GEMM is the project's own (CKernels), dispatched at run time to AVX-512, AVX2+FMA or a portable build.
@@ -42,7 +43,8 @@ let package = Package(
         .target(name: "ViTModel", dependencies: ["ViTCore", "ViTIO"]),
         .target(name: "ViTHub", dependencies: ["ViTIO", .product(name: "Crypto", package: "swift-crypto")]),
         .target(name: "ViTMSN", dependencies: ["ViTCore", "ViTIO", "ViTHub", "ViTModel", "ViTVision"]),
-        .target(name: "ViTTrain", dependencies: ["ViTMSN", "ViTIO", "CKernels"]),
+        .target(name: "ViTDistributed"),
+        .target(name: "ViTTrain", dependencies: ["ViTMSN", "ViTIO", "ViTDistributed", "CKernels"]),
         .target(
             name: "ViTServe",
             dependencies: [
@@ -66,7 +68,7 @@ let package = Package(
         .testTarget(name: "ViTHubTests", dependencies: ["ViTHub", "ViTModel"]),
         .testTarget(name: "ViTMSNTests", dependencies: ["ViTMSN"]),
         .testTarget(name: "ViTVisionTests", dependencies: ["ViTVision", "ViTIO"]),
-        .testTarget(name: "ViTTrainTests", dependencies: ["ViTTrain"]),
+        .testTarget(name: "ViTTrainTests", dependencies: ["ViTTrain", "ViTDistributed"]),
         .testTarget(name: "ViTServeTests", dependencies: ["ViTServe"]),
         .testTarget(name: "vitmsnTests", dependencies: ["vitmsn", "ViTIO"]),
     ]

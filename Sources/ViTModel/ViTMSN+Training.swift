@@ -227,9 +227,11 @@ extension ViTMSNModel {
 
     /// The backward of `forwardTraining` from the gradient of `last_hidden_state` (B, S, D): accumulates every
     /// parameter's gradient (allocate them with `zeroGradients()` first) and returns the gradient of
-    /// `pixel_values` when `inputGradient` is set.
+    /// `pixel_values` when `inputGradient` is set. `gradientsReady` hears each module's name prefix
+    /// (`layernorm.`, `encoder.layer.11.` … `embeddings.`) as soon as its gradients are complete, so a
+    /// data-parallel job can start reducing them while the rest of the backward runs.
     @discardableResult
-    public func backward(_ activations: ViTMSNActivations, lastHiddenStateGradient: Tensor, inputGradient: Bool = false) -> Tensor? {
+    public func backward(_ activations: ViTMSNActivations, lastHiddenStateGradient: Tensor, inputGradient: Bool = false, gradientsReady: ((String) -> Void)? = nil) -> Tensor? {
         let (batch, sequence) = (activations.batch, activations.sequence)
         let tokens = batch * sequence
         precondition(lastHiddenStateGradient.count == tokens * config.hiddenSize, "gradient of shape \(lastHiddenStateGradient.shape) for (\(batch), \(sequence), \(config.hiddenSize))")
@@ -242,12 +244,15 @@ extension ViTMSNModel {
                 input: activations.encoderOutput.pointer, outputGradient: dLast.baseAddress!, rows: tokens,
                 inputGradient: gradient.pointer, accumulate: false, parallelism: parallelism)
         }
-        for (block, blockActivations) in zip(encoder.layer, activations.blocks).reversed() {
+        gradientsReady?("layernorm.")
+        for (index, (block, blockActivations)) in zip(encoder.layer, activations.blocks).enumerated().reversed() {
             block.backward(gradient.pointer, activations: blockActivations, workspace: workspace)
+            gradientsReady?("encoder.layer.\(index).")
         }
         var pixelGradient = inputGradient ? Tensor(zeros: activations.embeddings.pixelShape) : nil
         let pixelPointer = pixelGradient?.uniqueBaseAddress()
         embeddings.backward(gradient.pointer, sequence: sequence, activations: activations.embeddings, pixelGradient: pixelPointer, parallelism: parallelism)
+        gradientsReady?("embeddings.")
         return pixelGradient
     }
 }
@@ -274,9 +279,10 @@ extension ViTMSNForImageClassification {
     }
 
     /// The backward of `forwardTraining` from its loss times `lossScale` (1/steps under gradient
-    /// accumulation); returns the gradient of `pixel_values` when asked.
+    /// accumulation); returns the gradient of `pixel_values` when asked. `gradientsReady` hears module name
+    /// prefixes as their gradients complete (`classifier.`, then the backbone's under `vit.`).
     @discardableResult
-    public func backward(_ activations: ClassifierActivations, lossScale: Float = 1, inputGradient: Bool = false) -> Tensor? {
+    public func backward(_ activations: ClassifierActivations, lossScale: Float = 1, inputGradient: Bool = false, gradientsReady: ((String) -> Void)? = nil) -> Tensor? {
         let batch = activations.cls.shape[0]
         let dim = config.hiddenSize
         let clsGradient = activations.backbone == nil ? nil : Buffer(batch * dim)
@@ -289,9 +295,10 @@ extension ViTMSNForImageClassification {
                     inputGradient: clsGradient?.pointer, parallelism: vit.parallelism)
             }
         }
+        gradientsReady?("classifier.")
         guard let backbone = activations.backbone, let clsGradient else { return nil }
         let lastGradient = clsTokensBackward(clsGradient.pointer, batch: batch, sequence: activations.sequence, dim: dim)
-        return vit.backward(backbone, lastHiddenStateGradient: lastGradient, inputGradient: inputGradient)
+        return vit.backward(backbone, lastHiddenStateGradient: lastGradient, inputGradient: inputGradient, gradientsReady: gradientsReady.map { ready in { ready("vit." + $0) } })
     }
 }
 

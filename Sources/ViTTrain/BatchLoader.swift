@@ -8,6 +8,8 @@ public struct LoadedBatch<Sample>: @unchecked Sendable {
     public var samples: [Sample]  // (B)
     public var labels: [Int64]    // (B)
     public var skipped: [String]  // why samples of this batch could not be read
+    public var positions: [Int]   // (B) each sample's place in the global batch
+    public var requested: Int     // images the global batch asked for (of every rank)
 }
 
 extension LoadedBatch where Sample == Tensor {
@@ -20,6 +22,10 @@ extension LoadedBatch where Sample == Tensor {
 /// what an uninterrupted one would. The next batch is prepared on a background queue while the caller
 /// computes, its samples decoded in parallel. A sample is whatever the transform makes of an image: pixel
 /// values for fine-tuning, the list of views for MSN.
+///
+/// In a data-parallel job every rank draws the same order and loads only its `shard` (a contiguous slice)
+/// of each global batch; since the transforms are seeded by the global sample index, the union of the ranks'
+/// samples is exactly the one-process batch.
 public final class BatchLoader<Sample>: @unchecked Sendable {
     public typealias Transform = @Sendable (Image, inout SeededGenerator) -> Sample
 
@@ -28,13 +34,19 @@ public final class BatchLoader<Sample>: @unchecked Sendable {
     let shuffle: Bool
     let seed: UInt64
     let transform: Transform
+    /// Drop the epoch's last batch when incomplete (the MSN code's `drop_last=True`).
+    let dropLast: Bool
+    /// Which rows of each batch this process loads, from the batch's length.
+    let shard: @Sendable (Int) -> Range<Int>
 
-    public init(dataset: LabeledImages, batchSize: Int, shuffle: Bool, seed: UInt64, transform: @escaping Transform) {
+    public init(dataset: LabeledImages, batchSize: Int, shuffle: Bool, seed: UInt64, dropLast: Bool = false,
+                shard: @escaping @Sendable (Int) -> Range<Int> = { 0..<$0 }, transform: @escaping Transform) {
         precondition(batchSize > 0, "batch size must be positive")
         (self.dataset, self.batchSize, self.shuffle, self.seed, self.transform) = (dataset, batchSize, shuffle, seed, transform)
+        (self.dropLast, self.shard) = (dropLast, shard)
     }
 
-    public var batchesPerEpoch: Int { (dataset.count + batchSize - 1) / batchSize }
+    public var batchesPerEpoch: Int { dropLast ? dataset.count / batchSize : (dataset.count + batchSize - 1) / batchSize }
 
     /// The sample order of `epoch`.
     public func order(epoch: Int) -> [Int] {
@@ -50,7 +62,11 @@ public final class BatchLoader<Sample>: @unchecked Sendable {
         let count = max(0, batchesPerEpoch - first)
         let prefetched = Prefetched(count: count) { i in
             let index = first + i
-            return self.load(Array(order[(index * self.batchSize)..<min((index + 1) * self.batchSize, order.count)]), epoch: epoch)
+            let batch = order[(index * self.batchSize)..<min((index + 1) * self.batchSize, order.count)]
+            let mine = self.shard(batch.count)
+            var loaded = self.load(Array(batch.dropFirst(mine.lowerBound).prefix(mine.count)), epoch: epoch)
+            (loaded.positions, loaded.requested) = (loaded.positions.map { $0 + mine.lowerBound }, batch.count)
+            return loaded
         }
         var next = 0
         return AnyIterator {
@@ -78,6 +94,7 @@ public final class BatchLoader<Sample>: @unchecked Sendable {
             }
         }
         let kept = indices.indices.filter { views[$0] != nil }
-        return LoadedBatch(samples: kept.map { views[$0]! }, labels: kept.map { Int64(dataset.labels[indices[$0]]) }, skipped: errors.compactMap { $0 })
+        return LoadedBatch(samples: kept.map { views[$0]! }, labels: kept.map { Int64(dataset.labels[indices[$0]]) }, skipped: errors.compactMap { $0 },
+                           positions: kept, requested: indices.count)
     }
 }

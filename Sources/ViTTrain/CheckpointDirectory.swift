@@ -18,6 +18,9 @@ struct CheckpointDirectory {
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
     }
 
+    /// The run directory as the other ranks of a data-parallel job see it: read (`last()`), never written.
+    init(reading root: String) { self.root = root }
+
     /// The directory `last` points at, if any.
     func last() throws -> String? {
         guard let target = try? manager.destinationOfSymbolicLink(atPath: root + "/last") else { return nil }

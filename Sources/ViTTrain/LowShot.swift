@@ -1,5 +1,6 @@
 import Foundation
 import ViTCore
+import ViTDistributed
 import ViTModel
 import ViTVision
 
@@ -15,10 +16,13 @@ public enum LowShot {
     }
 
     /// CLS features (N, D) of the images of `data`, resized to the model's size, in batches: of every image,
-    /// or only of the rows `only` (the others left zero).
-    public static func features(_ encoder: ViTMSNModel, data: LabeledImages, processor: ImageProcessor, feature: Feature, only: [Int]? = nil, batchSize: Int = 256) throws -> Tensor {
+    /// or only of the rows `only` (the others left zero). In a data-parallel job each rank computes a slice of
+    /// the rows and every rank gets all of them (summed over the ranks, each row non-zero on one only: exact).
+    public static func features(_ encoder: ViTMSNModel, data: LabeledImages, processor: ImageProcessor, feature: Feature, only: [Int]? = nil,
+                                batchSize: Int = 256, communicator: Communicator = SingleProcess()) throws -> Tensor {
         let dim = encoder.config.hiddenSize
-        let rows = only ?? Array(0..<data.count)
+        let all = only ?? Array(0..<data.count)
+        let rows = Array(all[communicator.slice(of: all.count)])
         var values = [Float](repeating: 0, count: data.count * dim)
         for start in stride(from: 0, to: rows.count, by: batchSize) {
             let batch = rows[start..<min(start + batchSize, rows.count)]
@@ -31,19 +35,21 @@ public enum LowShot {
                 for j in 0..<dim { values[i * dim + j] = cls[b * dim + j] }
             }
         }
+        communicator.allReduceSum(&values, label: "the features of \(all.count) images")
         return Tensor(shape: [data.count, dim], scalars: values)
     }
 
     /// A quick probe for pretraining runs: 1- and 5-shot logistic regression (split 0) on `testCount` test
-    /// images, pre-norm CLS features.
-    public static func probe(train: LabeledImages, test: LabeledImages, processor: ImageProcessor, testCount: Int = 2000) -> (ViTMSNModel) throws -> [(String, Double)] {
+    /// images, pre-norm CLS features (extracted in shards across the ranks of a data-parallel job).
+    public static func probe(train: LabeledImages, test: LabeledImages, processor: ImageProcessor, testCount: Int = 2000,
+                             communicator: Communicator = SingleProcess()) -> (ViTMSNModel) throws -> [(String, Double)] {
         let classes = train.classNames.count
         let fiveShot = shotIndices(labels: train.labels, classes: classes, shots: 5, split: 0)
         let oneShot = shotIndices(labels: train.labels, classes: classes, shots: 1, split: 0)
         let testSubset = Subset(test, indices: Array(0..<min(testCount, test.count)))
         return { encoder in
-            let trainFeatures = centredAndNormalised(try features(encoder, data: Subset(train, indices: fiveShot), processor: processor, feature: .preNorm))
-            let testFeatures = centredAndNormalised(try features(encoder, data: testSubset, processor: processor, feature: .preNorm))
+            let trainFeatures = centredAndNormalised(try features(encoder, data: Subset(train, indices: fiveShot), processor: processor, feature: .preNorm, communicator: communicator))
+            let testFeatures = centredAndNormalised(try features(encoder, data: testSubset, processor: processor, feature: .preNorm, communicator: communicator))
             return [("1-shot", oneShot), ("5-shot", fiveShot)].map { name, indices in
                 let x = trainFeatures.gatheredRows(indices.map { fiveShot.firstIndex(of: $0)! })
                 let model = LogisticRegression(features: x, labels: indices.map { train.labels[$0] }, classes: classes, lambda: 0.0025)

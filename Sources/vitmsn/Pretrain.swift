@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import ViTDistributed
 import ViTTrain
 
 struct Pretrain: ParsableCommand {
@@ -9,22 +10,32 @@ struct Pretrain: ParsableCommand {
         The output directory gets a checkpoint per epoch (checkpoint-NNNNNN and the link 'last': the target \
         encoder as a Transformers model directory with msn_head.safetensors, plus what --resume needs), log.csv \
         (loss terms, schedules), probes.csv (low-shot probes) and curves.svg.
+
+        Data-parallel under mpirun (mpirun -np N vitmsn pretrain --config FILE): criterion.batch_size is the         global batch, each rank computes a slice of it, and the run equals the one-process run; rank 0 writes.
         """)
 
     @Option(help: "The run's config, YAML or JSON (meta, criterion, data, optimization sections).") var config: String
     @Flag(help: "Continue from the output directory's last checkpoint.") var resume = false
     @Flag(help: "Write into an output folder that already holds files (an earlier run's checkpoints are replaced).") var overwriteOutputDir = false
     @Option(help: "Stop after this optimizer step (saving a checkpoint), to continue later with --resume.") var stopAfterStep: Int?
+    @Option(help: "Under mpirun: optimizer steps between checks that every rank holds the same parameters (0: never).") var checksumEvery = 100
     @OptionGroup var threading: ThreadOptions
+    @OptionGroup var job: JobOptions
 
     func run() throws {
         ProcessSettings.keepFreedMemoryInHeap()
         let settings = try PretrainConfig(path: config)
-        let trainer = try Pretrainer(settings, resume: resume, overwriteOutputDir: overwriteOutputDir, parallelism: threading.parallelism)
+        try job.run { communicator in try pretrain(settings, communicator: communicator) }
+    }
+
+    func pretrain(_ settings: PretrainConfig, communicator: Communicator) throws {
+        let trainer = try Pretrainer(
+            settings, resume: resume, overwriteOutputDir: overwriteOutputDir, parallelism: threading.parallelism(in: communicator), communicator: communicator)
+        trainer.checksumEvery = checksumEvery
         if settings.probeEvery > 0 {
             let grayscale = trainer.model.encoder.config.numChannels == 1
             let (train, test) = try labelledPair(settings.dataset, grayscale: grayscale)
-            trainer.probe = LowShot.probe(train: train, test: test, processor: trainer.processor)
+            trainer.probe = LowShot.probe(train: train, test: test, processor: trainer.processor, communicator: communicator)
         }
         var bar: ProgressBar?
         var barEpoch = -1
@@ -50,6 +61,12 @@ struct Pretrain: ParsableCommand {
                 case .saved(let path):
                     say("saved \(path)")
                 }
+            }
+            let reducer = trainer.gradients
+            if communicator.isDistributed && communicator.rank == 0 && reducer.reductionSeconds > 0 {
+                say(String(format: "%d ranks; gradients all-reduced: %.2f MB per step, %.2f s in all, %.2f s of it (%.0f %%) not hidden behind the backward",
+                           communicator.size, Double(reducer.floatsPerStep * 4) / 1e6, reducer.reductionSeconds, reducer.exposedSeconds,
+                           100 * reducer.exposedSeconds / reducer.reductionSeconds))
             }
         } catch let error as TrainingError {
             bar?.finish(done: nil)

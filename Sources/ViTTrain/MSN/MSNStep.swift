@@ -1,6 +1,7 @@
 import Foundation
 import ViTCore
 import ViTIO
+import ViTDistributed
 import ViTModel
 
 /// What MSN trains: the encoder (Transformers names), its projection head (`fc.*`, as the official
@@ -105,37 +106,77 @@ public func writeMSNStep(_ model: MSNModel, views: MSNViews, settings: MSNLossSe
 /// head in training mode), the anchor projections from `model` per resolution group (the masked anchors,
 /// then the focal views with interpolated positions; BatchNorm statistics per group), the loss, and the
 /// gradients of every trainable tensor of `model`, accumulated.
+///
+/// The encoders run shard by shard (`shards`: ranges of the views' samples; one shard by default); the heads
+/// and the loss run on the CLS tokens of the whole global batch, gathered from every rank of `communicator`,
+/// so BatchNorm (SyncBatchNorm's global statistics), me-max's average and Sinkhorn's sums are the global
+/// batch's on every rank, and the head's and prototypes' gradients need no reduction. `gradients` takes each
+/// shard's encoder gradients into its tree and all-reduce (call its `finish()` before using them).
 public func msnForwardBackward(
-    _ model: MSNModel, targetEncoder: ViTMSNModel, targetHead: MSNProjectionHead, views: MSNViews, settings: MSNLossSettings
+    _ model: MSNModel, targetEncoder: ViTMSNModel, targetHead: MSNProjectionHead, views: MSNViews, settings: MSNLossSettings,
+    shards: [Range<Int>]? = nil, gradients: ShardedGradients? = nil, communicator: Communicator = SingleProcess()
 ) throws -> MSNLossResult {
     let batch = views.target.shape[0]
     guard views.anchor.shape[0] == batch, views.focal.map({ $0.shape[0] % batch == 0 }) ?? true else {
         throw TrainingError("views: target and anchor need the same batch, focal a multiple of it (view-major)")
     }
-    let targetCLS = clsTokens(try targetEncoder.forward(pixelValues: views.target).lastHiddenState)
-    let targets = targetHead.forward(targetCLS, training: true, parallelism: targetEncoder.parallelism).output
-    var eval: NN.Dropout? = nil
-    var groups: [(pixels: Tensor, keep: [[Int]]?, interpolate: Bool)] = [(views.anchor, views.keep.map { k in Array(repeating: k, count: batch) }, false)]
-    if let focal = views.focal { groups.append((focal, nil, true)) }
-    var forwards: [(encoder: ViTMSNActivations, head: MSNProjectionHead.Activations, sequence: Int, projection: Tensor)] = []
-    for group in groups {
-        let (last, activations) = try model.encoder.forwardTraining(
-            pixelValues: group.pixels, keep: group.keep, interpolatePosEncoding: group.interpolate, dropout: &eval)
-        let (projection, headActivations) = model.head.forward(clsTokens(last), training: true, parallelism: model.encoder.parallelism)
-        forwards.append((activations, headActivations, last.shape[1], projection))
-    }
-    let anchors = Tensor.concatenated(forwards.map(\.projection)) // the groups' rows, in order
-    let result = msnLoss(anchors: anchors, targets: targets, prototypes: model.prototypes, settings: settings)
-    addInPlace(&model.prototypesGradient, result.prototypeGradient)
+    let focalViews = (views.focal?.shape[0] ?? 0) / max(batch, 1)
+    let shards = shards ?? [0..<batch]
     let dim = model.encoder.config.hiddenSize
+    // Per shard: the target's CLS, then the anchor group's and the focal group's, with their activations.
+    var eval: NN.Dropout? = nil
+    var forwards: [(group: Int, samples: Range<Int>, activations: ViTMSNActivations, sequence: Int)] = []
+    var cls: [[Tensor]] = [[], [], []] // target, anchor, focal: each shard's CLS rows, view-major within it
+    for samples in shards where !samples.isEmpty {
+        cls[0].append(clsTokens(try targetEncoder.forward(pixelValues: views.target.rows(samples)).lastHiddenState))
+        var groups: [(pixels: Tensor, keep: [[Int]]?, interpolate: Bool)] = [(views.anchor.rows(samples), views.keep.map { k in Array(repeating: k, count: samples.count) }, false)]
+        if let focal = views.focal { groups.append((viewRows(focal, views: focalViews, batch: batch, samples: samples), nil, true)) }
+        for (group, g) in groups.enumerated() {
+            let (last, activations) = try model.encoder.forwardTraining(pixelValues: g.pixels, keep: g.keep, interpolatePosEncoding: g.interpolate, dropout: &eval)
+            cls[1 + group].append(clsTokens(last))
+            forwards.append((group, samples, activations, last.shape[1]))
+        }
+    }
+    // This rank's CLS rows, view-major: the target's, the anchors', then the focal views'; gathered globally.
+    let counts = [1, 1, focalViews]
+    let local = Tensor.concatenated((0..<3).flatMap { part in
+        (0..<counts[part]).flatMap { v in zip(cls[part], shards.filter { !$0.isEmpty }).map { tokens, samples in tokens.rows((v * samples.count)..<((v + 1) * samples.count)) } }
+    })
+    let (global, mine, globalBatch) = communicator.gatherViewMajor(local, views: 2 + focalViews)
+    let targets = targetHead.forward(global.rows(0..<globalBatch), training: true, parallelism: targetEncoder.parallelism).output
+    var heads: [(activations: MSNProjectionHead.Activations, rows: Range<Int>)] = []
+    var projections: [Tensor] = []
+    for rows in [globalBatch..<(2 * globalBatch), (2 * globalBatch)..<global.shape[0]] where !rows.isEmpty {
+        let (projection, activations) = model.head.forward(global.rows(rows), training: true, parallelism: model.encoder.parallelism)
+        heads.append((activations, rows))
+        projections.append(projection)
+    }
+    let result = msnLoss(anchors: Tensor.concatenated(projections), targets: targets, prototypes: model.prototypes, settings: settings)
+    addInPlace(&model.prototypesGradient, result.prototypeGradient)
     var offset = 0
-    for forward in forwards {
-        let rows = forward.projection.shape[0]
-        let clsGradient = model.head.backward(
-            forward.head, outputGradient: result.anchorGradient.rows(offset..<(offset + rows)), parallelism: model.encoder.parallelism)
-        let lastGradient = clsGradient.withUnsafeBufferPointer { clsTokensBackward($0.baseAddress!, batch: rows, sequence: forward.sequence, dim: dim) }
-        model.encoder.backward(forward.encoder, lastHiddenStateGradient: lastGradient)
-        offset += rows
+    let clsGradients = heads.map { head in
+        let rows = head.rows.count
+        defer { offset += rows }
+        return model.head.backward(head.activations, outputGradient: result.anchorGradient.rows(offset..<(offset + rows)), parallelism: model.encoder.parallelism)
+    }
+    // Back through the encoder, shard by shard, from this rank's rows of the CLS gradients.
+    let groupViews = [1, focalViews]
+    let localGradients = clsGradients.enumerated().map { group, gradient in
+        viewRows(gradient, views: groupViews[group], batch: globalBatch, samples: mine)
+    }
+    gradients?.begin(shards: shards.count)
+    var next = 0
+    for samples in shards {
+        while next < forwards.count, forwards[next].samples == samples {
+            let forward = forwards[next]
+            let views = groupViews[forward.group]
+            let rows = viewRows(localGradients[forward.group], views: views, batch: batch, samples: samples)
+            let lastGradient = rows.withUnsafeBufferPointer { clsTokensBackward($0.baseAddress!, batch: rows.shape[0], sequence: forward.sequence, dim: dim) }
+            let complete = next + 1 == forwards.count || forwards[next + 1].samples != samples // the shard's last group
+            model.encoder.backward(forward.activations, lastHiddenStateGradient: lastGradient, gradientsReady: complete ? gradients?.ready : nil)
+            next += 1
+        }
+        gradients?.endShard()
     }
     return result
 }

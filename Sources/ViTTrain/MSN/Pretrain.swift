@@ -1,6 +1,7 @@
 import Foundation
 import ViTCore
 import ViTIO
+import ViTDistributed
 import ViTModel
 import ViTMSN
 import ViTVision
@@ -19,6 +20,7 @@ public struct PretrainConfig: Sendable, Decodable {
     public var loss = MSNLossSettings()
     public var numProto = 1024
     public var batchSize = 64
+    public var microBatchSize: Int?         // images per shard of the global batch (default: batch / 8, see BatchShards)
     // data
     public var dataset = "fashion-mnist"    // or an image folder
     public var randSize = 224, focalSize = 96
@@ -72,7 +74,7 @@ extension PretrainConfig {
     static let knownFields: [String: [String]] = [
         "meta": ["model", "model_name", "architecture", "hidden_dim", "output_dim", "seed", "output_dir",
                  "bottleneck", "copy_data", "drop_path_rate", "load_checkpoint", "read_checkpoint", "use_bn", "use_fp16", "use_pred_head"],
-        "criterion": ["batch_size", "num_proto", "temperature", "final_sharpen", "start_sharpen", "me_max", "memax_weight",
+        "criterion": ["batch_size", "micro_batch_size", "num_proto", "temperature", "final_sharpen", "start_sharpen", "me_max", "memax_weight",
                       "ent_weight", "use_sinkhorn", "use_ent"],
         "data": ["dataset", "image_folder", "root_path", "patch_drop", "rand_size", "focal_size", "focal_views", "rand_scale",
                  "focal_scale", "color_jitter_strength", "max_images", "rand_views", "label_smoothing", "pin_mem", "num_workers"],
@@ -133,6 +135,7 @@ extension PretrainConfig {
         loss = try sections.decodeIfPresent(MSNLossSettings.self, forKey: "criterion") ?? loss
         numProto = try criterion.integer("num_proto") ?? numProto
         batchSize = try criterion.integer("batch_size") ?? batchSize
+        microBatchSize = try criterion.integer("micro_batch_size")
         if let name = try data.decodeIfPresent(String.self, forKey: "dataset") {
             dataset = name
         } else if let folder = try data.decodeIfPresent(String.self, forKey: "image_folder") {
@@ -231,6 +234,13 @@ public enum PretrainEvent {
 /// MSN pretraining (`src/msn_train.py`): per image a target view, an anchor view with patches dropped and
 /// focal views; the target encoder and head are an EMA of the anchor ones; AdamW with the warm-up + cosine
 /// learning rate, cosine weight decay, clipping of the encoder and head gradients; a checkpoint per epoch.
+///
+/// Data-parallel under MPI (`communicator`): the config's batch is the global batch, each rank computes a
+/// fixed slice of it, and every random draw comes from the seed and global indices (the sample order per
+/// epoch, each sample's views, the anchor's patch-drop set per global batch from the step number), so N ranks
+/// run the one-process run: SyncBatchNorm in the heads, the loss over the global batch, gradients summed in
+/// buckets during the backward. Rank 0 alone writes checkpoints and logs; `output_dir` must be a path every
+/// rank can read (a shared filesystem across hosts) for `--resume`.
 public final class Pretrainer {
     public let config: PretrainConfig
     public let model: MSNModel
@@ -240,16 +250,28 @@ public final class Pretrainer {
     let optimizer = AdamW()
     var state = TrainerState()
     let checkpoints: CheckpointDirectory
-    /// A low-shot probe of the target encoder, run every `probeEvery` epochs.
+    public let communicator: Communicator
+    /// The encoder's gradients, shard by shard, summed over the ranks (the head's and prototypes' are computed
+    /// on the global batch on every rank).
+    public let gradients: ShardedGradients
+    let shards: BatchShards
+    /// Optimizer steps between checks that every rank holds the same parameters (0: never).
+    public var checksumEvery = 100
+    /// A low-shot probe of the target encoder, run every `probeEvery` epochs (on every rank: it is collective).
     public var probe: ((ViTMSNModel) throws -> [(String, Double)])?
 
     /// An output folder that holds files needs `resume` or `overwriteOutputDir`.
-    public init(_ config: PretrainConfig, resume: Bool, overwriteOutputDir: Bool = false, parallelism: Parallelism = Parallelism()) throws {
+    public init(_ config: PretrainConfig, resume: Bool, overwriteOutputDir: Bool = false, parallelism: Parallelism = Parallelism(),
+                communicator: Communicator = SingleProcess()) throws {
         self.config = config
-        checkpoints = try CheckpointDirectory(config.outputDir, resume: resume, overwrite: overwriteOutputDir)
+        self.communicator = communicator
+        shards = try BatchShards(batchSize: config.batchSize, microBatchSize: config.microBatchSize, ranks: communicator.size, field: "criterion.micro_batch_size")
+        let writer = communicator.rank == 0
+        checkpoints = writer ? try CheckpointDirectory(config.outputDir, resume: resume, overwrite: overwriteOutputDir) : CheckpointDirectory(reading: config.outputDir)
         let resumeFrom = resume ? try checkpoints.last() : nil
         if resume && resumeFrom == nil { throw TrainingError("\(config.outputDir): --resume, but there is no checkpoint to resume from") }
-        let start = try resumeFrom ?? Self.initialModel(config)
+        let start = try resumeFrom ?? (writer ? Self.initialModel(config) : Self.initialModelPath(config))
+        communicator.barrier("start-up (rank 0 writes the initial model)")
         model = try MSNModel.load(directory: start, hiddenSize: config.hiddenDim, outputSize: config.outputDim, prototypeCount: config.numProto, seed: config.seed)
         target = try MSNModel.load(directory: start, hiddenSize: config.hiddenDim, outputSize: config.outputDim, prototypeCount: config.numProto, seed: config.seed)
         if let resumeFrom {
@@ -258,6 +280,7 @@ public final class Pretrainer {
         }
         for m in [model, target] { m.encoder.parallelism = parallelism }
         model.zeroGradients()
+        gradients = ShardedGradients(model, communicator: communicator) { !$0.hasPrefix("fc.") && $0 != "prototypes" }
         processor = try ImageProcessor.load(modelDirectory: start, orDefaultFor: model.encoder.config)
         let channels = model.encoder.config.numChannels
         var data: LabeledImages = config.dataset == "fashion-mnist"
@@ -268,7 +291,9 @@ public final class Pretrainer {
         let focal = MSNViewAugmentation(processor: processor, size: config.focalSize, scale: config.focalScale, colorJitter: config.colorJitter)
         let focalViews = config.focalViews
         // Each sample is its views: target, anchor, then the focal views.
-        loader = BatchLoader(dataset: data, batchSize: config.batchSize, shuffle: true, seed: config.seed) { image, generator in
+        let (shards, rank, ranks) = (shards, communicator.rank, communicator.size)
+        let shard: @Sendable (Int) -> Range<Int> = { count in shards.images(of: rank, ranks: ranks, in: count) }
+        loader = BatchLoader(dataset: data, batchSize: config.batchSize, shuffle: true, seed: config.seed, dropLast: true, shard: shard) { image, generator in
             [rand.pixelValues(image, using: &generator), rand.pixelValues(image, using: &generator)]
                 + (0..<focalViews).map { _ in focal.pixelValues(image, using: &generator) }
         }
@@ -276,8 +301,8 @@ public final class Pretrainer {
 
     /// A fresh model directory for a preset name (written into the output directory), or the directory given.
     static func initialModel(_ config: PretrainConfig) throws -> String {
-        guard ViTMSNConfig.presetNames.contains(config.model) else { return config.model }
-        let directory = config.outputDir + "/initial"
+        let directory = initialModelPath(config)
+        guard directory != config.model else { return directory }
         if !FileManager.default.fileExists(atPath: directory + "/config.json") {
             var modelConfig = try ViTMSNConfig.preset(config.model)
             modelConfig.imageSize = .square(config.randSize)
@@ -294,6 +319,10 @@ public final class Pretrainer {
         return directory
     }
 
+    static func initialModelPath(_ config: PretrainConfig) -> String {
+        ViTMSNConfig.presetNames.contains(config.model) ? config.outputDir + "/initial" : config.model
+    }
+
     /// A batch's per-sample views stacked into the step's views, focal views view-major.
     func views(_ batch: LoadedBatch<[Tensor]>, keep: [Int]) -> MSNViews {
         let samples = batch.samples
@@ -301,10 +330,13 @@ public final class Pretrainer {
         return MSNViews(target: Tensor.stacked(samples.map { $0[0] }), anchor: Tensor.stacked(samples.map { $0[1] }), focal: focal, keep: keep)
     }
 
+    /// Trains to the last epoch. Only rank 0 reports `events`, logs and saves.
     public func run(stopAfterStep: Int? = nil, events: (PretrainEvent) -> Void) throws {
+        let writer = communicator.rank == 0
+        func report(_ event: PretrainEvent) { if writer { events(event) } }
         let stepsPerEpoch = loader.batchesPerEpoch
-        events(.started(images: loader.dataset.count, stepsPerEpoch: stepsPerEpoch, resumedAt: state.globalStep == 0 ? nil : state.globalStep))
-        let log = try PretrainLog(directory: config.outputDir, resumingAt: state.globalStep)
+        report(.started(images: loader.dataset.count, stepsPerEpoch: stepsPerEpoch, resumedAt: state.globalStep == 0 ? nil : state.globalStep))
+        let log = writer ? try PretrainLog(directory: config.outputDir, resumingAt: state.globalStep) : nil
         var collapsedSteps = 0
         while state.epoch < config.epochs {
             let epochStart = Date()
@@ -312,35 +344,53 @@ public final class Pretrainer {
             let batches = loader.batches(epoch: state.epoch, from: state.batchInEpoch)
             while let batch = batches.next() {
                 state.batchInEpoch += 1
-                guard batch.labels.count > 1 else { continue }
+                let images = communicator.isDistributed ? Int(communicator.sum(Double(batch.labels.count), label: "the batch's image count")) : batch.labels.count
+                guard images > 1 else { continue }
+                guard !batch.labels.isEmpty else {
+                    throw TrainingError("rank \(communicator.rank): no image of its slice of batch \(state.batchInEpoch) (epoch \(state.epoch + 1)) could be read: \(batch.skipped.prefix(3))")
+                }
                 let (result, learningRate, weightDecay, momentum) = try step(batch)
                 collapsedSteps = result.distinctTargets == 1 ? collapsedSteps + 1 : 0
                 guard collapsedSteps < 20 else {
                     throw TrainingError("collapse: for 20 steps every target chose the same prototype (step \(state.globalStep)); stopping")
                 }
-                let speed = Double(batch.labels.count) / Date().timeIntervalSince(started)
+                if checksumEvery > 0, state.globalStep % checksumEvery == 0 {
+                    communicator.requireAgreement(on: checksum(), label: "the parameter checksum after step \(state.globalStep)")
+                }
+                let speed = Double(images) / Date().timeIntervalSince(started)
                 started = Date()
-                try log.step(state.globalStep, epoch: state.epoch, result: result, learningRate: learningRate, weightDecay: weightDecay, momentum: momentum, imagesPerSecond: speed)
-                events(.step(epoch: state.epoch, batch: state.batchInEpoch, batchesPerEpoch: stepsPerEpoch, result: result, learningRate: learningRate, momentum: momentum, imagesPerSecond: speed))
+                try log?.step(state.globalStep, epoch: state.epoch, result: result, learningRate: learningRate, weightDecay: weightDecay, momentum: momentum, imagesPerSecond: speed)
+                report(.step(epoch: state.epoch, batch: state.batchInEpoch, batchesPerEpoch: stepsPerEpoch, result: result, learningRate: learningRate, momentum: momentum, imagesPerSecond: speed))
                 if state.globalStep == stopAfterStep, state.batchInEpoch < stepsPerEpoch {
-                    events(.saved(path: try save()))
+                    if writer { report(.saved(path: try save())) }
                     return
                 }
             }
             (state.epoch, state.batchInEpoch) = (state.epoch + 1, 0)
-            events(.epochEnded(epoch: state.epoch, seconds: Date().timeIntervalSince(epochStart)))
+            report(.epochEnded(epoch: state.epoch, seconds: Date().timeIntervalSince(epochStart)))
             if let probe, config.probeEvery > 0, state.epoch % config.probeEvery == 0 || state.epoch == config.epochs {
-                let report = try probe(target.encoder)
-                try log.probe(state.globalStep, epoch: state.epoch, report: report)
-                events(.probe(epoch: state.epoch, report: report))
+                let probed = try probe(target.encoder)
+                try log?.probe(state.globalStep, epoch: state.epoch, report: probed)
+                report(.probe(epoch: state.epoch, report: probed))
             }
-            events(.saved(path: try save()))
-            try log.drawCurves()
+            if writer {
+                report(.saved(path: try save()))
+                try log?.drawCurves()
+            }
             if state.globalStep == stopAfterStep { return }
         }
     }
 
-    /// One optimizer step on a loaded batch: the anchor patches kept are drawn from the step number; forward
+    /// The bits of everything that must agree across ranks: both networks, the prototypes and the heads'
+    /// BatchNorm statistics.
+    func checksum() -> UInt64 {
+        var buffers: [Tensor] = []
+        for head in [model.head, target.head] { head.visitBuffers { _, value in buffers.append(value) } }
+        return parameterChecksum([model, target], buffers: buffers)
+    }
+
+    /// One optimizer step on a loaded batch (this rank's slice): the anchor patches kept are drawn from the
+    /// step number, one set for the whole global batch, so it does not depend on the ranks; forward
     /// and backward, clipping of the encoder and head gradients, AdamW, then the EMA update of the target.
     /// A non-finite loss throws before any weight changes.
     func step(_ batch: LoadedBatch<[Tensor]>) throws -> (result: MSNLossResult, learningRate: Float, weightDecay: Float, momentum: Float) {
@@ -349,7 +399,10 @@ public final class Pretrainer {
         let numPatches = (config.randSize / patchSize.height) * (config.randSize / patchSize.width)
         var generator = SeededGenerator(seed: config.seed, state.globalStep, -7)
         let keep = Array(Array(0..<numPatches).shuffled(using: &generator).prefix(Int(Double(numPatches) * (1 - config.patchDrop))))
-        let result = try msnForwardBackward(model, targetEncoder: target.encoder, targetHead: target.head, views: views(batch, keep: keep), settings: config.loss)
+        let result = try msnForwardBackward(
+            model, targetEncoder: target.encoder, targetHead: target.head, views: views(batch, keep: keep), settings: config.loss,
+            shards: shards.local(batch, rank: communicator.rank, ranks: communicator.size), gradients: gradients, communicator: communicator)
+        gradients.finish()
         guard result.loss.isFinite else {
             throw TrainingError("the loss is \(result.loss) at step \(state.globalStep + 1): stopping before the weights change")
         }
