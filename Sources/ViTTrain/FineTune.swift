@@ -1,5 +1,6 @@
 import Foundation
 import ViTCore
+import ViTDistributed
 import ViTIO
 import ViTModel
 import ViTMSN
@@ -16,6 +17,7 @@ public struct FineTuneArguments: Codable, Sendable {
     public var outputDir: String
     public var epochs = 3
     public var batchSize = 32
+    public var microBatchSize: Int?          // images per shard of a batch (data parallelism; default batch / 8)
     public var learningRate: Float = 5e-5
     public var weightDecay: Float = 0
     public var warmupRatio = 0.0
@@ -35,7 +37,7 @@ public struct FineTuneArguments: Codable, Sendable {
     enum CodingKeys: String, CodingKey {
         case model, dataset, epochs, seed, optimizer
         case trainDir = "train_dir", validationDir = "validation_dir", validationSplit = "validation_split"
-        case outputDir = "output_dir", batchSize = "batch_size", learningRate = "learning_rate"
+        case outputDir = "output_dir", batchSize = "batch_size", microBatchSize = "micro_batch_size", learningRate = "learning_rate"
         case weightDecay = "weight_decay", warmupRatio = "warmup_ratio", lrScheduler = "lr_scheduler_type"
         case gradientAccumulationSteps = "gradient_accumulation_steps", maxGradNorm = "max_grad_norm"
         case freezeBackbone = "freeze_backbone", maxTrainSamples = "max_train_samples", maxEvalSamples = "max_eval_samples"
@@ -73,6 +75,10 @@ public enum FineTuneEvent {
 /// Fine-tunes `ViTMSNForImageClassification` on an image folder or Fashion-MNIST, like Transformers'
 /// `run_image_classification.py`: RandomResizedCrop + flip for training, resize for evaluation, AdamW with a
 /// warm-up schedule, evaluation and a checkpoint every epoch, best and last kept.
+///
+/// Data-parallel under MPI (`communicator`) as `Pretrainer` is: the batch size is the global batch, cut into
+/// shards computed by the ranks and summed as one tree, so N ranks run the one-process run bit for bit;
+/// evaluation is split over the ranks; rank 0 alone reports, logs and saves.
 public final class FineTuner {
     public let arguments: FineTuneArguments
     public let model: ViTMSNForImageClassification
@@ -83,13 +89,23 @@ public final class FineTuner {
     let settings: OptimizationSettings
     var state = TrainerState()
     let checkpoints: CheckpointDirectory
+    public let communicator: Communicator
+    let shards: BatchShards
+    var gradients: ShardedGradients!
+    /// Optimizer steps between checks that every rank holds the same parameters (0: never).
+    public var checksumEvery = 100
 
     /// Prepares a run; with `resume`, from the output directory's last checkpoint. An output directory that
     /// holds files needs `resume` or `overwriteOutputDir`.
-    public init(_ arguments: FineTuneArguments, resume: Bool = false, overwriteOutputDir: Bool = false, events: (FineTuneEvent) -> Void) throws {
+    public init(_ arguments: FineTuneArguments, resume: Bool = false, overwriteOutputDir: Bool = false,
+                communicator: Communicator = SingleProcess(), events: (FineTuneEvent) -> Void) throws {
         self.arguments = arguments
+        self.communicator = communicator
         try Self.validate(arguments)
-        checkpoints = try CheckpointDirectory(arguments.outputDir, resume: resume, overwrite: overwriteOutputDir)
+        shards = try BatchShards(batchSize: arguments.batchSize, microBatchSize: arguments.microBatchSize, ranks: communicator.size, field: "micro batch size")
+        let writer = communicator.rank == 0
+        checkpoints = writer ? try CheckpointDirectory(arguments.outputDir, resume: resume, overwrite: overwriteOutputDir) : CheckpointDirectory(reading: arguments.outputDir)
+        communicator.barrier("start-up (rank 0 prepares the output directory)")
         let resumeFrom = resume ? try checkpoints.last() : nil
         if resume && resumeFrom == nil { throw TrainingError("\(arguments.outputDir): --resume, but there is no checkpoint to resume from ('last' is missing)") }
         let modelDirectory = resumeFrom ?? arguments.model
@@ -101,10 +117,13 @@ public final class FineTuner {
         processor = try ImageProcessor.load(modelDirectory: modelDirectory, orDefaultFor: model.config)
         let augmentation = TrainingAugmentation(processor: processor)
         let processor = processor
-        train = BatchLoader(dataset: trainData, batchSize: arguments.batchSize, shuffle: true, seed: arguments.seed) { image, generator in
+        let (shards, rank, ranks) = (shards, communicator.rank, communicator.size)
+        train = BatchLoader(dataset: trainData, batchSize: arguments.batchSize, shuffle: true, seed: arguments.seed,
+                            shard: { shards.images(of: rank, ranks: ranks, in: $0) }) { image, generator in
             augmentation.pixelValues(image, using: &generator)
         }
-        validation = BatchLoader(dataset: validationData, batchSize: arguments.batchSize, shuffle: false, seed: arguments.seed) { image, _ in
+        validation = BatchLoader(dataset: validationData, batchSize: arguments.batchSize, shuffle: false, seed: arguments.seed,
+                                 shard: { (rank * $0 / ranks)..<((rank + 1) * $0 / ranks) }) { image, _ in
             processor.evaluationPixelValues(image)
         }
         let stepsPerEpoch = (train.batchesPerEpoch + arguments.gradientAccumulationSteps - 1) / arguments.gradientAccumulationSteps
@@ -118,9 +137,10 @@ public final class FineTuner {
         if let resumeFrom {
             state = try readResumeState(from: resumeFrom, optimizer: optimizer, model: model)
         }
-        events(.started(
+        gradients = ShardedGradients(model, communicator: communicator)
+        if writer { events(.started(
             trainImages: trainData.count, validationImages: validationData.count, classes: trainData.classNames,
-            stepsPerEpoch: stepsPerEpoch, totalSteps: totalSteps, resumedAt: resumeFrom == nil ? nil : state.globalStep))
+            stepsPerEpoch: stepsPerEpoch, totalSteps: totalSteps, resumedAt: resumeFrom == nil ? nil : state.globalStep)) }
     }
 
     static func validate(_ a: FineTuneArguments) throws {
@@ -175,49 +195,61 @@ public final class FineTuner {
     /// Trains to the last epoch, evaluating and saving a checkpoint at every epoch's end (and every
     /// `saveSteps`). Throws on a non-finite loss, leaving the last checkpoint as it was. With `stopAfterStep`
     /// the run saves and stops there (a session with a time budget), to be continued with `--resume`.
+    /// Only rank 0 reports `events`, logs and saves.
     public func run(stopAfterStep: Int? = nil, events: (FineTuneEvent) -> Void) throws {
-        let log = try TrainingLog(directory: arguments.outputDir, resumingAt: state.globalStep)
+        let writer = communicator.rank == 0
+        func report(_ event: FineTuneEvent) { if writer { events(event) } }
+        let log = writer ? try TrainingLog(directory: arguments.outputDir, resumingAt: state.globalStep) : nil
         var dropout: NN.Dropout? = NN.Dropout(config: model.config, seed: state.globalStep == 0 ? arguments.seed : state.dropoutState)
         let accumulation = arguments.gradientAccumulationSteps
+        let (rank, ranks) = (communicator.rank, communicator.size)
         while state.epoch < arguments.epochs {
-            var pending: [(pixels: Tensor, labels: [Int64])] = []
+            var pending: [LoadedBatch<Tensor>] = []
             var started = Date()
-            var imagesInStep = 0
             let batches = train.batches(epoch: state.epoch, from: state.batchInEpoch)
             while let batch = batches.next() {
                 state.batchInEpoch += 1
-                if !batch.skipped.isEmpty { events(.skippedImages(batch.skipped)) }
-                if !batch.labels.isEmpty { pending.append((batch.pixels, batch.labels)) }
-                imagesInStep += batch.labels.count
-                guard pending.count == accumulation || state.batchInEpoch == train.batchesPerEpoch, !pending.isEmpty else { continue }
-                let report = try optimizerStep(
-                    model, optimizer: optimizer, microBatches: pending, settings: settings,
-                    trainBackbone: !arguments.freezeBackbone, dropout: &dropout)
+                if !batch.skipped.isEmpty { events(.skippedImages(batch.skipped)) } // every rank's own
+                pending.append(batch)
+                guard pending.count == accumulation || state.batchInEpoch == train.batchesPerEpoch else { continue }
+                let parallel = DataParallelStep(
+                    shards: pending.map { shards.local($0, rank: rank, ranks: ranks) }, firstShard: shards.owned(by: rank, of: ranks).lowerBound,
+                    gradients: gradients, communicator: communicator)
+                let stepReport = try optimizerStep(
+                    model, optimizer: optimizer, microBatches: pending.map { ($0.pixels, $0.labels) }, settings: settings,
+                    trainBackbone: !arguments.freezeBackbone, dropout: &dropout, dataParallel: parallel)
                 state.globalStep += 1
                 state.dropoutState = dropout!.generator.state
+                if checksumEvery > 0, state.globalStep % checksumEvery == 0 {
+                    communicator.requireAgreement(on: parameterChecksum([model]), label: "the parameter checksum after step \(state.globalStep)")
+                }
+                let imagesInStep = Int(communicator.sum(Double(pending.reduce(0) { $0 + $1.labels.count }), label: "the step's image count"))
                 let speed = Double(imagesInStep) / Date().timeIntervalSince(started)
                 let epochsDone = Double(state.epoch) + Double(state.batchInEpoch) / Double(train.batchesPerEpoch)
-                try log.step(state.globalStep, epoch: epochsDone, report: report, images: imagesInStep, imagesPerSecond: speed)
-                events(.step(epoch: state.epoch, batch: state.batchInEpoch, batchesPerEpoch: train.batchesPerEpoch, report: report, imagesPerSecond: speed))
-                (pending, imagesInStep, started) = ([], 0, Date())
+                try log?.step(state.globalStep, epoch: epochsDone, report: stepReport, images: imagesInStep, imagesPerSecond: speed)
+                report(.step(epoch: state.epoch, batch: state.batchInEpoch, batchesPerEpoch: train.batchesPerEpoch, report: stepReport, imagesPerSecond: speed))
+                (pending, started) = ([], Date())
                 let midEpoch = state.batchInEpoch < train.batchesPerEpoch
-                if midEpoch && (state.globalStep == stopAfterStep || (arguments.saveSteps > 0 && state.globalStep % arguments.saveSteps == 0)) {
-                    events(.saved(path: try save(accuracy: nil)))
+                if writer && midEpoch && (state.globalStep == stopAfterStep || (arguments.saveSteps > 0 && state.globalStep % arguments.saveSteps == 0)) {
+                    report(.saved(path: try save()))
                 }
                 if midEpoch && state.globalStep == stopAfterStep { return }
             }
             let (loss, accuracy) = try evaluate(events: events)
             let isBest = accuracy > (state.bestAccuracy ?? -1)
             (state.epoch, state.batchInEpoch) = (state.epoch + 1, 0)
-            try log.evaluation(state.globalStep, epoch: state.epoch, loss: loss, accuracy: accuracy)
-            events(.evaluated(epoch: state.epoch, step: state.globalStep, loss: loss, accuracy: accuracy, isBest: isBest))
-            events(.saved(path: try save(accuracy: isBest ? accuracy : nil)))
-            try log.drawCurves()
+            if isBest { (state.bestAccuracy, state.bestCheckpoint) = (accuracy, String(format: "checkpoint-%06d", state.globalStep)) }
+            try log?.evaluation(state.globalStep, epoch: state.epoch, loss: loss, accuracy: accuracy)
+            report(.evaluated(epoch: state.epoch, step: state.globalStep, loss: loss, accuracy: accuracy, isBest: isBest))
+            if writer {
+                report(.saved(path: try save(best: isBest)))
+                try log?.drawCurves()
+            }
             if state.globalStep == stopAfterStep { return }
         }
     }
 
-    /// Mean loss and top-1 accuracy on the validation set (eval mode).
+    /// Mean loss and top-1 accuracy on the validation set (eval mode), each rank evaluating a slice of it.
     public func evaluate(events: (FineTuneEvent) -> Void = { _ in }) throws -> (loss: Double, accuracy: Double) {
         var (totalLoss, correct, seen) = (0.0, 0, 0)
         var config = model.config
@@ -231,15 +263,17 @@ public final class FineTuner {
             correct += topOneHits(logits, labels: batch.labels)
             seen += batch.labels.count
         }
+        var totals = [totalLoss, Double(correct), Double(seen)]
+        communicator.allReduceSum(&totals, label: "the validation totals")
+        (totalLoss, correct, seen) = (totals[0], Int(totals[1]), Int(totals[2]))
         guard seen > 0 else { throw TrainingError("no validation image could be read") }
         return (totalLoss / Double(seen), Double(correct) / Double(seen))
     }
 
     /// Writes a checkpoint (model directory, processor, optimizer, state) and points `last` (and `best`, when
-    /// `accuracy` is a new best) at it; each switch is one atomic rename.
-    func save(accuracy: Double?) throws -> String {
+    /// `best`, the checkpoint of the best accuracy so far) at it; each switch is one atomic rename.
+    func save(best: Bool = false) throws -> String {
         let name = String(format: "checkpoint-%06d", state.globalStep)
-        if let accuracy { (state.bestAccuracy, state.bestCheckpoint) = (accuracy, name) }
         state.optimizerSteps = optimizer.stepCount
         let path = try checkpoints.write(name) { directory in
             try model.save(directory: directory)
@@ -248,7 +282,7 @@ public final class FineTuner {
             try writePrettyJSON(arguments, to: directory + "/finetune_args.json")
         }
         try checkpoints.point("last", at: name)
-        if accuracy != nil { try checkpoints.point("best", at: name) }
+        if best { try checkpoints.point("best", at: name) }
         try checkpoints.removeUnreferenced()
         return path
     }

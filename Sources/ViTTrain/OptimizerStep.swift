@@ -1,4 +1,5 @@
 import CKernels
+import ViTDistributed
 import ViTCore
 import ViTModel
 
@@ -42,29 +43,62 @@ public struct StepReport: Sendable {
     public var gradientNorm: Float  // before clipping
 }
 
+/// How a data-parallel step cuts its micro-batches: this rank's shards of each (ranges into its rows, the
+/// same count for every micro-batch), their global index (for dropout), the gradient tree, the job.
+public struct DataParallelStep {
+    public var shards: [[Range<Int>]]
+    public var firstShard: Int
+    public var gradients: ShardedGradients
+    public var communicator: Communicator
+}
+
 /// One optimiser step of a classifier as Transformers' Trainer takes it: each micro-batch's loss divided by
 /// the accumulation steps and back-propagated, gradients clipped by global norm, then the update at the
 /// scheduled rate. Only parameters with gradient slots are trained: with `trainBackbone` false, allocate the
 /// classifier's alone (linear probing).
+///
+/// With `dataParallel`, each micro-batch is this rank's part of a global one: shard by shard (every
+/// micro-batch's shard j, then j + 1), each shard's loss weighted by its share of the global micro-batch,
+/// its gradients taken into the tree; dropout draws per (step, micro-batch, global shard), so the step is
+/// the same for any number of ranks.
 public func optimizerStep(
     _ model: ViTMSNForImageClassification, optimizer: Optimizer, microBatches: [(pixels: Tensor, labels: [Int64])],
-    settings: OptimizationSettings, trainBackbone: Bool = true, dropout: inout NN.Dropout?
+    settings: OptimizationSettings, trainBackbone: Bool = true, dropout: inout NN.Dropout?, dataParallel: DataParallelStep? = nil
 ) throws -> StepReport {
+    let communicator = dataParallel?.communicator ?? SingleProcess()
+    let shards = dataParallel?.shards ?? microBatches.map { [0..<$0.labels.count] }
+    var rows = microBatches.map { Double($0.labels.count) }
+    communicator.allReduceSum(&rows, label: "the micro-batches' image counts")
+    guard rows.contains(where: { $0 > 0 }) else { throw TrainingError("no image of step \(optimizer.stepCount + 1)'s batches could be read") }
+    let stepSeed = dataParallel != nil && dropout != nil ? dropout!.generator.next() : nil
     let scale = 1 / Float(microBatches.count)
-    var (loss, correct) = (Float(0), 0)
-    for batch in microBatches {
-        let (batchLoss, logits, activations) = try model.forwardTraining(
-            pixelValues: batch.pixels, labels: .classIndices(batch.labels), trainBackbone: trainBackbone, dropout: &dropout)
-        guard batchLoss.isFinite else { throw TrainingError("the loss is \(batchLoss) at step \(optimizer.stepCount + 1): stopping before the weights are changed") }
-        model.backward(activations, lossScale: scale)
-        loss += batchLoss * scale
-        correct += topOneHits(logits, labels: batch.labels)
+    var totals = [0.0, 0.0] // the loss, the top-1 hits
+    let shardCount = shards.first?.count ?? 0
+    dataParallel?.gradients.begin(shards: shardCount)
+    for j in 0..<shardCount {
+        let lastMicroBatch = microBatches.indices.last { !shards[$0][j].isEmpty }
+        for (m, batch) in microBatches.enumerated() where !shards[m][j].isEmpty {
+            let range = shards[m][j]
+            if let stepSeed, let shard = dataParallel?.firstShard { dropout!.generator = SeededGenerator(seed: stepSeed, m, shard + j) }
+            let pixels = range.count == batch.labels.count ? batch.pixels : batch.pixels.rows(range)
+            let labels = Array(batch.labels[range])
+            let (batchLoss, logits, activations) = try model.forwardTraining(
+                pixelValues: pixels, labels: .classIndices(labels), trainBackbone: trainBackbone, dropout: &dropout)
+            guard batchLoss.isFinite else { throw TrainingError("the loss is \(batchLoss) at step \(optimizer.stepCount + 1): stopping before the weights are changed") }
+            let weight = scale * Float(range.count) / Float(rows[m])
+            model.backward(activations, lossScale: weight, gradientsReady: m == lastMicroBatch ? dataParallel?.gradients.ready : nil)
+            totals[0] += Double(batchLoss * weight)
+            totals[1] += Double(topOneHits(logits, labels: labels))
+        }
+        dataParallel?.gradients.endShard()
     }
+    dataParallel?.gradients.finish()
+    communicator.allReduceSum(&totals, label: "the step's loss")
     let norm = clipGradientNorm(model, maxNorm: settings.maxGradNorm > 0 ? settings.maxGradNorm : .infinity)
     let learningRate = settings.learningRate(atStep: optimizer.stepCount)
     optimizer.step(model, learningRate: learningRate, weightDecay: settings.weightDecay)
     model.zeroGradients(allocating: false)
-    return StepReport(loss: loss, correct: correct, learningRate: learningRate, gradientNorm: norm)
+    return StepReport(loss: Float(totals[0]), correct: Int(totals[1]), learningRate: learningRate, gradientNorm: norm)
 }
 
 /// How many rows of `logits` (B, labels) have their largest value at the label.

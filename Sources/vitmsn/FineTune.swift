@@ -12,6 +12,8 @@ struct FineTune: ParsableCommand {
         The Swift counterpart of Transformers' run_image_classification.py. The output directory gets a checkpoint \
         per epoch (checkpoint-NNNNNN, with 'last' and 'best' links: Transformers model directories), log.csv, \
         eval.csv and curves.svg.
+
+        Data-parallel under mpirun (mpirun -np N vitmsn finetune …): --batch-size is the global batch, cut into         shards of --micro-batch-size images that the ranks share; the run equals the one-process run bit for bit.
         """)
 
     @OptionGroup var modelOptions: ModelOptions
@@ -21,7 +23,9 @@ struct FineTune: ParsableCommand {
     @Option(help: "Fraction of the training folder held out when there is no --validation-dir.") var validationSplit = 0.15
     @Option(help: "Where checkpoints and logs go.") var outputDir: String
     @Option(help: "Passes over the training images.") var epochs = 3
-    @Option(help: "Images per batch (per optimizer step, times --gradient-accumulation-steps).") var batchSize = 32
+    @Option(help: "Images per batch (per optimizer step, times --gradient-accumulation-steps), over all ranks under mpirun.") var batchSize = 32
+    @Option(help: "Images per shard of a batch, the unit the ranks share under mpirun (default: batch / 8 when it divides).") var microBatchSize: Int?
+    @Option(help: "Under mpirun: optimizer steps between checks that every rank holds the same parameters (0: never).") var checksumEvery = 100
     @Option(help: "Peak learning rate of the schedule.") var learningRate: Float = 5e-5
     @Option(help: "Decoupled weight decay (AdamW); none on biases, norms, CLS and position embeddings.") var weightDecay: Float = 0
     @Option(help: "Fraction of the steps spent warming the learning rate up from 0.") var warmupRatio = 0.0
@@ -38,25 +42,30 @@ struct FineTune: ParsableCommand {
     @Flag(help: "Continue from the output directory's last checkpoint.") var resume = false
     @Flag(help: "Write into an output directory that already holds files (an earlier run's checkpoints are replaced).") var overwriteOutputDir = false
     @OptionGroup var threading: ThreadOptions
+    @OptionGroup var job: JobOptions
 
     func run() throws {
         ProcessSettings.keepFreedMemoryInHeap()
         var arguments = FineTuneArguments(model: try modelOptions.directory(), outputDir: outputDir)
         (arguments.trainDir, arguments.dataset, arguments.validationDir, arguments.validationSplit) = (trainDir, dataset, validationDir, validationSplit)
         (arguments.epochs, arguments.batchSize, arguments.learningRate, arguments.weightDecay) = (epochs, batchSize, learningRate, weightDecay)
+        arguments.microBatchSize = microBatchSize
         (arguments.warmupRatio, arguments.lrScheduler, arguments.optimizer, arguments.seed) = (warmupRatio, lrScheduler, optimizer, seed)
         (arguments.gradientAccumulationSteps, arguments.maxGradNorm, arguments.freezeBackbone) = (gradientAccumulationSteps, maxGradNorm, freezeBackbone)
         (arguments.maxTrainSamples, arguments.maxEvalSamples) = (maxTrainSamples, maxEvalSamples)
         (arguments.ignoreMismatchedSizes, arguments.saveSteps) = (ignoreMismatchedSizes, saveSteps)
         let display = TrainingDisplay()
-        do {
-            let tuner = try FineTuner(arguments, resume: resume, overwriteOutputDir: overwriteOutputDir, events: display.show)
-            tuner.model.vit.parallelism = threading.parallelism
-            try tuner.run(events: display.show)
-            display.finish()
-        } catch let error as TrainingError {
-            display.finish()
-            throw CLIError(error.description + (FileManager.default.fileExists(atPath: outputDir + "/last") ? " (the last good checkpoint is \(outputDir)/last)" : ""))
+        try job.run { communicator in
+            do {
+                let tuner = try FineTuner(arguments, resume: resume, overwriteOutputDir: overwriteOutputDir, communicator: communicator, events: display.show)
+                tuner.model.vit.parallelism = threading.parallelism(in: communicator)
+                tuner.checksumEvery = checksumEvery
+                try tuner.run(events: display.show)
+                display.finish()
+            } catch let error as TrainingError {
+                display.finish()
+                throw CLIError(error.description + (FileManager.default.fileExists(atPath: outputDir + "/last") ? " (the last good checkpoint is \(outputDir)/last)" : ""))
+            }
         }
     }
 }
