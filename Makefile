@@ -20,6 +20,7 @@ test: setup
 	scripts/check_killed_save.sh .build/debug/vitmsn
 	scripts/check_example.sh .build/debug/vitmsn
 	scripts/check_serve.sh .build/debug/vitmsn
+	scripts/check_mpi.sh .build/debug/vitmsn
 
 # The main job: the default model (MSN-pretrained on Fashion-MNIST by configs/fashion_mnist_msn.json, in
 # models/) on the paper's low-shot protocol against three baselines, then its attention maps.
