@@ -58,6 +58,20 @@ done
 cmp -s <(cut -d, -f1-6 "$work/ft-1/log.csv") <(cut -d, -f1-6 "$work/ft-2/log.csv") || fail "fine-tuning: the logs differ"
 echo "equivalence: 2 ranks = 1 process byte for byte (MSN: 5 steps, every loss term and tensor; fine-tuning: 2 steps of 2 micro-batches)"
 
+# Feature extraction shared out among the ranks: embed and lowshot give the one-process output.
+embed() { # embed OUTPUT LAUNCHER...: three fixture images do not decode, so the exit status is 1
+    local output=$1; shift
+    "$@" embed --model "$work/ft-1/last" --dir "$work/train" --batch-size 3 --threads 1 --output "$output" >>"$work/output.log" 2>&1 || true
+}
+embed "$work/embed-1.safetensors" "$bin"
+embed "$work/embed-2.safetensors" "${mpirun[@]}" "$bin"
+[ -s "$work/embed-1.safetensors" ] && cmp -s "$work/embed-1.safetensors" "$work/embed-2.safetensors" || fail "embed: 2 ranks wrote other embeddings than 1 process"
+mkdir -p "$work/pair"; ln -s "$work/train" "$work/pair/train"; ln -s "$work/train" "$work/pair/val"
+lowshot() { "$@" lowshot --model "$work/ft-1/last" --dataset "$work/pair" --shots 1,2 --splits 2 --threads 1 2>>"$work/output.log"; }
+table_1=$(lowshot "$bin"); table_2=$(lowshot "${mpirun[@]}" "$bin")
+[ -n "$table_1" ] && [ "$table_1" = "$table_2" ] || fail "lowshot: 2 ranks printed another table than 1 process: $table_2"
+echo "feature extraction: embed's file and lowshot's table ($(echo "$table_1" | wc -l) lines) the same from 2 ranks as from 1 process"
+
 # 2. Resume with a different N: 2 ranks stop at step 3 (mid-epoch 2) and 1 resumes, and the reverse.
 pretrain --config "$(config "$work/straight" 3)"
 pretrain --mpi --config "$(config "$work/two-then-one" 3)" --stop-after-step 3

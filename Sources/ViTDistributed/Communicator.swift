@@ -72,6 +72,23 @@ extension Communicator {
         return (0..<size).map { Array(slots[($0 * count)..<(($0 + 1) * count)]) }
     }
 
+    /// Rows computed by different ranks, gathered on every rank: this rank holds `rows` for the places
+    /// `mine` of `count` (nil where it failed); the result has a row wherever some rank had one. Exact, as
+    /// each place is filled on one rank only (with a presence flag beside it).
+    public func gatherRows(_ rows: [[Float]?], at mine: Range<Int>, count: Int, width: Int, label: String) -> [[Float]?] {
+        guard isDistributed else { return rows }
+        var buffer = [Float](repeating: 0, count: count * (width + 1))
+        for (row, place) in zip(rows, mine) {
+            guard let row else { continue }
+            buffer.replaceSubrange((place * (width + 1))..<(place * (width + 1) + width), with: row)
+            buffer[place * (width + 1) + width] = 1
+        }
+        allReduceSum(&buffer, label: label)
+        return (0..<count).map { place in
+            buffer[place * (width + 1) + width] == 0 ? nil : Array(buffer[(place * (width + 1))..<(place * (width + 1) + width)])
+        }
+    }
+
     /// The rows `0..<count` this rank takes of a global batch: a contiguous slice, the first `count % size`
     /// ranks one longer.
     public func slice(of count: Int) -> Range<Int> { (rank * count / size)..<((rank + 1) * count / size) }

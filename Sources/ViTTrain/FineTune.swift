@@ -17,7 +17,7 @@ public struct FineTuneArguments: Codable, Sendable {
     public var outputDir: String
     public var epochs = 3
     public var batchSize = 32
-    public var microBatchSize: Int?          // images per shard of a batch (data parallelism; default batch / 8)
+    public var microBatchSize: Int?          // images per shard of a batch (data parallelism; default batch / 4)
     public var learningRate: Float = 5e-5
     public var weightDecay: Float = 0
     public var warmupRatio = 0.0

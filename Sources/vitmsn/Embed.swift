@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import ViTDistributed
 import ViTIO
 import ViTMSN
 
@@ -10,7 +11,8 @@ struct Embed: ParsableCommand {
             Pooling: cls is the CLS token after the final LayerNorm (what ViTMSNForImageClassification classifies); \
             mean averages the patch tokens after the final LayerNorm. Formats: safetensors (embeddings F32 [N, D], \
             paths in the metadata), npy (float32 [N, D], paths in FILE.paths.txt) or jsonl ({"image", "embedding"} per line). \
-            The next batch is decoded while the model runs on the current one; unreadable images are reported and skipped.
+            The next batch is decoded while the model runs on the current one; unreadable images are reported and skipped. \
+            Under mpirun the images are shared out among the ranks and rank 0 writes them all.
             """
     )
 
@@ -25,6 +27,7 @@ struct Embed: ParsableCommand {
     @OptionGroup var imageOptions: ImageOptions
     @OptionGroup var precision: PrecisionOptions
     @OptionGroup var threading: ThreadOptions
+    @OptionGroup var job: JobOptions
 
     func validate() throws {
         guard ["cls", "mean"].contains(pooling) else { throw ValidationError("--pooling must be cls or mean") }
@@ -36,16 +39,27 @@ struct Embed: ParsableCommand {
     func run() throws {
         let paths = try images + (dir.map { try imageFiles(in: $0) } ?? [])
         guard !paths.isEmpty else { throw CLIError("\(dir ?? ""): no .jpg, .jpeg or .png files") }
+        let failed = try job.run { communicator in try embed(paths, communicator: communicator) }
+        if failed { throw ExitCode(1) }
+    }
+
+    /// Embeds this rank's share of `paths`; rank 0 writes every rank's. Returns whether any image failed.
+    private func embed(_ paths: [String], communicator: Communicator) throws -> Bool {
         let embed = try ImageFeatureExtractionPipeline(
-            model: modelOptions.model, revision: modelOptions.revision, precision: precision.dtype, reading: imageOptions.reading, parallelism: threading.parallelism)
-        let progress = ProgressBar(total: paths.count, label: "embedding")
-        let results = embed(paths.map(ImageInput.file), pooling: Pooling(rawValue: pooling)!, normalize: normalize, batchSize: batchSize) {
-            progress.update(done: $0)
+            model: modelOptions.model, revision: modelOptions.revision, precision: precision.dtype, reading: imageOptions.reading,
+            parallelism: threading.parallelism(in: communicator))
+        let mine = communicator.slice(of: paths.count)
+        let progress = communicator.rank == 0 ? ProgressBar(total: mine.count, label: "embedding") : nil
+        let results = embed(paths[mine].map(ImageInput.file), pooling: Pooling(rawValue: pooling)!, normalize: normalize, batchSize: batchSize) {
+            progress?.update(done: $0)
         }
-        let embedded = zip(paths, results).compactMap { path, result in (try? result.get()).map { (path: path, vector: $0) } }
-        progress.finish(done: embedded.count)
-        try write(embedded, dimension: embed.model.config.hiddenSize)
-        if report(results) { throw ExitCode(1) }
+        let failed = report(results) // each rank names its own failures
+        let dimension = embed.model.config.hiddenSize
+        let vectors = communicator.gatherRows(results.map { try? $0.get() }, at: mine, count: paths.count, width: dimension, label: "the embeddings")
+        let embedded = zip(paths, vectors).compactMap { path, vector in vector.map { (path: path, vector: $0) } }
+        progress?.finish(done: results.filter { (try? $0.get()) != nil }.count)
+        if communicator.rank == 0 { try write(embedded, dimension: dimension) }
+        return failed || embedded.count < paths.count
     }
 
     private func write(_ rows: [(path: String, vector: [Float])], dimension: Int) throws {

@@ -24,7 +24,7 @@ struct FineTune: ParsableCommand {
     @Option(help: "Where checkpoints and logs go.") var outputDir: String
     @Option(help: "Passes over the training images.") var epochs = 3
     @Option(help: "Images per batch (per optimizer step, times --gradient-accumulation-steps), over all ranks under mpirun.") var batchSize = 32
-    @Option(help: "Images per shard of a batch, the unit the ranks share under mpirun (default: batch / 8 when it divides).") var microBatchSize: Int?
+    @Option(help: "Images per shard of a batch, the unit the ranks share under mpirun (default: batch / 4 when it divides).") var microBatchSize: Int?
     @Option(help: "Under mpirun: optimizer steps between checks that every rank holds the same parameters (0: never).") var checksumEvery = 100
     @Option(help: "Peak learning rate of the schedule.") var learningRate: Float = 5e-5
     @Option(help: "Decoupled weight decay (AdamW); none on biases, norms, CLS and position embeddings.") var weightDecay: Float = 0

@@ -11,7 +11,7 @@ import XCTest
 final class DataParallelTests: XCTestCase {
     func testShardsPartitionTheBatchAndFollowTheRanks() throws {
         let shards = try BatchShards(batchSize: 12, microBatchSize: nil, ranks: 2, field: "micro")
-        XCTAssertEqual(shards.count, 4) // 12 is not a multiple of 8: the most power-of-two shards that divide it
+        XCTAssertEqual(shards.count, 4) // the default: four shards
         XCTAssertEqual((0..<4).map { shards.range($0, of: 12) }, [0..<3, 3..<6, 6..<9, 9..<12])
         XCTAssertEqual((0..<4).map { shards.range($0, of: 7) }.reduce(0) { $0 + $1.count }, 7) // a short last batch
         XCTAssertEqual(shards.owned(by: 1, of: 2), 2..<4)
@@ -20,6 +20,7 @@ final class DataParallelTests: XCTestCase {
         XCTAssertThrowsError(try BatchShards(batchSize: 12, microBatchSize: 5, ranks: 1, field: "micro")) { error in
             XCTAssertTrue("\(error)".contains("micro 5 must divide the batch size 12"), "\(error)")
         }
+        XCTAssertEqual(try BatchShards(batchSize: 6, microBatchSize: nil, ranks: 2, field: "micro").count, 2)
         XCTAssertThrowsError(try BatchShards(batchSize: 8, microBatchSize: 1, ranks: 3, field: "micro")) { error in
             XCTAssertTrue("\(error)".contains("8 shards") && "\(error)".contains("3 ranks"), "\(error)")
         }

@@ -20,7 +20,7 @@ public struct PretrainConfig: Sendable, Decodable {
     public var loss = MSNLossSettings()
     public var numProto = 1024
     public var batchSize = 64
-    public var microBatchSize: Int?         // images per shard of the global batch (default: batch / 8, see BatchShards)
+    public var microBatchSize: Int?         // images per shard of the global batch (default: batch / 4, see BatchShards)
     // data
     public var dataset = "fashion-mnist"    // or an image folder
     public var randSize = 224, focalSize = 96
