@@ -170,6 +170,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--concurrency", type=int, action="append")
     parser.add_argument("--no-torchserve", action="store_true")
+    parser.add_argument("--no-peers", action="store_true", help="vitmsn serve and the CLI alone (a quick latency check)")
     parser.add_argument("--dtype", default="f32", help="vitmsn's --dtype, for the server and its CLI figures (the peers stay fp32)")
     args = parser.parse_args()
     levels = args.concurrency or [1, 4, 16, 64]
@@ -192,8 +193,10 @@ def main():
     peers.append(Peer("KServe", [PYTHON, os.path.join(PEERS, "kserve_model.py"), model, "18090"], 18090, "/v1/models/m:predict", payload,
                       {"Content-Type": "application/json"}))
     peers.append(Peer("FastAPI + uvicorn", [PYTHON, os.path.join(PEERS, "fastapi_app.py"), model, "18100"], 18100, "/classify", jpeg))
+    if args.no_peers:
+        peers = peers[:1]
     skipped = []
-    if not args.no_torchserve:
+    if not args.no_torchserve and not args.no_peers:
         peer, why = torchserve_peer(model, photo, 18110, scratch)
         if peer:
             peers.append(peer)

@@ -235,10 +235,20 @@ def batch_counts(server):
     return value("vitmsn_batch_size_images_count"), value("vitmsn_batch_size_images_sum")
 
 
+def stalled_upload(server):
+    """A request whose body is still on its way: while it is, a forming batch waits for it (up to the delay)."""
+    import socket
+    upload = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    upload.sendall(b"POST /v1/models/cls/classify HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n\xff\xd8")
+    time.sleep(0.2)
+    return upload
+
+
 def overload_checks(cli):
     jpeg = read_file(PHOTOS[0])
-    # A batch waits 1.5 s to fill 64 images, so three requests queue; the queue takes two images.
+    # With an upload under way, a batch waits 1.5 s to fill 64 images, so three requests queue; the queue takes two images.
     with Server(cli, "--max-batch-size", "64", "--max-queue-delay-ms", "1500", "--max-queue", "2") as server:
+        upload = stalled_upload(server)
         with concurrent.futures.ThreadPoolExecutor(3) as pool:
             futures = [pool.submit(request, f"{server.url}/v1/models/cls/classify", jpeg) for _ in range(2)]
             time.sleep(0.5)
@@ -246,8 +256,10 @@ def overload_checks(cli):
             queued = [f.result()[0] for f in futures]
         check(status == 503 and headers.get("Retry-After") == "1", f"a full queue answers 503 with Retry-After ({status}, {headers.get('Retry-After')})")
         check(queued == [200, 200], f"the queued requests are still answered ({queued})")
-    # A batch waits 2 s to fill; a request times out after 300 ms, before its work starts.
+        upload.close()
+    # With an upload under way, a batch waits 2 s to fill; a request times out after 300 ms, before its work starts.
     with Server(cli, "--max-batch-size", "64", "--max-queue-delay-ms", "2000", "--timeout-ms", "300") as server:
+        upload = stalled_upload(server)
         started = time.monotonic()
         status, _, body = request(f"{server.url}/v1/models/cls/classify", data=jpeg)
         waited = time.monotonic() - started
@@ -255,6 +267,14 @@ def overload_checks(cli):
         time.sleep(2.2)
         count = batch_counts(server)[0]
         check(count == 0, f"its work was dropped: {count:.0f} forwards ran")
+        upload.close()
+    # Alone (nothing else on its way), a request does not wait for the 2 s delay: waiting could not fill its batch.
+    with Server(cli, "--max-batch-size", "64", "--max-queue-delay-ms", "2000") as server:
+        request(f"{server.url}/v1/models/cls/classify", data=jpeg)  # warm-up
+        started = time.monotonic()
+        status = request(f"{server.url}/v1/models/cls/classify", data=jpeg)[0]
+        waited = time.monotonic() - started
+        check(status == 200 and waited < 1.5, f"a lone request runs at once, not after --max-queue-delay-ms ({status} after {waited:.2f} s)")
 
 
 def auth_checks(cli):

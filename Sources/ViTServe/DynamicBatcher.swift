@@ -10,7 +10,8 @@ enum BatchError: Error, Equatable {
 }
 
 /// Dynamic batching for one model. Requests queue; one worker thread takes up to `maxBatchSize` images at a
-/// time, waiting at most `maxQueueDelay` after the oldest request for a batch to fill, and runs one forward
+/// time, waiting at most `maxQueueDelay` after the oldest request for a batch to fill (and only while other
+/// requests are still on their way, reading or decoding: with none, waiting cannot fill it), and runs one forward
 /// at a time (the forward itself uses the model's `parallelism`), so the cores are never oversubscribed by
 /// concurrent forwards. A request leaves the queue when it times out; its images are then never computed.
 final class DynamicBatcher: @unchecked Sendable { // all mutable state is guarded by `condition`
@@ -47,6 +48,7 @@ final class DynamicBatcher: @unchecked Sendable { // all mutable state is guarde
     private var queue: [Job] = []
     private var queuedImages = 0 { didSet { metrics.queueDepth.set(to: Double(queuedImages)) } }
     private var stopping = false
+    private var arriving = 0 // requests between `arrive()` and `submit` (reading and decoding their images)
     private let finished = DispatchSemaphore(value: 0)
 
     init(model: ServedModel, settings: Settings, metrics: ModelMetrics) {
@@ -56,9 +58,34 @@ final class DynamicBatcher: @unchecked Sendable { // all mutable state is guarde
         worker.start()
     }
 
+    /// A request that will submit images soon: a forming batch waits for it, up to the queue delay.
+    final class Arrival: @unchecked Sendable { // `pending` is read and cleared under the batcher's lock
+        fileprivate weak var batcher: DynamicBatcher?
+        fileprivate var pending = true
+        fileprivate init(_ batcher: DynamicBatcher) { self.batcher = batcher }
+
+        /// On `submit`, or when the request fails before it; the second call does nothing.
+        func leave() { batcher?.leave(self) }
+    }
+
+    func arrive() -> Arrival {
+        condition.lock()
+        defer { condition.unlock() }
+        arriving += 1
+        return Arrival(self)
+    }
+
+    private func leave(_ arrival: Arrival) {
+        condition.lock()
+        defer { condition.unlock() }
+        guard arrival.pending else { return }
+        (arrival.pending, arriving) = (false, arriving - 1)
+        condition.signal()
+    }
+
     /// The outputs of each of `pixels`, computed in whatever batch the worker forms; fails after `timeout`
     /// seconds, at once when the queue is full, or when the server is stopping.
-    func submit(_ pixels: [Tensor], outputs: Set<OutputName>, timeout: Double) async throws -> [ImageOutputs] {
+    func submit(_ pixels: [Tensor], outputs: Set<OutputName>, timeout: Double, arrival: Arrival? = nil) async throws -> [ImageOutputs] {
         try await withCheckedThrowingContinuation { continuation in
             condition.lock()
             defer { condition.unlock() }
@@ -76,6 +103,7 @@ final class DynamicBatcher: @unchecked Sendable { // all mutable state is guarde
             timer.resume()
             queue.append(job)
             queuedImages += pixels.count
+            if let arrival, arrival.pending { (arrival.pending, arriving) = (false, arriving - 1) } // queued now
             condition.signal()
         }
     }
@@ -119,7 +147,7 @@ final class DynamicBatcher: @unchecked Sendable { // all mutable state is guarde
         }
         let fillBy = Date(timeIntervalSinceNow: settings.maxQueueDelay
             - Double(DispatchTime.now().uptimeNanoseconds - queue[0].enqueued.uptimeNanoseconds) / 1e9)
-        while !queue.isEmpty, queuedImages < settings.maxBatchSize, !stopping, condition.wait(until: fillBy) {}
+        while !queue.isEmpty, queuedImages < settings.maxBatchSize, !stopping, arriving > 0, condition.wait(until: fillBy) {}
         var batch: [Job] = []
         var images = 0
         while let next = queue.first, batch.isEmpty || images + next.pixels.count <= settings.maxBatchSize {

@@ -126,6 +126,8 @@ extension ModelServer {
     /// `POST /v2/models/{name}/infer`.
     private func infer(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
         let batcher = try model(context)
+        let arrival = batcher.arrive()
+        defer { arrival.leave() }
         let headerLength = try request.headers[HTTPField.Name("Inference-Header-Content-Length")!].map { text in
             guard let length = Int(text) else { throw RequestError(400, "Inference-Header-Content-Length '\(text)' is not a number") }
             return length
@@ -137,7 +139,7 @@ extension ModelServer {
         case .pixelValues(let tensors): pixels = tensors
         case .images(let files): pixels = try await preprocess(files.enumerated().map { ImageInput.encoded($1, name: "images[\($0)]") }, batcher)
         }
-        let results = try await submit(pixels, outputs: Set(parsed.outputs.map(\.name)), to: batcher)
+        let results = try await submit(pixels, outputs: Set(parsed.outputs.map(\.name)), to: batcher, arrival: arrival)
         let (responseBody, jsonLength) = try InferenceProtocol.response(parsed, model: batcher.model, results: results)
         var headers: HTTPFields = [.contentType: jsonLength == nil ? "application/json" : "application/octet-stream"]
         if let jsonLength { headers[HTTPField.Name("Inference-Header-Content-Length")!] = String(jsonLength) }
@@ -148,12 +150,14 @@ extension ModelServer {
     private func classify(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
         let batcher = try model(context)
         guard batcher.model.classifier != nil else { throw RequestError(400, "model '\(batcher.model.name)' has no classification head; use /embed") }
+        let arrival = batcher.arrive()
+        defer { arrival.leave() }
         let topK = try request.uri.queryParameters.get("top_k").map { text in
             guard let k = Int(text), k > 0 else { throw RequestError(400, "top_k must be a positive integer, not '\(text)'") }
             return k
         } ?? 5
         let pixels = try await preprocess([.encoded(try await imageFile(request), name: "the image")], batcher)
-        let probabilities = try await submit(pixels, outputs: [.probabilities], to: batcher)[0][.probabilities]!
+        let probabilities = try await submit(pixels, outputs: [.probabilities], to: batcher, arrival: arrival)[0][.probabilities]!
         return try Self.json(Prediction.ranked(probabilities, topK: topK, config: batcher.model.config))
     }
 
@@ -161,12 +165,14 @@ extension ModelServer {
     /// with `Accept: application/octet-stream`, little-endian float32.
     private func embed(_ request: Request, _ context: BasicRequestContext) async throws -> Response {
         let batcher = try model(context)
+        let arrival = batcher.arrive()
+        defer { arrival.leave() }
         let normalize = try request.uri.queryParameters.get("normalize").map { text in
             guard let flag = Bool(text) else { throw RequestError(400, "normalize must be true or false, not '\(text)'") }
             return flag
         } ?? false
         let pixels = try await preprocess([.encoded(try await imageFile(request), name: "the image")], batcher)
-        var vector = try await submit(pixels, outputs: [.embedding], to: batcher)[0][.embedding]!
+        var vector = try await submit(pixels, outputs: [.embedding], to: batcher, arrival: arrival)[0][.embedding]!
         if normalize { vector = ImageFeatureExtractionPipeline.normalized(vector) }
         if request.headers[.accept]?.contains("application/octet-stream") == true {
             return Response(status: .ok, headers: [.contentType: "application/octet-stream"],
@@ -220,9 +226,9 @@ extension ModelServer {
         }
     }
 
-    private func submit(_ pixels: [Tensor], outputs: Set<OutputName>, to batcher: DynamicBatcher) async throws -> [ImageOutputs] {
+    private func submit(_ pixels: [Tensor], outputs: Set<OutputName>, to batcher: DynamicBatcher, arrival: DynamicBatcher.Arrival) async throws -> [ImageOutputs] {
         do {
-            return try await batcher.submit(pixels, outputs: outputs, timeout: settings.timeout)
+            return try await batcher.submit(pixels, outputs: outputs, timeout: settings.timeout, arrival: arrival)
         } catch let error as BatchError {
             switch error {
             case .queueFull(let size): throw RequestError(503, "model '\(batcher.model.name)' has \(size) images queued; try again", retryAfterSeconds: 1)

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import ViTMSN
 import ViTServe
+import ViTTrain
 
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -38,6 +39,7 @@ struct Serve: AsyncParsableCommand {
     }
 
     func run() async throws {
+        ProcessSettings.keepFreedMemoryInHeap() // every forward reuses the same activation blocks instead of faulting in fresh pages
         let json = logFormat == "json"
         LoggingSystem.bootstrap { label in json ? JSONLogHandler(label: label) as LogHandler : StreamLogHandler.standardError(label: label) }
         let logger = Logger(label: "vitmsn.serve")

@@ -114,9 +114,10 @@ final class DynamicBatcherTests: XCTestCase {
         defer { batcher.stop() }
         let inputs = (0..<6).map { images($0 % 3 + 1, seed: Float($0)) }
         let alone = try inputs.map { try model.run(Tensor.stacked($0), outputs: [.logits, .embedding]) }
+        let arrivals = inputs.map { _ in batcher.arrive() } // six requests on their way: a forming batch waits for them
         let together = try await withThrowingTaskGroup(of: (Int, [ImageOutputs]).self) { group in
             for (i, input) in inputs.enumerated() {
-                group.addTask { (i, try await batcher.submit(input, outputs: [.logits, .embedding], timeout: 10)) }
+                group.addTask { (i, try await batcher.submit(input, outputs: [.logits, .embedding], timeout: 10, arrival: arrivals[i])) }
             }
             return try await group.reduce(into: [Int: [ImageOutputs]]()) { $0[$1.0] = $1.1 }
         }
@@ -128,11 +129,24 @@ final class DynamicBatcherTests: XCTestCase {
         XCTAssertFalse(metrics.text.contains(#"vitmsn_batch_size_images_count{model="m"} 6"#), "six requests, fewer forwards")
     }
 
+    /// With no other request on its way, waiting cannot fill a batch: a lone request runs at once, not after
+    /// the queue delay (5 s here).
+    func testALoneRequestDoesNotWaitForTheQueueDelay() async throws {
+        let batcher = DynamicBatcher(model: try servedModel("base"), settings: .init(maxBatchSize: 8, maxQueueDelay: 5, maxQueue: 8), metrics: ServerMetrics().model("m"))
+        defer { batcher.stop() }
+        let started = Date()
+        let arrival = batcher.arrive()
+        _ = try await batcher.submit(images(1, seed: 0), outputs: [.embedding], timeout: 10, arrival: arrival)
+        XCTAssertLessThan(Date().timeIntervalSince(started), 2.5, "the request waited for the queue delay")
+    }
+
     func testFullQueueAndTimeout() async throws {
         let model = try servedModel("base")
         let batcher = DynamicBatcher(model: model, settings: .init(maxBatchSize: 64, maxQueueDelay: 1.0, maxQueue: 2), metrics: ServerMetrics().model("m"))
         defer { batcher.stop() }
         let two = images(2, seed: 0)
+        let coming = batcher.arrive() // another request on its way, so the batch waits to fill
+        defer { coming.leave() }
         async let first = batcher.submit(two, outputs: [.embedding], timeout: 0.2)
         try await Task.sleep(nanoseconds: 50_000_000)
         do {
