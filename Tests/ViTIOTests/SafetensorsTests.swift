@@ -47,6 +47,22 @@ final class SafetensorsTests: XCTestCase {
         XCTAssertThrowsError(try file.floatTensor("nope")) { XCTAssertTrue("\($0)".contains("no tensor named 'nope'")) }
     }
 
+    /// A FIFO in a checkpoint's place is refused at once (opening it to read would wait for a writer forever).
+    func testAFIFOIsRefusedWithoutWaiting() throws {
+        let path = try temporaryPath("model.safetensors")
+        XCTAssertEqual(mkfifo(path, 0o600), 0)
+        let answered = DispatchSemaphore(value: 0)
+        let outcome = UncheckedResult()
+        Thread {
+            do { _ = try SafetensorsFile(path: path); outcome.message = "opened" } catch { outcome.message = "\(error)" }
+            answered.signal()
+        }.start()
+        XCTAssertEqual(answered.wait(timeout: .now() + 10), .success, "opening a FIFO blocked")
+        XCTAssertTrue(outcome.message.contains("not a regular file") && outcome.message.contains(path), outcome.message)
+    }
+
+    private final class UncheckedResult: @unchecked Sendable { var message = "" } // written before the signal, read after
+
     func testBF16RoundsToNearestEven() {
         XCTAssertEqual(HalfPrecision.bf16Bits(from: Float(bitPattern: 0x3F80_8000)), 0x3F80) // tie, even stays
         XCTAssertEqual(HalfPrecision.bf16Bits(from: Float(bitPattern: 0x3F81_8000)), 0x3F82) // tie, odd rounds up
