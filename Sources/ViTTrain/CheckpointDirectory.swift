@@ -84,7 +84,26 @@ func writeResumeState(_ state: TrainerState, optimizer: Optimizer, to directory:
 
 /// Reads `writeResumeState`'s files back: restores `optimizer` (checked against `model`) and returns the state.
 func readResumeState(from directory: String, optimizer: Optimizer, model: NN.Module) throws -> TrainerState {
-    let state = try JSONDecoder().decode(TrainerState.self, from: Data(contentsOf: URL(fileURLWithPath: directory + "/trainer_state.json")))
+    let path = directory + "/trainer_state.json"
+    let data = try Data(contentsOf: URL(fileURLWithPath: path))
+    // Foundation's decoder reports a fractional or oversized count only as "not valid JSON": name the field.
+    let counts = ["global_step", "epoch", "batch_in_epoch", "optimizer_steps"]
+    if let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] {
+        for field in counts {
+            guard let value = object[field] as? NSNumber else { continue }
+            guard let count = Int(exactly: value.doubleValue), (0...(1 << 40)).contains(count) else {
+                throw TrainingError("\(path): '\(field)' is \(value), not a step count (a whole number, 0 to 2^40)")
+            }
+        }
+    }
+    let state: TrainerState
+    do {
+        state = try JSONDecoder().decode(TrainerState.self, from: data)
+    } catch let DecodingError.typeMismatch(_, context), let DecodingError.dataCorrupted(context),
+            let DecodingError.keyNotFound(_, context), let DecodingError.valueNotFound(_, context) {
+        let field = context.codingPath.map(\.stringValue).joined(separator: ".")
+        throw TrainingError("\(path): \(field.isEmpty ? "" : "'\(field)': ")\(context.debugDescription)")
+    }
     try restoreOptimizerState(optimizer, model: model, path: directory + "/optimizer.safetensors", stepCount: state.optimizerSteps)
     return state
 }

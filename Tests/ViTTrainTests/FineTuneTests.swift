@@ -121,6 +121,24 @@ final class FineTuneTests: XCTestCase {
         }
     }
 
+    /// A run position no run can have in trainer_state.json (negative, fractional, beyond 2^40, the wrong
+    /// type) is refused on --resume with the file and field named, instead of naming checkpoints wrongly.
+    func testHostileRunStatesAreRefused() throws {
+        let workspace = try FineTuneWorkspace()
+        _ = try train(workspace.arguments(epochs: 1))
+        let state = try FileManager.default.destinationOfSymbolicLink(atPath: workspace.outputDir + "/last")
+        let path = workspace.outputDir + "/" + state + "/trainer_state.json"
+        let original = try String(contentsOfFile: path, encoding: .utf8)
+        for value in ["-5", "3.5", "99999999999999999999", "\"x\""] {
+            let hostile = original.replacingOccurrences(of: #""global_step" : \d+"#, with: "\"global_step\" : \(value)", options: .regularExpression)
+            XCTAssertNotEqual(hostile, original)
+            try hostile.write(toFile: path, atomically: true, encoding: .utf8)
+            XCTAssertThrowsError(try FineTuner(workspace.arguments(epochs: 2), resume: true, events: { _ in }), value) { error in
+                XCTAssertTrue("\(error)".contains("trainer_state.json") && "\(error)".contains("global_step"), "\(value): \(error)")
+            }
+        }
+    }
+
     /// An earlier run's directory is never replaced unasked: without --resume or --overwrite-output-dir the
     /// run refuses it before touching anything.
     func testAnEarlierRunIsNotOverwrittenUnasked() throws {
