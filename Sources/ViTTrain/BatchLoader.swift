@@ -64,9 +64,7 @@ public final class BatchLoader<Sample>: @unchecked Sendable {
             let index = first + i
             let batch = order[(index * self.batchSize)..<min((index + 1) * self.batchSize, order.count)]
             let mine = self.shard(batch.count)
-            var loaded = self.load(Array(batch.dropFirst(mine.lowerBound).prefix(mine.count)), epoch: epoch)
-            (loaded.positions, loaded.requested) = (loaded.positions.map { $0 + mine.lowerBound }, batch.count)
-            return loaded
+            return self.load(Array(batch.dropFirst(mine.lowerBound).prefix(mine.count)), epoch: epoch, at: mine.lowerBound, of: batch.count)
         }
         var next = 0
         return AnyIterator {
@@ -76,8 +74,9 @@ public final class BatchLoader<Sample>: @unchecked Sendable {
         }
     }
 
-    /// The samples at `indices`, transformed; unreadable ones are left out and reported.
-    func load(_ indices: [Int], epoch: Int) -> LoadedBatch<Sample> {
+    /// The samples at `indices` (this process's part, from place `first` of a global batch of `requested`),
+    /// transformed; unreadable ones are left out and reported.
+    func load(_ indices: [Int], epoch: Int, at first: Int, of requested: Int) -> LoadedBatch<Sample> {
         var views = [Sample?](repeating: nil, count: indices.count)
         var errors = [String?](repeating: nil, count: indices.count)
         views.withUnsafeMutableBufferPointer { viewSlots in
@@ -95,6 +94,6 @@ public final class BatchLoader<Sample>: @unchecked Sendable {
         }
         let kept = indices.indices.filter { views[$0] != nil }
         return LoadedBatch(samples: kept.map { views[$0]! }, labels: kept.map { Int64(dataset.labels[indices[$0]]) }, skipped: errors.compactMap { $0 },
-                           positions: kept, requested: indices.count)
+                           positions: kept.map { first + $0 }, requested: requested)
     }
 }

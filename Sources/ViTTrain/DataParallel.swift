@@ -128,8 +128,10 @@ public final class ShardedGradients {
         let waitStart = Date()
         let sums = results.map { $0!.wait() }
         if communicator.isDistributed {
-            exposedSeconds += Date().timeIntervalSince(waitStart)
-            reductionSeconds += results.reduce(0) { $0 + $1!.seconds }
+            let reducing = results.reduce(0) { $0 + $1!.seconds }
+            // The wait may also hold the queue's earlier work and thread start-up: count at most the reductions.
+            exposedSeconds += min(Date().timeIntervalSince(waitStart), reducing)
+            reductionSeconds += reducing
         }
         module.visitParameters { name, _, gradient in
             guard let b = buckets.firstIndex(where: { $0.offsets[name] != nil }) else { return }

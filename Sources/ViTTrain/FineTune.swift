@@ -123,7 +123,7 @@ public final class FineTuner {
             augmentation.pixelValues(image, using: &generator)
         }
         validation = BatchLoader(dataset: validationData, batchSize: arguments.batchSize, shuffle: false, seed: arguments.seed,
-                                 shard: { (rank * $0 / ranks)..<((rank + 1) * $0 / ranks) }) { image, _ in
+                                 shard: { [communicator] in communicator.slice(of: $0) }) { image, _ in
             processor.evaluationPixelValues(image)
         }
         let stepsPerEpoch = (train.batchesPerEpoch + arguments.gradientAccumulationSteps - 1) / arguments.gradientAccumulationSteps
@@ -223,10 +223,9 @@ public final class FineTuner {
                 if checksumEvery > 0, state.globalStep % checksumEvery == 0 {
                     communicator.requireAgreement(on: parameterChecksum([model]), label: "the parameter checksum after step \(state.globalStep)")
                 }
-                let imagesInStep = Int(communicator.sum(Double(pending.reduce(0) { $0 + $1.labels.count }), label: "the step's image count"))
-                let speed = Double(imagesInStep) / Date().timeIntervalSince(started)
+                let speed = Double(stepReport.images) / Date().timeIntervalSince(started)
                 let epochsDone = Double(state.epoch) + Double(state.batchInEpoch) / Double(train.batchesPerEpoch)
-                try log?.step(state.globalStep, epoch: epochsDone, report: stepReport, images: imagesInStep, imagesPerSecond: speed)
+                try log?.step(state.globalStep, epoch: epochsDone, report: stepReport, imagesPerSecond: speed)
                 report(.step(epoch: state.epoch, batch: state.batchInEpoch, batchesPerEpoch: train.batchesPerEpoch, report: stepReport, imagesPerSecond: speed))
                 (pending, started) = ([], Date())
                 let midEpoch = state.batchInEpoch < train.batchesPerEpoch

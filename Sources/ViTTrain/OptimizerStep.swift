@@ -41,6 +41,7 @@ public struct StepReport: Sendable {
     public var correct: Int         // top-1 hits (single-label targets)
     public var learningRate: Float
     public var gradientNorm: Float  // before clipping
+    public var images: Int          // in the step's micro-batches, over every rank
 }
 
 /// How a data-parallel step cuts its micro-batches: this rank's shards of each (ranges into its rows, the
@@ -98,7 +99,7 @@ public func optimizerStep(
     let learningRate = settings.learningRate(atStep: optimizer.stepCount)
     optimizer.step(model, learningRate: learningRate, weightDecay: settings.weightDecay)
     model.zeroGradients(allocating: false)
-    return StepReport(loss: Float(totals[0]), correct: Int(totals[1]), learningRate: learningRate, gradientNorm: norm)
+    return StepReport(loss: Float(totals[0]), correct: Int(totals[1]), learningRate: learningRate, gradientNorm: norm, images: Int(rows.reduce(0, +)))
 }
 
 /// How many rows of `logits` (B, labels) have their largest value at the label.

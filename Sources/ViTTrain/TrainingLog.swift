@@ -63,9 +63,9 @@ final class TrainingLog {
 
     /// `epoch` counts epochs done, fractionally, as Transformers' `log_history` does (1.0 at the end of the
     /// first), the same count as the evaluations'.
-    func step(_ step: Int, epoch: Double, report: StepReport, images: Int, imagesPerSecond: Double) throws {
+    func step(_ step: Int, epoch: Double, report: StepReport, imagesPerSecond: Double) throws {
         try steps.append([Double(step), epoch, Double(report.loss), Double(report.learningRate), Double(report.gradientNorm),
-                          Double(report.correct) / Double(max(images, 1)), imagesPerSecond])
+                          Double(report.correct) / Double(max(report.images, 1)), imagesPerSecond])
     }
 
     func evaluation(_ step: Int, epoch: Int, loss: Double, accuracy: Double) throws {

@@ -55,9 +55,10 @@ struct Embed: ParsableCommand {
         }
         let failed = report(results) // each rank names its own failures
         let dimension = embed.model.config.hiddenSize
-        let vectors = communicator.gatherRows(results.map { try? $0.get() }, at: mine, count: paths.count, width: dimension, label: "the embeddings")
+        let local = results.map { try? $0.get() }
+        let vectors = communicator.gatherRows(local, at: mine, count: paths.count, width: dimension, label: "the embeddings")
         let embedded = zip(paths, vectors).compactMap { path, vector in vector.map { (path: path, vector: $0) } }
-        progress?.finish(done: results.filter { (try? $0.get()) != nil }.count)
+        progress?.finish(done: local.compactMap { $0 }.count)
         if communicator.rank == 0 { try write(embedded, dimension: dimension) }
         return failed || embedded.count < paths.count
     }

@@ -138,9 +138,10 @@ public func msnForwardBackward(
         }
     }
     // This rank's CLS rows, view-major: the target's, the anchors', then the focal views'; gathered globally.
-    let counts = [1, 1, focalViews]
+    let viewsPerPart = [1, 1, focalViews]
+    let computed = shards.filter { !$0.isEmpty }
     let local = Tensor.concatenated((0..<3).flatMap { part in
-        (0..<counts[part]).flatMap { v in zip(cls[part], shards.filter { !$0.isEmpty }).map { tokens, samples in tokens.rows((v * samples.count)..<((v + 1) * samples.count)) } }
+        (0..<viewsPerPart[part]).flatMap { v in zip(cls[part], computed).map { tokens, samples in tokens.rows((v * samples.count)..<((v + 1) * samples.count)) } }
     })
     let (global, mine, globalBatch) = communicator.gatherViewMajor(local, views: 2 + focalViews)
     let targets = targetHead.forward(global.rows(0..<globalBatch), training: true, parallelism: targetEncoder.parallelism).output
