@@ -23,7 +23,7 @@ test: setup
 	scripts/check_mpi.sh .build/debug/vitmsn
 
 # The main job: the default model (MSN-pretrained on Fashion-MNIST by configs/fashion_mnist_msn.json, in
-# models/) on the paper's low-shot protocol against three baselines, then its attention maps.
+# models/) on the paper's low-shot protocol against the baselines (raw pixels, random and from-scratch ViTs), then its attention maps.
 DEMO_MODEL := models/fashion-mnist-msn
 demo: build
 	@scripts/install_system_deps.sh dataset-fashion-mnist

@@ -15,8 +15,10 @@ struct LowShotCommand: ParsableCommand {
         Features are the CLS token before the final LayerNorm (cls-prenorm, the official evaluation) or after \
         it (cls), each centred and L2-normalised; the classifier is L2-regularised multinomial logistic \
         regression (Σ CE + λ/2 ‖W‖², no intercept). Rows: k images per class over seeded splits (mean ± std), \
-        a 1 % split, k-NN (k = 20) and a linear probe on all labels. --baselines adds raw pixels (nearest class \
-        mean), the same ViT with random weights, and the same ViT trained from scratch on the k labels. Under \
+        a 1 % split, a linear probe on all labels (λ chosen on a held-out tenth of the training set) and k-NN \
+        (k = 20). --baselines adds, on the same splits: raw pixels through the same logistic regression and \
+        k-NN, raw pixels by nearest class mean, the same ViT with random weights, and the same ViT trained \
+        from scratch on each row's labels. Under \
         mpirun the feature extraction is shared out among the ranks, and rank 0 prints the table.
         """)
 
@@ -26,9 +28,10 @@ struct LowShotCommand: ParsableCommand {
     @Option(help: "Seeded splits per shot count.") var splits = 3
     @Option(help: "cls-prenorm or cls.") var feature = "cls-prenorm"
     @Option(help: "L2 regularisation λ.") var lambda = 0.0025
+    @Option(help: "The linear probe's candidate λ per training image, comma-separated (chosen on a held-out tenth of the training set).") var probeLambdas = "1e-4,1e-5,1e-6,1e-7"
     @Option(help: "Evaluate on the first N test images only.") var maxTestImages: Int?
-    @Flag(help: "Also measure the three baselines on the same splits.") var baselines = false
-    @Flag(help: "Skip the 1 % split, k-NN and linear probe rows.") var shotsOnly = false
+    @Flag(help: "Also measure the baselines on the same splits.") var baselines = false
+    @Flag(help: "Skip the 1 %, all-labels and k-NN rows.") var shotsOnly = false
     @OptionGroup var precision: PrecisionOptions
     @OptionGroup var threading: ThreadOptions
     @OptionGroup var job: JobOptions
@@ -42,6 +45,8 @@ struct LowShotCommand: ParsableCommand {
         guard let feature = LowShot.Feature(rawValue: feature) else { throw CLIError("--feature must be cls-prenorm or cls") }
         let shotCounts = shots.split(separator: ",").compactMap { Int($0) }
         guard !shotCounts.isEmpty, shotCounts.allSatisfy({ $0 > 0 }), splits > 0 else { throw CLIError("--shots needs positive counts, --splits a positive number") }
+        let candidates = probeLambdas.split(separator: ",").map { Double($0.trimmingCharacters(in: .whitespaces)) }
+        guard !candidates.isEmpty, candidates.allSatisfy({ ($0 ?? -1) > 0 && $0!.isFinite }) else { throw CLIError("--probe-lambdas needs positive numbers, got '\(probeLambdas)'") }
         let directory = try modelOptions.directory()
         let encoder = try ViTMSNModel.load(directory: directory)  // the backbone, on purpose: no warning for a classifier's head
         encoder.convert(to: precision.dtype)
@@ -51,42 +56,55 @@ struct LowShotCommand: ParsableCommand {
         let test: LabeledImages = maxTestImages.map { Subset(fullTest, indices: Array(0..<min($0, fullTest.count))) } ?? fullTest
         var protocolSettings = LowShotProtocol()
         (protocolSettings.shots, protocolSettings.splits, protocolSettings.lambda) = (shotCounts, splits, lambda)
-        if shotsOnly { (protocolSettings.onePercent, protocolSettings.nearestNeighbours, protocolSettings.linearProbe) = (false, false, false) }
+        protocolSettings.probeLambdas = candidates.map { $0! }
+        if shotsOnly { (protocolSettings.onePercent, protocolSettings.nearestNeighbours, protocolSettings.allLabels) = (false, false, false) }
         let classes = train.classNames.count
+        let log = { (line: String) in if communicator.rank == 0 { FileHandle.standardError.write(Data((line + "\n").utf8)) } }
 
-        func table(_ model: ViTMSNModel) throws -> [(String, Double, Double)] {
+        func table(_ model: ViTMSNModel) throws -> [LowShotRow] {
             let started = Date()
             let needed = protocolSettings.trainingIndices(labels: train.labels, classes: classes)
             let trainFeatures = try LowShot.features(model, data: train, processor: processor, feature: feature, only: needed, communicator: communicator)
             let testFeatures = try LowShot.features(model, data: test, processor: processor, feature: feature, communicator: communicator)
-            if communicator.rank == 0 { FileHandle.standardError.write(Data(String(format: "features of %d + %d images in %.0f s\n", needed?.count ?? train.count, test.count, Date().timeIntervalSince(started)).utf8)) }
+            log(String(format: "features of %d + %d images in %.0f s", needed?.count ?? train.count, test.count, Date().timeIntervalSince(started)))
             return protocolSettings.evaluate(train: trainFeatures, trainLabels: train.labels, test: testFeatures, testLabels: test.labels, classes: classes)
         }
-        var columns: [(String, [(String, Double, Double)])] = [("\(directory.split(separator: "/").last ?? "model")", try table(encoder))]
+        var columns: [(name: String, rows: [LowShotRow])] = [("\(directory.split(separator: "/").last ?? "model")", try table(encoder))]
         if baselines {
-            columns.append(("raw pixels (class mean)", try shotCounts.map { k in
-                let results = try (0..<splits).map { try LowShotBaselines.rawPixels(
-                    train: train, test: test, shots: k, split: $0, processor: processor, channels: encoder.config.numChannels) }
-                return ("\(k) per class", mean(results), standardDeviation(results))
+            let channels = encoder.config.numChannels
+            let (trainPixels, testPixels) = try (LowShotBaselines.pixelFeatures(train, processor: processor, channels: channels),
+                                                 LowShotBaselines.pixelFeatures(test, processor: processor, channels: channels))
+            columns.append(("raw pixels", protocolSettings.evaluate(train: trainPixels, trainLabels: train.labels, test: testPixels, testLabels: test.labels, classes: classes)))
+            let (trainNormalised, testNormalised) = (LowShot.centredAndNormalised(trainPixels), LowShot.centredAndNormalised(testPixels))
+            columns.append(("raw pixels, class mean", protocolSettings.evaluate(trainLabels: train.labels, testLabels: test.labels, classes: classes) { _, indices in
+                nearestClassMeanPredictions(train: trainNormalised.gatheredRows(indices), labels: indices.map { train.labels[$0] }, classes: classes, test: testNormalised)
             }))
             columns.append(("random-weight ViT", try table(try ViTMSNModel.randomlyInitialized(config: encoder.config, seed: 1))))
-            columns.append(("ViT from scratch on k labels", try shotCounts.map { k in
-                let results = try (0..<splits).map { split in
-                    try LowShotBaselines.supervisedFromScratch(config: encoder.config, processor: processor, train: train, test: test, shots: k, split: split, parallelism: threading.parallelism(in: communicator))
-                }
-                return ("\(k) per class", mean(results), standardDeviation(results))
+            var runs = 0
+            columns.append(("ViT from scratch on the labels", try protocolSettings.evaluate(trainLabels: train.labels, testLabels: test.labels, classes: classes) { row, indices in
+                let started = Date()
+                defer { runs += 1 }
+                let predictions = try LowShotBaselines.supervisedFromScratch(
+                    config: encoder.config, processor: processor, train: train, test: test, indices: indices, seed: runs, parallelism: threading.parallelism(in: communicator))
+                log(String(format: "from scratch on %@ (%d images): %.0f s", row, indices.count, Date().timeIntervalSince(started)))
+                return predictions
             }))
         }
         guard communicator.rank == 0 else { return }
         print("low-shot top-1 % on \(test.count) test images (\(dataset)), \(feature.rawValue) features, λ = \(lambda), mean ± std over \(splits) splits")
-        print("| protocol | " + columns.map(\.0).joined(separator: " | ") + " |")
+        print("| protocol | " + columns.map(\.name).joined(separator: " | ") + " |")
         print("|---|" + String(repeating: "---|", count: columns.count))
-        for (row, _, _) in columns[0].1 {
+        for row in columns[0].rows.map(\.name) {
             let cells = columns.map { column -> String in
-                guard let cell = column.1.first(where: { $0.0 == row }) else { return "–" }
-                return cell.2 > 0 ? String(format: "%.1f ± %.1f", cell.1 * 100, cell.2 * 100) : String(format: "%.1f", cell.1 * 100)
+                guard let cell = column.rows.first(where: { $0.name == row }) else { return "–" }
+                return cell.accuracies.count > 1 ? String(format: "%.1f ± %.1f", cell.mean * 100, cell.standardDeviation * 100) : String(format: "%.1f", cell.mean * 100)
             }
             print("| \(row) | " + cells.joined(separator: " | ") + " |")
         }
+        if baselines {
+            print("Classifiers: logistic regression on frozen features (λ fixed on k-shot and 1 %; the linear probe's λ held out) and k-NN; "
+                  + "class mean by cosine; the from-scratch ViT's own head.")
+        }
+        for column in columns { for row in column.rows { if let note = row.note { print("\(column.name): \(note)") } } }
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import ViTCore
 import ViTIO
+import ViTModel
 import XCTest
 @testable import ViTTrain
 import ViTVision
@@ -51,10 +52,12 @@ final class LowShotTests: XCTestCase {
         }
         let testLabels = (0..<90).map { $0 % classes }
         let rows = LowShotProtocol().evaluate(train: features(labels), trainLabels: labels, test: features(testLabels), testLabels: testLabels, classes: classes)
-        XCTAssertEqual(rows.map(\.0), ["1 per class", "2 per class", "5 per class", "1 % (2 per class)", "k-NN (k = 20, all labels)", "linear probe (all labels)"])
-        for row in rows { XCTAssertEqual(row.1, 1, row.0) }
+        XCTAssertEqual(rows.map(\.name), ["1 per class", "2 per class", "5 per class", "1 % (2 per class)", "all labels", "k-NN (k = 20, all labels)"])
+        for row in rows { XCTAssertEqual(row.mean, 1, row.name) }
+        XCTAssertEqual(rows.map(\.accuracies.count), [3, 3, 3, 1, 1, 1])
+        XCTAssertNotNil(rows[4].note?.range(of: "converged"))
         var shotsOnly = LowShotProtocol()
-        (shotsOnly.onePercent, shotsOnly.nearestNeighbours, shotsOnly.linearProbe) = (false, false, false)
+        (shotsOnly.onePercent, shotsOnly.nearestNeighbours, shotsOnly.allLabels) = (false, false, false)
         XCTAssertNil(LowShotProtocol().trainingIndices(labels: labels, classes: classes))
         let needed = Set(shotsOnly.trainingIndices(labels: labels, classes: classes)!)
         XCTAssertLessThanOrEqual(needed.count, 3 * 5 * classes)
@@ -62,7 +65,7 @@ final class LowShotTests: XCTestCase {
     }
 
     /// The raw-pixel baseline takes images of any size and mode at the model's input size (it used to stop
-    /// at a precondition when sizes differed).
+    /// at a precondition when sizes differed), and fills every row of the table by class mean.
     func testRawPixelBaselineTakesMixedSizesAndModes() throws {
         // Class 0 brightens left to right, class 1 top to bottom, at every size and in either mode.
         func image(_ width: Int, _ height: Int, _ mode: Image.Mode, vertical: Bool) -> Image {
@@ -77,11 +80,56 @@ final class LowShotTests: XCTestCase {
             image(20, 30, .RGB, vertical: false), image(28, 28, .L, vertical: true), image(9, 5, .L, vertical: false), image(64, 48, .RGB, vertical: true),
         ])
         let test = ImagesInMemory(classNames: ["across", "down"], labels: [0, 1], images: [image(33, 17, .RGB, vertical: false), image(12, 40, .L, vertical: true)])
+        var settings = LowShotProtocol()
+        (settings.shots, settings.splits, settings.nearestNeighbours) = ([1], 2, false)
         for channels in [1, 3] {
-            let accuracy = try LowShotBaselines.rawPixels(train: train, test: test, shots: 1, split: 0,
-                                                          processor: ImageProcessor(height: 16, width: 16), channels: channels)
-            XCTAssertEqual(accuracy, 1, "\(channels) channels")
+            let processor = ImageProcessor(height: 16, width: 16)
+            let (x, y) = try (LowShotBaselines.pixelFeatures(train, processor: processor, channels: channels), LowShotBaselines.pixelFeatures(test, processor: processor, channels: channels))
+            XCTAssertEqual(x.shape, [4, 16 * 16 * channels])
+            let (trainPixels, testPixels) = (LowShot.centredAndNormalised(x), LowShot.centredAndNormalised(y))
+            let rows = settings.evaluate(trainLabels: train.labels, testLabels: test.labels, classes: 2) { _, indices in
+                nearestClassMeanPredictions(train: trainPixels.gatheredRows(indices), labels: indices.map { train.labels[$0] }, classes: 2, test: testPixels)
+            }
+            XCTAssertEqual(rows.map(\.name), ["1 per class", "1 % (1 per class)", "all labels"])
+            for row in rows { XCTAssertEqual(row.mean, 1, "\(channels) channels, \(row.name)") }
         }
+    }
+
+    /// The linear probe's λ is one of its candidates, picked without the test set, and the refit on all the
+    /// training images is the minimiser at that λ (a cold start run to a tight tolerance lands on it).
+    func testLinearProbeRefitsTheHeldOutChoiceToConvergence() {
+        var generator = SeededGenerator(seed: 9)
+        let (n, d, classes) = (400, 12, 3)
+        let x = Tensor(shape: [n, d], scalars: (0..<(n * d)).map { _ in Float.random(in: -1...1, using: &generator) })
+        let labels = (0..<n).map { i -> Int in // a noisy linear rule
+            let scores = (0..<classes).map { c in x.scalars[i * d + c] + x.scalars[i * d + c + 3] + Float.random(in: -0.6...0.6, using: &generator) }
+            return scores.indices.max { scores[$0] < scores[$1] }!
+        }
+        let normalised = LowShot.centredAndNormalised(x)
+        var settings = LowShotProtocol()
+        settings.probeLambdas = [1e-1, 1e-2, 1e-3]
+        let (model, lambda) = settings.linearProbe(normalised, labels: labels, classes: classes)
+        XCTAssertTrue(settings.probeLambdas.contains(lambda))
+        XCTAssertTrue(model.converged)
+        let reference = LogisticRegression(features: normalised, labels: labels, classes: classes, lambda: lambda * Double(n), tolerance: 1e-5, maxIterations: 5000)
+        XCTAssertTrue(reference.converged)
+        XCTAssertLessThan(model.weights.relativeDifference(reference.weights), 1e-3)
+    }
+
+    /// The from-scratch baseline trains in shuffled batches when the labelled set is larger than one batch,
+    /// and learns images that a glance separates.
+    func testSupervisedFromScratchLearnsInBatches() throws {
+        func image(_ vertical: Bool, _ phase: Int) -> Image {
+            Image(width: 8, height: 8, mode: .L, pixels: (0..<64).map { i in UInt8(((vertical ? i / 8 : i % 8) * 32 + phase * 3) % 256) })
+        }
+        let train = ImagesInMemory(classNames: ["across", "down"], labels: (0..<160).map { $0 % 2 }, images: (0..<160).map { image($0 % 2 == 1, $0 / 2) })
+        let test = ImagesInMemory(classNames: ["across", "down"], labels: (0..<20).map { $0 % 2 }, images: (0..<20).map { image($0 % 2 == 1, 7 * $0) })
+        var config = ViTMSNConfig()
+        (config.hiddenSize, config.numHiddenLayers, config.numAttentionHeads, config.intermediateSize) = (16, 1, 2, 32)
+        (config.imageSize, config.patchSize, config.numChannels) = (.square(8), .square(4), 1)
+        let predictions = try LowShotBaselines.supervisedFromScratch(
+            config: config, processor: ImageProcessor(height: 8, width: 8), train: train, test: test, indices: Array(0..<160), seed: 0, minimumImages: 128 * 40)
+        XCTAssertGreaterThanOrEqual(accuracy(predictions, test.labels), 0.9)
     }
 
     func testNearestNeighboursAndClassMeans() {
