@@ -3,7 +3,9 @@ import Foundation
 
 /// A figure of where the CLS token looks, as the DINO and MSN papers draw it: per image a row with the input,
 /// the head-averaged map over the input, and each head's map, every map upsampled to the input's size
-/// (bilinear over the patch grid) and coloured with an inferno-like scale, min to max per map.
+/// (bilinear over the patch grid) and coloured with an inferno-like scale, min to max per map. A header names
+/// the columns (INPUT, MEAN ON INPUT: the head average blended over the input, HEAD 1 …) and a colour bar
+/// under the rows reads LOW to HIGH.
 public struct AttentionFigure {
     public struct Row {
         public var image: Image       // the model's input, L or RGB, at the model's size
@@ -25,23 +27,88 @@ public struct AttentionFigure {
 
     /// The figure as an RGB image on white.
     public func rendered() -> Image {
-        let columns = 2 + (rows.map(\.maps.count).max() ?? 0)
-        let (width, height) = (columns * (tileSize + gap) + gap, rows.count * (tileSize + gap) + gap)
-        var pixels = [UInt8](repeating: 255, count: width * height * 3)
+        let heads = rows.map(\.maps.count).max() ?? 0
+        let columns = 2 + heads
+        let scale = tileSize >= 64 ? 2 : 1
+        let labelHeight = 5 * scale + gap
+        let (width, height) = (columns * (tileSize + gap) + gap, labelHeight + rows.count * (tileSize + gap) + gap + labelHeight + gap)
+        var canvas = Canvas(width: width, height: height)
+        let names = ["INPUT", "MEAN ON INPUT"] + (0..<heads).map { "HEAD \($0 + 1)" }
+        for (c, name) in names.enumerated() {
+            canvas.write(name, x: gap + c * (tileSize + gap), y: gap, scale: scale, width: tileSize)
+        }
+        let top = gap + labelHeight
         for (r, row) in rows.enumerated() {
             let input = row.image.converted(toRGBWith: .drop).resized(width: tileSize, height: tileSize, resample: .nearest)
             let average = (0..<(row.gridHeight * row.gridWidth)).map { i in row.maps.reduce(0) { $0 + $1[i] } / Float(row.maps.count) }
             let tiles = [input, Self.overlay(Self.heat(upsampled(average, row)), on: input)] + row.maps.map { Self.heat(upsampled($0, row)) }
             for (c, tile) in tiles.enumerated() {
-                let (x0, y0) = (gap + c * (tileSize + gap), gap + r * (tileSize + gap))
-                for y in 0..<tileSize {
-                    let source = tile.pixels[(y * tileSize * 3)..<((y + 1) * tileSize * 3)]
-                    pixels.replaceSubrange(((y0 + y) * width + x0) * 3..<((y0 + y) * width + x0 + tileSize) * 3, with: source)
-                }
+                canvas.draw(tile, x: gap + c * (tileSize + gap), y: top + r * (tileSize + gap))
             }
         }
-        return Image(width: width, height: height, mode: .RGB, pixels: pixels)
+        // The colour scale: LOW, a bar one tile wide, HIGH.
+        let barY = top + rows.count * (tileSize + gap)
+        let low = canvas.write("LOW", x: gap, y: barY, scale: scale, width: tileSize)
+        let bar = Self.heat((0..<(tileSize * tileSize)).map { Float($0 % tileSize) })
+        canvas.draw(bar, x: low + gap, y: barY, rows: 5 * scale)
+        canvas.write("HIGH", x: low + 2 * gap + tileSize, y: barY, scale: scale, width: tileSize)
+        return Image(width: width, height: height, mode: .RGB, pixels: canvas.pixels)
     }
+
+    /// An RGB canvas on white that tiles and text are drawn into, clipped to its edges.
+    struct Canvas {
+        let width: Int, height: Int
+        var pixels: [UInt8]
+
+        init(width: Int, height: Int) {
+            (self.width, self.height) = (width, height)
+            pixels = [UInt8](repeating: 255, count: width * height * 3)
+        }
+
+        /// Copies the first `rows` rows of an RGB tile with its top left at (x, y).
+        mutating func draw(_ tile: Image, x: Int, y: Int, rows: Int? = nil) {
+            for row in 0..<min(rows ?? tile.height, tile.height, height - y) {
+                let count = min(tile.width, width - x) * 3
+                let source = tile.pixels[(row * tile.width * 3)..<(row * tile.width * 3 + count)]
+                pixels.replaceSubrange(((y + row) * width + x) * 3..<((y + row) * width + x) * 3 + count, with: source)
+            }
+        }
+
+        /// Dark gray text in the 3×5 font, each dot `scale` pixels, cut at `width` pixels; returns where it ended.
+        @discardableResult
+        mutating func write(_ text: String, x: Int, y: Int, scale: Int, width limit: Int) -> Int {
+            var pen = x
+            for character in text {
+                let glyph = font[character] ?? []
+                for (row, line) in glyph.enumerated() {
+                    for (column, dot) in line.enumerated() where dot == "#" {
+                        for dy in 0..<scale {
+                            for dx in 0..<scale {
+                                let (px, py) = (pen + column * scale + dx, y + row * scale + dy)
+                                guard px < min(x + limit, width), py < height else { continue }
+                                pixels.replaceSubrange((py * width + px) * 3..<(py * width + px) * 3 + 3, with: [40, 40, 40])
+                            }
+                        }
+                    }
+                }
+                pen += 4 * scale
+            }
+            return min(pen, x + limit)
+        }
+    }
+
+    /// A 3×5 dot font of the legend's letters and the digits.
+    static let font: [Character: [String]] = [
+        "A": [".#.", "#.#", "###", "#.#", "#.#"], "D": ["##.", "#.#", "#.#", "#.#", "##."], "E": ["###", "#..", "##.", "#..", "###"],
+        "G": [".##", "#..", "#.#", "#.#", ".##"], "H": ["#.#", "#.#", "###", "#.#", "#.#"], "I": ["###", ".#.", ".#.", ".#.", "###"],
+        "L": ["#..", "#..", "#..", "#..", "###"], "M": ["#.#", "###", "###", "#.#", "#.#"], "N": ["##.", "#.#", "#.#", "#.#", "#.#"],
+        "O": [".#.", "#.#", "#.#", "#.#", ".#."], "P": ["##.", "#.#", "##.", "#..", "#.."], "T": ["###", ".#.", ".#.", ".#.", ".#."],
+        "U": ["#.#", "#.#", "#.#", "#.#", "###"], "W": ["#.#", "#.#", "###", "###", "#.#"],
+        "0": ["###", "#.#", "#.#", "#.#", "###"], "1": [".#.", "##.", ".#.", ".#.", "###"], "2": ["##.", "..#", ".#.", "#..", "###"],
+        "3": ["##.", "..#", ".#.", "..#", "##."], "4": ["#.#", "#.#", "###", "..#", "..#"], "5": ["###", "#..", "##.", "..#", "##."],
+        "6": [".##", "#..", "###", "#.#", "###"], "7": ["###", "..#", ".#.", ".#.", ".#."], "8": ["###", "#.#", "###", "#.#", "###"],
+        "9": ["###", "#.#", "###", "..#", "##."],
+    ]
 
     /// A grid map bilinearly upsampled to the tile (pixel centres aligned, as `align_corners=False`).
     func upsampled(_ map: [Float], _ row: Row) -> [Float] {
