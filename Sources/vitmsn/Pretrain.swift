@@ -11,7 +11,7 @@ struct Pretrain: ParsableCommand {
         encoder as a Transformers model directory with msn_head.safetensors, plus what --resume needs), log.csv \
         (loss terms, schedules), probes.csv (low-shot probes) and curves.svg.
 
-        Data-parallel under mpirun (mpirun -np N vitmsn pretrain --config FILE): criterion.batch_size is the         global batch, each rank computes a slice of it, and the run equals the one-process run; rank 0 writes.
+        Data-parallel under mpirun (mpirun -np N vitmsn pretrain --config FILE): criterion.batch_size is the global batch, each rank computes a slice of it, and the run equals the one-process run; rank 0 writes.
         """)
 
     @Option(help: "The run's config, YAML or JSON (meta, criterion, data, optimization sections).") var config: String
