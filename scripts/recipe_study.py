@@ -8,7 +8,6 @@ then the low-shot table of each run's last checkpoint, so recipes are compared b
 Every variant is the base config with the overrides below and its own output directory; a finished run
 (its last checkpoint at the final step) is not trained again, an interrupted one resumes.
 """
-import copy
 import json
 import os
 import subprocess
@@ -36,7 +35,6 @@ def config(name):
     epochs, overrides = VARIANTS[name]
     with open(BASE) as f:
         c = json.load(f)
-    c = copy.deepcopy(c)
     c["optimization"]["epochs"] = epochs
     c["optimization"]["warmup"] = min(c["optimization"]["warmup"], epochs / 4)
     c["optimization"]["probe_every"] = epochs
