@@ -65,8 +65,15 @@ KERNEL_TARGET static void KERNEL(activate)(vitmsn_activation kind, float *restri
 
 // row[i] = exp(row[i] − m), m the larger of `maximum` and the row's maximum; returns the sum and m.
 KERNEL_TARGET static inline float KERNEL(exp_below_maximum)(float *restrict row, size_t cols, float *maximum) {
+    // The maximum in vectors (fmaxf's NaN rule: a NaN score is passed over, as by `row[i] > m`): a scalar
+    // loop runs one dependent compare per element and took most of the softmax's time.
+    typedef float vf __attribute__((vector_size(GEMM_VW * 4), aligned(4)));
+    vf mv = (vf){0} + *maximum;
+    size_t j = 0;
+    for (; j + GEMM_VW <= cols; j += GEMM_VW) mv = __builtin_elementwise_max(mv, *(const vf *)(row + j));
     float m = *maximum;
-    for (size_t i = 0; i < cols; i++) m = row[i] > m ? row[i] : m;
+    for (int lane = 0; lane < GEMM_VW; lane++) m = fmaxf(m, mv[lane]);
+    for (; j < cols; j++) m = fmaxf(m, row[j]);
     float total = 0.0f;
     {
 #pragma clang fp reassociate(on)
