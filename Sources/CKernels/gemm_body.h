@@ -1,5 +1,6 @@
 // The GEMM's bodies, included once per instruction set by gemm.c with KERNEL_TARGET, KERNEL(name),
-// GEMM_VW (floats per vector), GEMM_MR × GEMM_NR (the register tile) and GEMM_KC (the K block) defined.
+// GEMM_VW (floats per vector), GEMM_MR × GEMM_NR (the register tile), GEMM_KC (the K block) and
+// GEMM_K_UNROLL (the micro-kernel's k unrolling) defined.
 //
 // BLIS's loop structure: B is packed in K blocks of panels GEMM_NR columns wide (weights once, at load),
 // A is packed per (row block, K block) into slivers GEMM_MR rows high, and the micro-kernel multiplies one
@@ -47,7 +48,7 @@ __attribute__((always_inline)) KERNEL_TARGET static inline void KERNEL(gemm_micr
     for (int i = 0; i < GEMM_MR; i++)
 #pragma clang loop unroll(full)
         for (int j = 0; j < GEMM_NV; j++) acc[i][j] = (vf){0};
-#pragma clang loop unroll_count(4)
+#pragma clang loop unroll_count(GEMM_K_UNROLL)
     for (size_t k = 0; k < kc; k++) {
         vf bv[GEMM_NV];
 #pragma clang loop unroll(full)

@@ -9,5 +9,6 @@
 #undef GEMM_MR
 #undef GEMM_NR
 #undef GEMM_MC
+#undef GEMM_K_UNROLL
 #undef QGEMM_TARGET
 #undef QGEMM_KIND
