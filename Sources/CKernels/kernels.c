@@ -199,8 +199,16 @@ vitmsn_qgemm_call vitmsn_qgemm_part(const vitmsn_qgemm_call *call, size_t part, 
     return p;
 }
 
-void vitmsn_quantize_rows(const float *x, size_t ldx, size_t rows, size_t cols, signed char *q, size_t ldq, float *scales) {
-    QGEMM_DISPATCH(quantize_rows, x, ldx, rows, cols, q, ldq, scales);
+void vitmsn_quantize_rows(const float *x, size_t ldx, size_t rows, size_t cols, signed char *q, size_t ldq, float *scales, int bits) {
+    QGEMM_DISPATCH(quantize_rows, x, ldx, rows, cols, q, ldq, scales, bits == 7 ? 63.0f : 127.0f);
+}
+
+int vitmsn_qgemm_preferred_weight_bits(void) {
+#ifdef HAVE_X86_BUILDS
+    return qgemm_isa == ISA_AVX2 ? 7 : 8;
+#else
+    return 8;
+#endif
 }
 
 void vitmsn_quantize_activations(const float *x, size_t ldx, size_t rows, size_t cols, unsigned char *q, size_t ldq, float *scales, int *zero_points) {
@@ -224,7 +232,7 @@ void vitmsn_qgemm_pack_b(const signed char *w, size_t ldw, size_t k, size_t n, s
 }
 
 static int qgemm_arguments_valid(const vitmsn_qgemm_call *call) {
-    return call->n0 % 16 == 0 && call->m1 <= call->m && call->n1 <= call->n && call->lda % 4 == 0 && call->lda >= vitmsn_qgemm_row_stride(call->k) &&
+    return call->n0 % 16 == 0 && call->b_max >= 0 && call->b_max <= 127 && call->m1 <= call->m && call->n1 <= call->n && call->lda % 4 == 0 && call->lda >= vitmsn_qgemm_row_stride(call->k) &&
            !(call->epilogue.activation >= 0 && call->epilogue.beta != 0.0f);
 }
 

@@ -1,47 +1,66 @@
 // The int8 GEMM's bodies, included once per instruction set by kernels.c with KERNEL(name), QGEMM_TARGET and
 // QGEMM_KIND (0 portable, 1 AVX2, 2 AVX-512 VNNI) defined.
 //
-// C = epilogue(sa[r] · sb[c] · Σ_k (qa[r][k] − za[r]) · qb[k][c]): B (weights) symmetric 7-bit in [-63, 63],
-// A (activations) unsigned 7-bit with a zero point per row, qa in [0, 127]. The sums are exact in int32
-// (Σ qa·qb − za·Σ qb, the column sums kept with B), so every build gives the same sums. B is packed once
-// per weight into panels of 16 columns, each k-group of four bytes of a column adjacent: [panel][k/4][16
-// columns][4]. One 4-byte group of an A row, broadcast, meets a whole panel row of groups; K is padded to a
-// multiple of 8 so that groups come in pairs.
+// C = epilogue(sa[r] · sb[c] · Σ_k (qa[r][k] − za[r]) · qb[k][c]): B (weights) symmetric, 8-bit in [-127, 127]
+// or 7-bit in [-63, 63]; A (activations) unsigned 7-bit with a zero point per row, qa in [0, 127]. The sums
+// are exact in int32 (Σ qa·qb − za·Σ qb, the column sums kept with B), so every build gives the same sums.
+// B is packed once per weight into panels of 16 columns, each k-group of four bytes of a column adjacent:
+// [panel][k/4][16 columns][4]. One 4-byte group of an A row, broadcast, meets a whole panel row of groups; K
+// is padded to a multiple of 8 so that groups come in pairs.
 //
-// Why 7 bits each: AVX2's vpmaddubsw multiplies unsigned × signed bytes and adds pairs into int16 with
-// saturation, and its widening to int32 (vpmaddwd by ones) takes a multiply port too. With qa ≤ 127 and
-// |qb| ≤ 63 a pair is at most 2·127·63 = 16002, so two k-groups add in int16 (≤ 32004 < 32767) before one
-// widening: 3 multiplies per 64 products instead of 4 (8-bit activations could reach 2·255·127 in a single
-// pair and saturate). Measured on Zen 3, register-only: 2.1–2.4× the fp32 FMA rate against 1.4–1.6× for
-// one widening per group and 1.2–1.3× for 8-bit values with a sign trick (|a| × b·sign(a)).
+// Why 7-bit activations, and 7-bit weights on AVX2: its vpmaddubsw multiplies unsigned × signed bytes and
+// adds pairs into int16 with saturation, and its widening to int32 (vpmaddwd by ones) takes a multiply port
+// too. With qa ≤ 127 and |qb| ≤ 63 a pair is at most 2·127·63 = 16002, so two k-groups add in int16
+// (≤ 32004 < 32767) before one widening: 3 multiplies per 64 products instead of 4. 8-bit weights still
+// never saturate a single pair (2·127·127 = 32258) and widen every group; 8-bit activations could reach
+// 2·255·127 and would. Measured on Zen 3, register-only: 2.1–2.4× the fp32 FMA rate with pairs against
+// 1.4–1.6× for one widening per group and 1.2–1.3× for 8-bit values with a sign trick (|a| × b·sign(a)).
+// VNNI's vpdpbusd sums four products straight into int32 and never saturates, so 8 bits cost it nothing.
 
 #define QGEMM_NR 16
-#define QGEMM_MC 16
 
 #if QGEMM_KIND == 1
 #include <immintrin.h>
 #define QGEMM_MR 4
-// Σ over k of MR rows × 16 columns in 8 ymm accumulators; the 4 × 8 int32 tile goes to `tile`. Two k-groups
-// at a time: their vpmaddubsw pairs (|each| ≤ 2·127·63 = 16002) add in int16 without overflow, then one
-// vpmaddwd by ones widens to int32.
-QGEMM_TARGET static void KERNEL(qgemm_micro)(size_t k4, const uint8_t *const *rows, const int8_t *restrict b, int32_t *restrict tile) {
+#define QGEMM_PANELS 1
+#define QGEMM_MC 16
+// Σ over k of MR rows × 16 columns in 8 ymm accumulators; the 4 × 8 int32 tile goes to `tile`. With 7-bit
+// weights two k-groups at a time: their vpmaddubsw pairs (|each| ≤ 16002) add in int16, then one vpmaddwd
+// by ones widens to int32. With 8-bit weights each group widens on its own.
+QGEMM_TARGET static void KERNEL(qgemm_micro)(size_t k4, const uint8_t *const *rows, const int8_t *restrict b, size_t panels, int b_max, int32_t *restrict tile) {
+    (void)panels;
     const __m256i ones = _mm256_set1_epi16(1);
     __m256i acc[QGEMM_MR][2];
     for (int i = 0; i < QGEMM_MR; i++) acc[i][0] = acc[i][1] = _mm256_setzero_si256();
-    for (size_t g = 0; g < k4; g += 2) {
-        const int8_t *bg = b + g * 64;
-        __m256i b0 = _mm256_load_si256((const __m256i *)bg), b1 = _mm256_load_si256((const __m256i *)(bg + 32));
-        __m256i b2 = _mm256_load_si256((const __m256i *)(bg + 64)), b3 = _mm256_load_si256((const __m256i *)(bg + 96));
+    if (b_max <= 63) {
+        for (size_t g = 0; g < k4; g += 2) {
+            const int8_t *bg = b + g * 64;
+            __m256i b0 = _mm256_load_si256((const __m256i *)bg), b1 = _mm256_load_si256((const __m256i *)(bg + 32));
+            __m256i b2 = _mm256_load_si256((const __m256i *)(bg + 64)), b3 = _mm256_load_si256((const __m256i *)(bg + 96));
 #pragma clang loop unroll(full)
-        for (int i = 0; i < QGEMM_MR; i++) {
-            int32_t first, second;
-            memcpy(&first, rows[i] + 4 * g, 4);
-            memcpy(&second, rows[i] + 4 * g + 4, 4);
-            __m256i a0 = _mm256_set1_epi32(first), a1 = _mm256_set1_epi32(second);
-            __m256i p0 = _mm256_add_epi16(_mm256_maddubs_epi16(a0, b0), _mm256_maddubs_epi16(a1, b2));
-            __m256i p1 = _mm256_add_epi16(_mm256_maddubs_epi16(a0, b1), _mm256_maddubs_epi16(a1, b3));
-            acc[i][0] = _mm256_add_epi32(acc[i][0], _mm256_madd_epi16(p0, ones));
-            acc[i][1] = _mm256_add_epi32(acc[i][1], _mm256_madd_epi16(p1, ones));
+            for (int i = 0; i < QGEMM_MR; i++) {
+                int32_t first, second;
+                memcpy(&first, rows[i] + 4 * g, 4);
+                memcpy(&second, rows[i] + 4 * g + 4, 4);
+                __m256i a0 = _mm256_set1_epi32(first), a1 = _mm256_set1_epi32(second);
+                __m256i p0 = _mm256_add_epi16(_mm256_maddubs_epi16(a0, b0), _mm256_maddubs_epi16(a1, b2));
+                __m256i p1 = _mm256_add_epi16(_mm256_maddubs_epi16(a0, b1), _mm256_maddubs_epi16(a1, b3));
+                acc[i][0] = _mm256_add_epi32(acc[i][0], _mm256_madd_epi16(p0, ones));
+                acc[i][1] = _mm256_add_epi32(acc[i][1], _mm256_madd_epi16(p1, ones));
+            }
+        }
+    } else {
+        for (size_t g = 0; g < k4; g++) {
+            const int8_t *bg = b + g * 64;
+            __m256i b0 = _mm256_load_si256((const __m256i *)bg), b1 = _mm256_load_si256((const __m256i *)(bg + 32));
+#pragma clang loop unroll(full)
+            for (int i = 0; i < QGEMM_MR; i++) {
+                int32_t group;
+                memcpy(&group, rows[i] + 4 * g, 4);
+                __m256i a = _mm256_set1_epi32(group);
+                acc[i][0] = _mm256_add_epi32(acc[i][0], _mm256_madd_epi16(_mm256_maddubs_epi16(a, b0), ones));
+                acc[i][1] = _mm256_add_epi32(acc[i][1], _mm256_madd_epi16(_mm256_maddubs_epi16(a, b1), ones));
+            }
         }
     }
     for (int i = 0; i < QGEMM_MR; i++) {
@@ -51,27 +70,44 @@ QGEMM_TARGET static void KERNEL(qgemm_micro)(size_t k4, const uint8_t *const *ro
 }
 #elif QGEMM_KIND == 2
 #include <immintrin.h>
-#define QGEMM_MR 8
-// One zmm is a whole panel row: vpdpbusd adds four a·b products per column into int32 (no saturation).
-QGEMM_TARGET static void KERNEL(qgemm_micro)(size_t k4, const uint8_t *const *rows, const int8_t *restrict b, int32_t *restrict tile) {
-    const __m512i zero = _mm512_setzero_si512();
-    __m512i acc[QGEMM_MR];
-    for (int i = 0; i < QGEMM_MR; i++) acc[i] = zero;
+#define QGEMM_MR 12
+#define QGEMM_PANELS 2
+#define QGEMM_MC 24
+// One zmm is a panel row: vpdpbusd adds four a·b products per column into int32 (no saturation). A tile is
+// MR rows × two panels, 24 accumulators: enough independent chains to cover vpdpbusd's latency on two ports.
+QGEMM_TARGET static inline __attribute__((always_inline)) void KERNEL(qgemm_vnni_tile)(
+    size_t k4, const uint8_t *const *rows, const int8_t *restrict b, const size_t panels, int32_t *restrict tile
+) {
+    const size_t panel_bytes = k4 * 64;
+    __m512i acc[QGEMM_MR][QGEMM_PANELS];
+    for (int i = 0; i < QGEMM_MR; i++) for (size_t j = 0; j < panels; j++) acc[i][j] = _mm512_setzero_si512();
     for (size_t g = 0; g < k4; g++) {
-        __m512i bv = _mm512_load_si512((const void *)(b + g * 64));
+        __m512i bv[QGEMM_PANELS];
+        for (size_t j = 0; j < panels; j++) bv[j] = _mm512_load_si512((const void *)(b + j * panel_bytes + g * 64));
 #pragma clang loop unroll(full)
         for (int i = 0; i < QGEMM_MR; i++) {
             int32_t group;
             memcpy(&group, rows[i] + 4 * g, 4);
-            acc[i] = _mm512_dpbusd_epi32(acc[i], _mm512_set1_epi32(group), bv);
+            __m512i a = _mm512_set1_epi32(group);
+            for (size_t j = 0; j < panels; j++) acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], a, bv[j]);
         }
     }
-    for (int i = 0; i < QGEMM_MR; i++) _mm512_storeu_si512((void *)(tile + i * QGEMM_NR), acc[i]);
+    for (int i = 0; i < QGEMM_MR; i++)
+        for (size_t j = 0; j < panels; j++) _mm512_storeu_si512((void *)(tile + i * QGEMM_PANELS * QGEMM_NR + j * QGEMM_NR), acc[i][j]);
+}
+
+QGEMM_TARGET static void KERNEL(qgemm_micro)(size_t k4, const uint8_t *const *rows, const int8_t *restrict b, size_t panels, int b_max, int32_t *restrict tile) {
+    (void)b_max;
+    if (panels == 2) KERNEL(qgemm_vnni_tile)(k4, rows, b, 2, tile);
+    else KERNEL(qgemm_vnni_tile)(k4, rows, b, 1, tile);
 }
 #else
 #define QGEMM_MR 4
+#define QGEMM_PANELS 1
+#define QGEMM_MC 16
 // Plain loops over the same layout; the compiler vectorises the 16 columns.
-QGEMM_TARGET static void KERNEL(qgemm_micro)(size_t k4, const uint8_t *const *rows, const int8_t *restrict b, int32_t *restrict tile) {
+QGEMM_TARGET static void KERNEL(qgemm_micro)(size_t k4, const uint8_t *const *rows, const int8_t *restrict b, size_t panels, int b_max, int32_t *restrict tile) {
+    (void)panels, (void)b_max;
     for (int i = 0; i < QGEMM_MR; i++) {
         int32_t acc[QGEMM_NR] = {0};
         for (size_t g = 0; g < k4; g++) {
@@ -85,19 +121,20 @@ QGEMM_TARGET static void KERNEL(qgemm_micro)(size_t k4, const uint8_t *const *ro
 }
 #endif
 
-// Weights: rows of `cols` floats to 7-bit integers with one scale each: q = round(x / s), s = max|x| / 63
-// (0 for a zero row), rows padded with zeros to a multiple of 8. Round to nearest even, as cvtps does.
-QGEMM_TARGET static void KERNEL(quantize_rows)(const float *restrict x, size_t ldx, size_t rows, size_t cols, int8_t *restrict q, size_t ldq, float *restrict scales) {
+// Weights: rows of `cols` floats to integers in [-levels, levels] with one scale each: q = round(x / s),
+// s = max|x| / levels (0 for a zero row), rows padded with zeros to a multiple of 8. Round to nearest even,
+// as cvtps does.
+QGEMM_TARGET static void KERNEL(quantize_rows)(const float *restrict x, size_t ldx, size_t rows, size_t cols, int8_t *restrict q, size_t ldq, float *restrict scales, float levels) {
     for (size_t r = 0; r < rows; r++) {
         const float *xr = x + r * ldx;
         int8_t *qr = q + r * ldq;
         float largest = 0;
         for (size_t j = 0; j < cols; j++) largest = fmaxf(largest, fabsf(xr[j]));
-        float scale = largest / 63.0f, inverse = largest > 0 ? 63.0f / largest : 0.0f;
+        float scale = largest / levels, inverse = largest > 0 ? levels / largest : 0.0f;
         scales[r] = scale;
         for (size_t j = 0; j < cols; j++) {
             float v = xr[j] * inverse;
-            v = v >= -63.0f ? (v <= 63.0f ? v : 63.0f) : -63.0f;  // NaN becomes -63
+            v = v >= -levels ? (v <= levels ? v : levels) : -levels;  // NaN becomes -levels
             qr[j] = (int8_t)(int32_t)nearbyintf(v);
         }
         for (size_t j = cols; j < (cols + 7) / 8 * 8; j++) qr[j] = 0;
@@ -144,7 +181,7 @@ QGEMM_TARGET static void KERNEL(quantize_rows_u7)(const float *restrict x, size_
 // A tile of int32 sums into C: sa·sb·(sum − za·Σqb) (·alpha) + bias, + beta·C, then the activation. No
 // contraction, so every build rounds alike.
 QGEMM_TARGET static void KERNEL(qgemm_store)(
-    const int32_t *restrict tile, size_t rows, size_t cols, float *restrict c, size_t ldc, const float *restrict a_scale,
+    const int32_t *restrict tile, size_t ld_tile, size_t rows, size_t cols, float *restrict c, size_t ldc, const float *restrict a_scale,
     const int32_t *restrict a_zero, const float *restrict b_scale, const int32_t *restrict b_sum, const float *restrict bias, const vitmsn_epilogue *ep
 ) {
 #pragma clang fp contract(off)
@@ -163,7 +200,7 @@ QGEMM_TARGET static void KERNEL(qgemm_store)(
         float *restrict cr = c + r * ldc;
         float v[QGEMM_NR] __attribute__((aligned(64)));
         for (size_t j = 0; j < QGEMM_NR; j += GEMM_VW) {
-            vi corrected = *(const vi *)(tile + r * QGEMM_NR + j) - z * *(const vi *)(sum + j);
+            vi corrected = *(const vi *)(tile + r * ld_tile + j) - z * *(const vi *)(sum + j);
             vf value = __builtin_convertvector(corrected, vf) * (s * *(const vf *)(scale + j)) + *(const vf *)(offset + j);
             *(vf *)(v + j) = gelu ? KERNEL(gelu_vector)(value) : value;
         }
@@ -174,28 +211,35 @@ QGEMM_TARGET static void KERNEL(qgemm_store)(
 }
 
 // C[m0..m1, n0..n1) of the int8 product; n0 a multiple of 16. Rows in blocks of QGEMM_MC (in L1), each
-// meeting every panel in turn; every sum runs over the whole K in registers.
+// meeting every panel in turn (QGEMM_PANELS at a time); every sum runs over the whole K in registers.
 QGEMM_TARGET static void KERNEL(qgemm)(const vitmsn_qgemm_call *g) {
     const size_t k4 = (g->k + 7) / 8 * 2;  // even: the kernels take k-groups in pairs
     const size_t p_begin = g->n0 / QGEMM_NR, p_end = (g->n1 + QGEMM_NR - 1) / QGEMM_NR;
-    int32_t tile[QGEMM_MR * QGEMM_NR] __attribute__((aligned(64)));
+    const size_t ld_tile = QGEMM_PANELS * QGEMM_NR;
+    int32_t tile[QGEMM_MR * QGEMM_PANELS * QGEMM_NR] __attribute__((aligned(64)));
     for (size_t r0 = g->m0; r0 < g->m1; r0 += QGEMM_MC) {
         size_t r1 = g->m1 - r0 < QGEMM_MC ? g->m1 : r0 + QGEMM_MC;
-        for (size_t p = p_begin; p < p_end; p++) {
+        for (size_t p = p_begin; p < p_end; p += QGEMM_PANELS) {
+            const size_t panels = p_end - p < QGEMM_PANELS ? p_end - p : QGEMM_PANELS;
             const int8_t *panel = g->packed_b + p * k4 * 64;
-            size_t c0 = p * QGEMM_NR, cols = (g->n1 < c0 + QGEMM_NR ? g->n1 : c0 + QGEMM_NR) - c0;
+            size_t c0 = p * QGEMM_NR, cols = (g->n1 < c0 + panels * QGEMM_NR ? g->n1 : c0 + panels * QGEMM_NR) - c0;
             for (size_t t = r0; t < r1; t += QGEMM_MR) {
                 size_t height = r1 - t < QGEMM_MR ? r1 - t : QGEMM_MR;
                 const uint8_t *rows[QGEMM_MR];  // a short last tile repeats its first row, whose sums are dropped
                 for (size_t i = 0; i < QGEMM_MR; i++) rows[i] = g->a + (t + (i < height ? i : 0)) * g->lda;
                 float *ct = g->c + t * g->ldc + c0;
                 for (size_t i = 0; i < height; i++) __builtin_prefetch(ct + i * g->ldc, 1, 3);  // C arrives during the sums
-                KERNEL(qgemm_micro)(k4, rows, panel, tile);
-                KERNEL(qgemm_store)(tile, height, cols, ct, g->ldc, g->a_scale + t, g->a_zero + t,
-                                    g->b_scale + c0, g->b_sum + c0, g->epilogue.bias ? g->epilogue.bias + c0 : 0, &g->epilogue);
+                KERNEL(qgemm_micro)(k4, rows, panel, panels, g->b_max, tile);
+                for (size_t j = 0; j * QGEMM_NR < cols; j++) {
+                    size_t c = c0 + j * QGEMM_NR, width = cols - j * QGEMM_NR < QGEMM_NR ? cols - j * QGEMM_NR : QGEMM_NR;
+                    KERNEL(qgemm_store)(tile + j * QGEMM_NR, ld_tile, height, width, ct + j * QGEMM_NR, g->ldc, g->a_scale + t, g->a_zero + t,
+                                        g->b_scale + c, g->b_sum + c, g->epilogue.bias ? g->epilogue.bias + c : 0, &g->epilogue);
+                }
             }
         }
     }
 }
 
 #undef QGEMM_MR
+#undef QGEMM_PANELS
+#undef QGEMM_MC

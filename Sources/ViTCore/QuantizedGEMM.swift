@@ -2,9 +2,12 @@ import CKernels
 import Foundation
 
 /// A weight (out, in) in symmetric int8, one scale per output channel (`w ≈ scale[o] · q[o][i]`, q in
-/// [-63, 63]: 7 bits, see CKernels' qgemm_body.h), packed for the int8 GEMM. The layout is the same for
-/// every instruction set.
+/// [-127, 127] at 8 bits or [-63, 63] at 7, which AVX2 runs faster: see CKernels' qgemm_body.h), packed for
+/// the int8 GEMM. The layout is the same for every instruction set.
 public final class QuantizedMatrix: @unchecked Sendable {
+    /// The weight bits this CPU's int8 kernel runs fastest with at no loss: 7 on AVX2, 8 with VNNI or portably.
+    public static var preferredBits: Int { Int(vitmsn_qgemm_preferred_weight_bits()) }
+
     /// Input features (K) and output features (N).
     public let k: Int
     public let n: Int
@@ -12,23 +15,32 @@ public final class QuantizedMatrix: @unchecked Sendable {
     public let scales: [Float]
     /// Σ_i q[o][i] per output channel, for the activations' zero-point correction.
     let columnSums: [Int32]
+    /// The largest |q|: 127 at 8 bits, 63 at 7 (0 for a zero matrix).
+    let largestMagnitude: Int32
     let data: UnsafeMutablePointer<Int8>
 
-    /// Quantises an `nn.Linear` weight (n × k, row-major): per output channel, round to nearest even.
-    public convenience init(quantizing weight: UnsafePointer<Float>, n: Int, k: Int) {
+    /// 8 or 7: the bits the values span (a matrix within [-63, 63] counts as 7).
+    public var bits: Int { largestMagnitude > 63 ? 8 : 7 }
+
+    /// Quantises an `nn.Linear` weight (n × k, row-major) to `bits` (8 or 7): per output channel, round to
+    /// nearest even.
+    public convenience init(quantizing weight: UnsafePointer<Float>, n: Int, k: Int, bits: Int = QuantizedMatrix.preferredBits) {
+        precondition(bits == 7 || bits == 8, "int8 weights take 7 or 8 bits, not \(bits)")
         let stride = vitmsn_qgemm_row_stride(k)
         var values = [Int8](repeating: 0, count: n * stride)
         var scales = [Float](repeating: 0, count: n)
-        values.withUnsafeMutableBufferPointer { q in vitmsn_quantize_rows(weight, k, n, k, q.baseAddress!, stride, &scales) }
+        values.withUnsafeMutableBufferPointer { q in vitmsn_quantize_rows(weight, k, n, k, q.baseAddress!, stride, &scales, Int32(bits)) }
         self.init(values: values, stride: stride, scales: scales, n: n, k: k)
     }
 
-    /// int8 values (n × k, row `o` at `o · stride`) with their scales, e.g. as a quantised checkpoint stores them.
+    /// int8 values in [-127, 127] (n × k, row `o` at `o · stride`) with their scales, e.g. as a quantised
+    /// checkpoint stores them.
     public init(values: [Int8], stride: Int, scales: [Float], n: Int, k: Int) {
-        precondition(scales.count == n && stride >= k && values.count >= n * stride - (stride - k) && values.allSatisfy { abs(Int($0)) <= 63 },
+        precondition(scales.count == n && stride >= k && values.count >= n * stride - (stride - k) && !values.contains(-128),
                      "\(values.count) values, \(scales.count) scales and stride \(stride) for a \(n)×\(k) weight")
         (self.k, self.n, self.scales) = (k, n, scales)
         columnSums = (0..<n).map { o in values[(o * stride)..<(o * stride + k)].reduce(Int32(0)) { $0 + Int32($1) } }
+        largestMagnitude = values.reduce(Int32(0)) { max($0, abs(Int32($1))) }
         var memory: UnsafeMutableRawPointer?
         guard posix_memalign(&memory, 64, max(vitmsn_qgemm_packed_bytes(k, n), 64)) == 0, let memory else {
             fatalError("out of memory packing a \(n)×\(k) int8 matrix")
@@ -87,7 +99,7 @@ package func quantizedLinearForward(
     weight.scales.withUnsafeBufferPointer { scales in weight.columnSums.withUnsafeBufferPointer { sums in
         let call = vitmsn_qgemm_call(
             m: x.rows, n: weight.n, k: weight.k, a: x.values, lda: x.stride, a_scale: x.scales, a_zero: x.zeroPoints,
-            packed_b: weight.data, b_scale: scales.baseAddress!, b_sum: sums.baseAddress!, c: y, ldc: weight.n,
+            packed_b: weight.data, b_scale: scales.baseAddress!, b_sum: sums.baseAddress!, b_max: weight.largestMagnitude, c: y, ldc: weight.n,
             epilogue: vitmsn_epilogue(alpha: 1, beta: accumulate ? 1 : 0, bias: bias, activation: activation.map { Int32($0.kernel.rawValue) } ?? -1),
             m0: 0, m1: x.rows, n0: 0, n1: weight.n)
         let parts = vitmsn_qgemm_parts([call], parallelism.threads)

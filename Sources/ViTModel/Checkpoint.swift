@@ -198,7 +198,7 @@ func saveModelDirectory(_ module: NN.Module, backbone: ViTMSNModel, prefix: Stri
     config.extraFields["dtype"] = ["F32": "float32", "F16": "float16", "BF16": "bfloat16"][dtype.rawValue]
     config.extraFields["torch_dtype"] = nil
     if !quantized.isEmpty {
-        config.extraFields["quantization_config"] = Int8Checkpoint.config
+        config.extraFields["quantization_config"] = Int8Checkpoint.config(weightBits: backbone.quantizedWeightBits ?? 8)
     }
     let records = module.namedParameters.map { SafetensorsRecord(name: $0.name, tensor: $0.tensor, dtype: dtype) } + quantized
     try SafetensorsWriter.write(records, to: directory + "/model.safetensors")

@@ -78,9 +78,9 @@ extension NN {
         /// int8 GEMM (inference only).
         public private(set) var quantizedWeight: QuantizedMatrix?
 
-        /// Quantises the weight to int8 per output channel and drops the float copy.
-        public func quantize() {
-            let matrix = weight.withUnsafeBufferPointer { QuantizedMatrix(quantizing: $0.baseAddress!, n: outFeatures, k: inFeatures) }
+        /// Quantises the weight to int8 (`bits` 8 or 7) per output channel and drops the float copy.
+        public func quantize(bits: Int = QuantizedMatrix.preferredBits) {
+            let matrix = weight.withUnsafeBufferPointer { QuantizedMatrix(quantizing: $0.baseAddress!, n: outFeatures, k: inFeatures, bits: bits) }
             setQuantizedWeight(matrix)
         }
 

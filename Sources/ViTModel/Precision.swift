@@ -7,8 +7,8 @@ import ViTIO
 /// - `bf16`, `f16`: every parameter rounded to half precision (as a half-precision checkpoint holds it) and
 ///   widened to f32 when the GEMM packs it, so the arithmetic stays f32.
 /// - `int8`: dynamic quantisation of the encoder's Linear layers (query, key, value, attention output, fc1,
-///   fc2): weights symmetric per output channel, activations per token at run time (7 bits each, which
-///   lets AVX2 sum twice as many products in int16; see CKernels' qgemm_body.h), exact int32 sums,
+///   fc2): weights symmetric per output channel in 8 bits (7 on AVX2, which lets it sum twice as many
+///   products in int16; see CKernels' qgemm_body.h), activations per token at run time in 7 bits, exact int32 sums,
 ///   dequantisation, bias, GELU and the residual add in the GEMM's epilogue. LayerNorm, softmax and the
 ///   residual stream stay f32. Left in f32, on purpose: the patch embedding (its input is the pixels, and it
 ///   is 1/(12·L) of the work), the attention products QKᵀ and PV (per-head products of activations with
@@ -22,20 +22,26 @@ public enum WeightPrecision: String, CaseIterable, Sendable {
 public enum Int8Checkpoint {
     public static let method = "vitmsn_int8_dynamic"
     /// The suffix of each quantised weight's per-output-channel scales (F32, shape (out)); the weight itself
-    /// is stored as I8 (out, in) in [-63, 63] under its usual name, with `weight ≈ weight_scale[o] · weight[o][i]`.
+    /// is stored as I8 (out, in) in [-127, 127] (or [-63, 63] at 7 bits) under its usual name, with
+    /// `weight ≈ weight_scale[o] · weight[o][i]`.
     public static let scaleSuffix = "_scale"
 
-    /// `quantization_config`: the scheme, and the layers of each encoder block it covers (`quantizableLinears`).
-    static var config: [String: Any] { [
-        "quant_method": method,
-        "weights": "7-bit in int8 ([-63, 63]), symmetric per output channel: I8 weight (out, in) and F32 weight_scale (out)",
-        "activations": "unsigned 7-bit with a zero point, per token, quantised at run time",
-        "modules": ViTMSNModel.quantizableLayerNames,
-    ] }
+    /// `quantization_config`: the scheme, the weights' bits and the layers of each encoder block it covers
+    /// (`quantizableLinears`). Loading reads the values themselves, so `weight_bits` is a record, not a switch.
+    static func config(weightBits: Int) -> [String: Any] {
+        let bound = (1 << (weightBits - 1)) - 1
+        return [
+            "quant_method": method,
+            "weight_bits": weightBits,
+            "weights": "symmetric per output channel, \(weightBits)-bit in int8 ([-\(bound), \(bound)]): I8 weight (out, in) and F32 weight_scale (out)",
+            "activations": "unsigned 7-bit with a zero point, per token, quantised at run time",
+            "modules": ViTMSNModel.quantizableLayerNames,
+        ]
+    }
 }
 
 extension ViTMSNModel {
-    /// The Linear layers of each encoder block int8 quantises, by their names in the block.
+    /// The Linear layers of each encoder block int8 quantises by their names in the block.
     static let quantizableLayerNames = ["attention.attention.query", "attention.attention.key", "attention.attention.value",
                                         "attention.output.dense", "intermediate.dense", "output.dense"]
 
@@ -51,6 +57,9 @@ extension ViTMSNModel {
     /// Whether the encoder's Linear layers hold int8 weights.
     public var isQuantized: Bool { quantizableLinears.contains { $0.layer.quantizedWeight != nil } }
 
+    /// The bits of the int8 weights (8 if any layer spans 8), or nil when none is quantised.
+    public var quantizedWeightBits: Int? { quantizableLinears.compactMap { $0.layer.quantizedWeight?.bits }.max() }
+
     /// Takes the int8 weights a quantised checkpoint stores (I8 `weight`, F32 `weight_scale`) for every
     /// quantisable layer that has them, checking each value; returns the checkpoint names consumed.
     package func loadQuantizedLinears(from source: TensorSource, checkpointName: (String) -> String) throws -> Set<String> {
@@ -65,8 +74,8 @@ extension ViTMSNModel {
                 throw CheckpointError(source.location, "wrongly shaped tensors: \(weightName) \(info.shape), \(scaleName) \(scaleInfo.shape); the model needs [\(layer.outFeatures), \(layer.inFeatures)] and [\(layer.outFeatures)]")
             }
             let values = try source.int8Values(weightName)
-            if let bad = values.first(where: { abs(Int($0)) > 63 }) {
-                throw CheckpointError(source.location, "'\(weightName)' holds \(bad); this scheme's weights lie in [-63, 63]")
+            if values.contains(-128) {
+                throw CheckpointError(source.location, "'\(weightName)' holds -128; this scheme's weights are symmetric, in [-127, 127]")
             }
             let scales = try source.floatTensor(scaleName).scalars
             guard scales.allSatisfy({ $0.isFinite && $0 >= 0 }) else {

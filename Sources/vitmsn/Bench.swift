@@ -65,15 +65,17 @@ struct Bench: ParsableCommand {
         ])
     }
 
-    /// The GEMM alone on each `--gemm` shape, with the FMA peak of the same threads.
+    /// The GEMM alone on each `--gemm` shape, with the FMA peak of the same threads; with `--dtype int8`,
+    /// the int8 product of activations quantised once (GOP/s in the same column).
     private func timeGEMMs() throws {
         let parallelism = threading.parallelism
         let peak = VectorMath.fmaPeakGFLOPs(threads: parallelism.threads)
+        let int8 = precision.dtype == .int8
         for spec in gemm {
             let parts = spec.split(separator: ":")
             let sizes = parts[0].split(separator: "x").compactMap { Int($0) }
-            guard sizes.count == 3, sizes.allSatisfy({ $0 > 0 }), parts.count == 1 || parts[1] == "t" else {
-                throw CLIError("--gemm \(spec): expected MxNxK or MxNxK:t")
+            guard sizes.count == 3, sizes.allSatisfy({ $0 > 0 }), parts.count == 1 || (parts[1] == "t" && !int8) else {
+                throw CLIError("--gemm \(spec): expected MxNxK" + (int8 ? "" : " or MxNxK:t"))
             }
             let (m, n, k, transposed) = (sizes[0], sizes[1], sizes[2], parts.count == 2)
             var generator = SeededGenerator(seed: 2)
@@ -82,6 +84,13 @@ struct Bench: ParsableCommand {
             let median: Double = try a.withUnsafeBufferPointer { a in
                 try b.withUnsafeBufferPointer { b in
                     try c.withUnsafeMutableBufferPointer { c in
+                        if int8 {
+                            let weight = QuantizedMatrix(quantizing: b.baseAddress!, n: n, k: k)
+                            let rows = QuantizedRows(a.baseAddress!, rows: m, columns: k, parallelism: parallelism)
+                            return try medianSeconds {
+                                quantizedLinearForward(x: rows, weight: weight, bias: nil, y: c.baseAddress!, parallelism: parallelism)
+                            }
+                        }
                         if transposed {
                             return try medianSeconds {
                                 ViTCore.gemm(transposeA: true, transposeB: false, m: m, n: n, k: k, a: a.baseAddress!, lda: m,
@@ -97,8 +106,9 @@ struct Bench: ParsableCommand {
             }
             let gflops = 2 * Double(m * n * k) / median / 1e9
             print(summary: [
-                ("gemm", spec), ("median_ms", median * 1000), ("gflops", gflops), ("fma_peak_gflops", peak),
-                ("percent_of_peak", 100 * gflops / peak), ("threads", parallelism.threads), ("kernels", VectorMath.instructionSet),
+                ("gemm", spec), ("median_ms", median * 1000), (int8 ? "gops" : "gflops", gflops), ("fma_peak_gflops", peak),
+                ("percent_of_peak", 100 * gflops / peak), ("threads", parallelism.threads),
+                ("kernels", int8 ? VectorMath.int8InstructionSet : VectorMath.instructionSet), ("dtype", int8 ? "int8" : "f32"),
             ])
         }
     }

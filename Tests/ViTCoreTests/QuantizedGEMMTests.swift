@@ -9,16 +9,22 @@ final class QuantizedGEMMTests: XCTestCase {
     }
 
     func testWeightQuantisationRoundTrips() {
+        for bits in [8, 7] { checkWeightQuantisationRoundTrips(bits: bits) }
+    }
+
+    func checkWeightQuantisationRoundTrips(bits: Int) {
         let (n, k) = (37, 23)
+        let levels = bits == 8 ? 127 : 63
         var weight = randomMatrix(n * k, seed: 1)
         weight[5 * k + 3] = 9  // an outlier only widens its own channel's scale
-        let matrix = weight.withUnsafeBufferPointer { QuantizedMatrix(quantizing: $0.baseAddress!, n: n, k: k) }
+        let matrix = weight.withUnsafeBufferPointer { QuantizedMatrix(quantizing: $0.baseAddress!, n: n, k: k, bits: bits) }
+        XCTAssertEqual(matrix.bits, bits)
         let values = matrix.values
-        XCTAssertTrue(values.allSatisfy { (-63...63).contains($0) })
+        XCTAssertTrue(values.allSatisfy { (-levels...levels).contains(Int($0)) })
         for o in 0..<n {
             let row = weight[(o * k)..<((o + 1) * k)]
-            XCTAssertEqual(matrix.scales[o], row.map(abs).max()! / 63, accuracy: 1e-7)
-            XCTAssertEqual(values[(o * k)..<((o + 1) * k)].map { abs(Int($0)) }.max(), 63, "each channel uses its full range")
+            XCTAssertEqual(matrix.scales[o], row.map(abs).max()! / Float(levels), accuracy: 1e-7)
+            XCTAssertEqual(values[(o * k)..<((o + 1) * k)].map { abs(Int($0)) }.max(), levels, "each channel uses its full range")
             for i in 0..<k { XCTAssertEqual(Float(values[o * k + i]) * matrix.scales[o], weight[o * k + i], accuracy: matrix.scales[o] / 2 * 1.0001) }
         }
         let again = QuantizedMatrix(values: values, stride: k, scales: matrix.scales, n: n, k: k)
@@ -56,7 +62,7 @@ final class QuantizedGEMMTests: XCTestCase {
             weight.columnSums.withUnsafeBufferPointer { sums in c.withUnsafeMutableBufferPointer { c in
                 let call = vitmsn_qgemm_call(
                     m: m, n: n, k: k, a: q.baseAddress!, lda: stride, a_scale: scales, a_zero: zeros, packed_b: weight.data,
-                    b_scale: bs.baseAddress!, b_sum: sums.baseAddress!, c: c.baseAddress!, ldc: n,
+                    b_scale: bs.baseAddress!, b_sum: sums.baseAddress!, b_max: weight.largestMagnitude, c: c.baseAddress!, ldc: n,
                     epilogue: vitmsn_epilogue(alpha: 1, beta: beta, bias: bias.isEmpty ? nil : bias.baseAddress, activation: activation),
                     m0: 0, m1: m, n0: 0, n1: n)
                 let count = vitmsn_qgemm_parts([call], parts)
@@ -70,9 +76,9 @@ final class QuantizedGEMMTests: XCTestCase {
     }
 
     func testInt8ProductMatchesADequantisedReference() {
-        for (m, n, k) in [(1, 16, 4), (7, 33, 23), (50, 70, 385)] {
+        for (m, n, k) in [(1, 16, 4), (7, 33, 23), (50, 70, 385)] { for bits in [8, 7] {
             let x = randomMatrix(m * k, seed: 3), w = randomMatrix(n * k, seed: 4, std: 0.05), bias = randomMatrix(n, seed: 5)
-            let weight = w.withUnsafeBufferPointer { QuantizedMatrix(quantizing: $0.baseAddress!, n: n, k: k) }
+            let weight = w.withUnsafeBufferPointer { QuantizedMatrix(quantizing: $0.baseAddress!, n: n, k: k, bits: bits) }
             let y = product(x: x, weight: weight, m: m, bias: bias)
             // The reference: the same quantised values, dequantised, multiplied in Double.
             let stride = vitmsn_qgemm_row_stride(k)
@@ -85,19 +91,24 @@ final class QuantizedGEMMTests: XCTestCase {
                     for i in 0..<k {
                         sum += Double(scales[r]) * Double(Int32(q[r * stride + i]) - zeros[r]) * Double(weight.scales[o]) * Double(values[o * k + i])
                     }
-                    XCTAssertEqual(Double(y[r * n + o]), sum + Double(bias[o]), accuracy: 1e-5 * (1 + abs(sum)), "\(m)×\(n)×\(k) [\(r), \(o)]")
+                    XCTAssertEqual(Double(y[r * n + o]), sum + Double(bias[o]), accuracy: 1e-5 * (1 + abs(sum)), "\(m)×\(n)×\(k) \(bits) bits [\(r), \(o)]")
                 }
             }
-        }
+        } }
     }
 
+    /// With 8- and 7-bit weights (AVX2's two loops), and widths that end on a pair of panels, a lone one and a part of one.
     func testDispatchedKernelEqualsThePortableOneBitForBit() {
-        let (m, n, k) = (45, 50, 131)
+        for (n, bits) in [(50, 8), (50, 7), (64, 8), (80, 8), (13, 7)] { checkDispatchedAgainstPortable(n: n, bits: bits) }
+    }
+
+    func checkDispatchedAgainstPortable(n: Int, bits: Int) {
+        let (m, k) = (45, 131)
         let x = randomMatrix(m * k, seed: 6), w = randomMatrix(n * k, seed: 7, std: 0.1), bias = randomMatrix(n, seed: 8)
         let start = randomMatrix(m * n, seed: 9)
-        let weight = w.withUnsafeBufferPointer { QuantizedMatrix(quantizing: $0.baseAddress!, n: n, k: k) }
+        let weight = w.withUnsafeBufferPointer { QuantizedMatrix(quantizing: $0.baseAddress!, n: n, k: k, bits: bits) }
         let portable = { (call: UnsafePointer<vitmsn_qgemm_call>) in vitmsn_qgemm_portable(call) }
-        XCTAssertEqual(product(x: x, weight: weight, m: m, bias: bias), product(x: x, weight: weight, m: m, bias: bias, kernel: portable))
+        XCTAssertEqual(product(x: x, weight: weight, m: m, bias: bias), product(x: x, weight: weight, m: m, bias: bias, kernel: portable), "n \(n), \(bits) bits")
         XCTAssertEqual(product(x: x, weight: weight, m: m, bias: nil, beta: 1, start: start),
                        product(x: x, weight: weight, m: m, bias: nil, beta: 1, start: start, kernel: portable), "residual add")
         // The GELU epilogue calls each build's own erf, whose contraction may differ in the last bit.
@@ -110,7 +121,7 @@ final class QuantizedGEMMTests: XCTestCase {
         for (m, n, k) in [(400, 64, 96), (4, 2800, 192)] { // split by rows, then by panels
             let x = randomMatrix(m * k, seed: 10), w = randomMatrix(n * k, seed: 11, std: 0.1)
             let weight = w.withUnsafeBufferPointer { QuantizedMatrix(quantizing: $0.baseAddress!, n: n, k: k) }
-            let call = vitmsn_qgemm_call(m: m, n: n, k: k, a: nil, lda: vitmsn_qgemm_row_stride(k), a_scale: nil, a_zero: nil, packed_b: nil, b_scale: nil, b_sum: nil,
+            let call = vitmsn_qgemm_call(m: m, n: n, k: k, a: nil, lda: vitmsn_qgemm_row_stride(k), a_scale: nil, a_zero: nil, packed_b: nil, b_scale: nil, b_sum: nil, b_max: 0,
                                          c: nil, ldc: n, epilogue: vitmsn_epilogue(), m0: 0, m1: m, n0: 0, n1: n)
             XCTAssertEqual(vitmsn_qgemm_parts([call], 3), 3, "\(m)×\(n) is split")
             XCTAssertEqual(product(x: x, weight: weight, m: m, bias: nil), product(x: x, weight: weight, m: m, bias: nil, parts: 3))

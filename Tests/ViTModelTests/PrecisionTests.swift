@@ -22,6 +22,7 @@ final class PrecisionTests: XCTestCase {
         for (precision, least) in [(WeightPrecision.bf16, 0.999), (.f16, 0.999), (.int8, 0.995)] {
             let model = try load(precision)
             XCTAssertEqual(model.vit.isQuantized, precision == .int8)
+            XCTAssertEqual(model.vit.quantizedWeightBits, precision == .int8 ? QuantizedMatrix.preferredBits : nil)
             let state = try model.vit.forward(pixelValues: pixels).lastHiddenState
             XCTAssertGreaterThan(cosine(state, reference), least, "\(precision)")
             XCTAssertNotEqual(state.scalars, reference.scalars, "\(precision) changed nothing")
@@ -46,8 +47,14 @@ final class PrecisionTests: XCTestCase {
     }
 
     func testInt8DirectoryReloadsWithoutRequantising() throws {
+        for bits in [8, 7] { try checkInt8DirectoryReloads(bits: bits) }
+    }
+
+    func checkInt8DirectoryReloads(bits: Int) throws {
         let pixels = try Fixtures.pixels("classifier_no_labels")
-        let model = try load(.int8)
+        let model = try load(.f32)
+        for (_, layer) in model.vit.quantizableLinears { layer.quantize(bits: bits) }
+        XCTAssertEqual(model.vit.quantizedWeightBits, bits)
         let directory = try temporaryDirectory()
         try model.save(directory: directory)
         let file = try SafetensorsFile(path: directory + "/model.safetensors")
@@ -57,11 +64,13 @@ final class PrecisionTests: XCTestCase {
         XCTAssertEqual(file.info("vit.embeddings.patch_embeddings.projection.weight")?.dtype, .F32)
         let config = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: directory + "/config.json"))) as! [String: Any]
         XCTAssertEqual((config["quantization_config"] as? [String: Any])?["quant_method"] as? String, Int8Checkpoint.method)
+        XCTAssertEqual((config["quantization_config"] as? [String: Any])?["weight_bits"] as? Int, bits)
         XCTAssertEqual(config["dtype"] as? String, "float32")
         XCTAssertNil(config["torch_dtype"], "Transformers 4.57 writes dtype only")
 
         let reloaded = try load(.f32, directory)
         XCTAssertTrue(reloaded.vit.isQuantized, "an int8 directory loads as int8")
+        XCTAssertEqual(reloaded.vit.quantizedWeightBits, bits)
         XCTAssertEqual(reloaded.vit.quantizableLinears[0].layer.quantizedWeight!.values, model.vit.quantizableLinears[0].layer.quantizedWeight!.values)
         XCTAssertEqual(try reloaded.forward(pixelValues: pixels).logits.scalars, try model.forward(pixelValues: pixels).logits.scalars)
     }
@@ -90,7 +99,7 @@ final class PrecisionTests: XCTestCase {
         try rewrite { records in records.removeAll { $0.name == name + "_scale" } }
         try rewrite { records in
             let index = records.firstIndex { $0.name == name }!
-            records[index] = SafetensorsRecord(name: name, int8: [Int8](repeating: 100, count: Tensor.elementCount(records[index].shape)), shape: records[index].shape)
+            records[index] = SafetensorsRecord(name: name, int8: [Int8](repeating: -128, count: Tensor.elementCount(records[index].shape)), shape: records[index].shape)
         }
     }
 }

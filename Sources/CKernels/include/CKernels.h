@@ -85,8 +85,8 @@ const char *vitmsn_kernel_isa(void);
 /// The int8 product C (M × N) = epilogue(a_scale[r] · b_scale[c] · Σ_k (A(r, k) − a_zero[r]) · B(k, c)) over
 /// the block [m0, m1) × [n0, n1) (n0 a multiple of 16): A's rows from vitmsn_quantize_activations (lda a
 /// multiple of 4, at least vitmsn_qgemm_row_stride(K)), B packed by vitmsn_qgemm_pack_b with its column sums
-/// b_sum. The sums are exact in int32, so results depend neither on the block split nor on the
-/// instruction set.
+/// b_sum and the largest |B| of the matrix in b_max (at most 127; at most 63 lets AVX2 add pairs in int16).
+/// The sums are exact in int32, so results depend neither on the block split nor on the instruction set.
 typedef struct {
     size_t m, n, k;
     const unsigned char *a;
@@ -96,6 +96,7 @@ typedef struct {
     const signed char *packed_b;
     const float *b_scale;
     const int *b_sum;
+    int b_max;
     float *c;
     size_t ldc;
     vitmsn_epilogue epilogue;
@@ -105,10 +106,14 @@ typedef struct {
 /// Bytes per quantised row of K values: K rounded up to a multiple of 8 (the kernels take k in pairs of 4).
 size_t vitmsn_qgemm_row_stride(size_t k);
 
-/// Weights: symmetric 7-bit rows, q[r][j] = round(x[r][j] / s[r]) in [-63, 63], s[r] = max_j |x[r][j]| / 63,
-/// each row zero-padded to vitmsn_qgemm_row_stride(cols) (ldq at least that): per output channel for a
-/// weight (out, in).
-void vitmsn_quantize_rows(const float *x, size_t ldx, size_t rows, size_t cols, signed char *q, size_t ldq, float *scales);
+/// Weights: symmetric rows of `bits` bits (7 or 8), q[r][j] = round(x[r][j] / s[r]) in [-L, L] with L = 63 or
+/// 127, s[r] = max_j |x[r][j]| / L, each row zero-padded to vitmsn_qgemm_row_stride(cols) (ldq at least that):
+/// per output channel for a weight (out, in).
+void vitmsn_quantize_rows(const float *x, size_t ldx, size_t rows, size_t cols, signed char *q, size_t ldq, float *scales, int bits);
+
+/// The weight bits the dispatched kernel runs fastest with at no loss: 7 on AVX2 (int16 pairs, qgemm_body.h),
+/// 8 elsewhere.
+int vitmsn_qgemm_preferred_weight_bits(void);
 
 /// Activations, per row (per token) at run time: unsigned 7-bit with a zero point, x ≈ s[r]·(q − z[r]),
 /// q in [0, 127], zero-padded like the weights. (Why 7 bits each: qgemm_body.h.)
