@@ -1,3 +1,4 @@
+import CKernels
 import Dispatch
 import Foundation
 
@@ -26,12 +27,21 @@ public struct Parallelism: Sendable {
             return
         }
         withoutActuallyEscaping(body) { body in
-            let box = UncheckedSendable(body)
-            DispatchQueue.concurrentPerform(iterations: chunks) { chunk in
-                box.value(chunk, (chunk * count / chunks)..<((chunk + 1) * count / chunks))
+            var job = Job(body: { chunk in body(chunk, (chunk * count / chunks)..<((chunk + 1) * count / chunks)) })
+            let ran = withUnsafeMutablePointer(to: &job) { job in
+                vitmsn_parallel_run(chunks, { context, chunk in context!.assumingMemoryBound(to: Job.self).pointee.body(chunk) }, job) == 0
+            }
+            if !ran {  // nested, or another thread's job holds the pool
+                let box = UncheckedSendable(job.body)
+                DispatchQueue.concurrentPerform(iterations: chunks) { chunk in box.value(chunk) }
             }
         }
     }
+}
+
+/// A chunked body as the C pool's tasks call it.
+private struct Job {
+    let body: (Int) -> Void
 }
 
 /// Carries a value into concurrent code whose callers guarantee the accesses are disjoint (chunks of one

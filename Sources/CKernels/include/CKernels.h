@@ -76,6 +76,15 @@ int vitmsn_gemm_packed(const vitmsn_gemm_call *call);
 /// width, the best of five rounds of about 0.1 s).
 double vitmsn_fma_peak_gflops(int threads);
 
+/// One chunk of a parallel job.
+typedef void (*vitmsn_task)(void *context, size_t chunk);
+
+/// Runs task(context, c) for every c in [0, chunks) on the calling thread and the pool's workers (started
+/// on first use, they spin for 0.2 ms after each job before sleeping); returns once all are done. Returns -1
+/// without running anything when called from inside a job or while another thread's job runs (the caller
+/// then runs the chunks another way).
+int vitmsn_parallel_run(size_t chunks, vitmsn_task task, void *context);
+
 /// With glibc, keeps freed large blocks in the heap instead of unmapping them (no-op elsewhere).
 void vitmsn_keep_freed_memory(void);
 
