@@ -20,16 +20,17 @@ public final class ZipArchive {
         path = file.path
         let bytes = file.bytes
         func fail(_ reason: String) -> CheckpointError { CheckpointError(file.path, "zip: \(reason)") }
+        // Offsets come from the file: compared without adding to them, so values near Int.max cannot overflow.
         func u16(_ at: Int) throws -> Int {
-            guard at >= 0, at + 2 <= bytes.count else { throw fail("record at \(at) runs past the end of the file") }
+            guard at >= 0, at <= bytes.count - 2 else { throw fail("record at \(at) runs past the end of the file") }
             return Int(bytes.loadUnaligned(fromByteOffset: at, as: UInt16.self).littleEndian)
         }
         func u32(_ at: Int) throws -> Int {
-            guard at >= 0, at + 4 <= bytes.count else { throw fail("record at \(at) runs past the end of the file") }
+            guard at >= 0, at <= bytes.count - 4 else { throw fail("record at \(at) runs past the end of the file") }
             return Int(bytes.loadUnaligned(fromByteOffset: at, as: UInt32.self).littleEndian)
         }
         func u64(_ at: Int) throws -> Int {
-            guard at >= 0, at + 8 <= bytes.count else { throw fail("record at \(at) runs past the end of the file") }
+            guard at >= 0, at <= bytes.count - 8 else { throw fail("record at \(at) runs past the end of the file") }
             let value = bytes.loadUnaligned(fromByteOffset: at, as: UInt64.self).littleEndian
             guard value <= UInt64(Int.max) else { throw fail("a size or offset is out of range") }
             return Int(value)
@@ -89,6 +90,7 @@ public final class ZipArchive {
             guard dataStart <= bytes.count, size <= bytes.count - dataStart else {
                 throw fail("entry '\(name)' (\(size) bytes at \(dataStart)) runs past the end of the \(bytes.count)-byte file")
             }
+            guard entries[name] == nil else { throw fail("two entries are named '\(name)'") }  // else the last would silently win
             entries[name] = Entry(name: name, data: dataStart..<(dataStart + size), crc32: crc)
             at += 46 + nameLength + extraLength + commentLength
         }

@@ -90,6 +90,28 @@ final class TorchCheckpointTests: XCTestCase {
         XCTAssertEqual(try checkpoint.floatTensor("w").scalars, [0, 1, 2, 3, 4, 5])
     }
 
+    /// A second central-directory record for an entry (the last would win), and a zip64 locator whose offset
+    /// is near Int.max (a bounds check that adds to it would overflow): errors naming the zip, not a trap.
+    func testDuplicateEntriesAndHugeOffsetsAreRefused() throws {
+        let valid = try [UInt8](Data(contentsOf: URL(fileURLWithPath: fixture("torch/valid.bin"))))
+        let end = try XCTUnwrap((0...(valid.count - 22)).reversed().first { valid[$0] == 0x50 && valid[$0 + 1] == 0x4B && valid[$0 + 2] == 5 && valid[$0 + 3] == 6 })
+        func read(_ at: Int, _ n: Int) -> Int { (0..<n).reduce(0) { $0 | Int(valid[at + $1]) << (8 * $1) } }
+        func le(_ value: UInt64, _ n: Int) -> [UInt8] { (0..<n).map { UInt8((value >> (8 * UInt64($0))) & 0xFF) } }
+        let (count, size, start) = (read(end + 10, 2), read(end + 12, 4), read(end + 16, 4))
+        let first = Array(valid[start..<(start + 46 + read(start + 28, 2) + read(start + 30, 2) + read(start + 32, 2))])
+        var duplicated = Array(valid[..<(start + size)]) + first + Array(valid[(start + size)...])  // zip64 records may follow the directory
+        duplicated.replaceSubrange((end + first.count + 8)..<(end + first.count + 16), with: le(UInt64(count + 1), 2) + le(UInt64(count + 1), 2) + le(UInt64(size + first.count), 4))
+        XCTAssertThrowsError(try TorchCheckpoint(path: writeTemporary(duplicated))) {
+            XCTAssertTrue("\($0)".contains("two entries are named 'archive/"), "\($0)")
+        }
+        var saturated = Array(valid[end..<(end + 22)])
+        saturated.replaceSubrange(8..<20, with: le(0xFFFF, 2) + le(0xFFFF, 2) + le(0xFFFF_FFFF, 4) + le(0xFFFF_FFFF, 4))
+        let locator = [0x50, 0x4B, 0x06, 0x07] + le(0, 4) + le(UInt64(Int.max - 3), 8) + le(1, 4)
+        XCTAssertThrowsError(try TorchCheckpoint(path: writeTemporary(Array(valid[..<end]) + locator + saturated))) {
+            XCTAssertTrue("\($0)".contains("zip: record at"), "\($0)")
+        }
+    }
+
     /// Thousands of truncations and byte flips of real .bin files: every load and every tensor read either
     /// succeeds or throws CheckpointError.
     func testMutatedCheckpointsLoadOrThrow() throws {
