@@ -164,6 +164,17 @@ def write_hostile_checkpoints(directory):
     torch.save({"w": torch.zeros(2)}, legacy, _use_new_zipfile_serialization=False)
     (directory / "legacy.bin").write_bytes(legacy.getvalue())
 
+    # MSN checkpoints whose shapes cannot describe a ViT: the architecture is read from them first.
+    def msn(name, **shapes):
+        encoder = {"module.patch_embed.proj.weight": torch.zeros(8, 3, 2, 2), "module.pos_embed": torch.zeros(1, 5, 8),
+                   "module.blocks.0.mlp.fc1.weight": torch.zeros(16, 8)}
+        encoder.update({"module." + key.replace("__", "."): value for key, value in shapes.items()})
+        torch.save({"target_encoder": encoder}, directory / f"msn_{name}.pth.tar")
+    msn("no_positions", pos_embed=torch.zeros(1, 0, 8))
+    msn("flat_positions", pos_embed=torch.zeros(8))
+    msn("scalar_patch", patch_embed__proj__weight=torch.tensor(1.0))
+    msn("scalar_fc1", blocks__0__mlp__fc1__weight=torch.tensor(1.0))
+
 
 def main():
     for owned in ["models", "cases"]:  # Tests/Fixtures/images belongs to make_image_fixtures.py

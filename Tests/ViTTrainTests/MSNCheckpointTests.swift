@@ -44,6 +44,16 @@ final class MSNCheckpointTests: XCTestCase {
             XCTAssertTrue("\(error)".contains("not an MSN checkpoint: no tensor 'target_encoder.module.patch_embed.proj.weight'"), "\(error)")
         }
     }
+
+    /// Shapes that describe no ViT (no patches, a flat or 0-dim tensor) are errors naming the file, not traps.
+    func testShapesThatDescribeNoViTAreRefused() {
+        for (name, tensor) in [("no_positions", "pos_embed"), ("flat_positions", "pos_embed"), ("scalar_patch", "patch_embed"), ("scalar_fc1", "fc1")] {
+            let path = Fixtures.root.appendingPathComponent("torch/msn_\(name).pth.tar").path
+            XCTAssertThrowsError(try MSNCheckpoint(path: path)) { error in
+                XCTAssertTrue("\(error)".contains(path) && "\(error)".contains("unexpected") && "\(error)".contains(tensor), "\(error)")
+            }
+        }
+    }
 }
 
 /// The model fixtures of ViTModelTests, which the checkpoint conversion is checked against.

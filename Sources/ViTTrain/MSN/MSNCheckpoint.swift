@@ -31,11 +31,14 @@ public struct MSNCheckpoint {
         // The architecture, from the shapes.
         let patch = try shape("patch_embed.proj.weight")  // (D, C, P, P)
         let positions = try shape("pos_embed")             // (1, N + 1, D)
-        let hidden = patch[0]
-        let side = Int(Double(positions[1] - 1).squareRoot())
-        guard patch.count == 4, positions.count == 3, side * side == positions[1] - 1 else {
-            throw CheckpointError(path, "unexpected patch_embed / pos_embed shapes \(patch), \(positions)")
+        // Checked before any dimension is read: the shapes come from the file.
+        guard patch.count == 4, patch.allSatisfy({ $0 > 0 }), positions.count == 3, positions[1] >= 2,
+              case let side = Int(Double(positions[1] - 1).squareRoot()), side * side == positions[1] - 1 else {
+            throw CheckpointError(path, "unexpected patch_embed / pos_embed shapes \(patch), \(positions): (D, C, P, P) and (1, 1 + a square number of patches, D)")
         }
+        let hidden = patch[0]
+        let fc1 = try shape("blocks.0.mlp.fc1.weight")     // (I, D)
+        guard fc1.count == 2, fc1[0] > 0 else { throw CheckpointError(path, "unexpected blocks.0.mlp.fc1.weight shape \(fc1): (I, D)") }
         let layers = Set(checkpoint.tensorNames.compactMap { name -> Int? in
             guard name.hasPrefix(prefix + "blocks.") else { return nil }
             return Int(name.dropFirst((prefix + "blocks.").count).prefix { $0 != "." })
@@ -47,7 +50,7 @@ public struct MSNCheckpoint {
         config.imageSize = .square(side * patch[2])
         config.numHiddenLayers = layers
         config.numAttentionHeads = heads ?? max(hidden / 64, 1)
-        config.intermediateSize = try shape("blocks.0.mlp.fc1.weight")[0]
+        config.intermediateSize = fc1[0]
         config.qkvBias = checkpoint.info(prefix + "blocks.0.attn.qkv.bias") != nil
         config.architectures = ["ViTMSNModel"]
         do { try config.validate() } catch let error as ConfigError { throw CheckpointError(path, error.description) }
