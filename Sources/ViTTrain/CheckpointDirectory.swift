@@ -14,8 +14,21 @@ struct CheckpointDirectory {
     /// may replace it (Transformers' `overwrite_output_dir`), so that an earlier run is never deleted unasked.
     init(_ root: String, resume: Bool, overwrite: Bool) throws {
         self.root = root
+        guard !root.isEmpty else { throw TrainingError("the output directory is an empty path") }
         try refuseEarlierResults(in: root, unless: resume || overwrite, flags: "--resume to continue it or --overwrite-output-dir to replace it")
-        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        // mkdir(2) itself, so that the error says why (Foundation's names no cause on Linux).
+        var prefix = root.hasPrefix("/") ? "/" : ""
+        for component in root.split(separator: "/") {
+            prefix += (prefix.isEmpty || prefix.hasSuffix("/") ? "" : "/") + component
+            guard mkdir(prefix, 0o755) == 0 || errno == EEXIST else {
+                throw TrainingError("\(root): cannot create the output directory: \(String(cString: strerror(errno))) (at \(prefix))")
+            }
+        }
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: root, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw TrainingError("\(root): the output directory is not a directory")
+        }
+        guard access(root, W_OK) == 0 else { throw TrainingError("\(root): the output directory is not writable: \(String(cString: strerror(errno)))") }
     }
 
     /// The run directory as the other ranks of a data-parallel job see it: read (`last()`), never written.

@@ -99,6 +99,9 @@ public enum FashionMNIST {
             throw TrainingError("\(prefix): expected N×H×W images and N labels in 0..<10, got \(images.shape) and \(labels.shape)")
         }
         let (height, width) = (images.shape[1], images.shape[2])
+        guard images.shape[0] > 0, height > 0, width > 0 else {
+            throw TrainingError("\(prefix)-images-idx3-ubyte.gz: \(images.shape[0]) images of \(height)×\(width) pixels; a dataset needs at least one image of at least 1×1")
+        }
         let size = height * width
         let decoded = (0..<images.shape[0]).map { i in
             let gray = Image(width: width, height: height, mode: .L, pixels: Array(images.values[(i * size)..<((i + 1) * size)]))

@@ -147,8 +147,15 @@ public final class FineTuner {
         guard a.epochs > 0, a.batchSize > 0, a.gradientAccumulationSteps > 0 else {
             throw TrainingError("epochs, batch size and gradient accumulation steps must be positive")
         }
-        guard a.learningRate > 0, a.learningRate.isFinite, a.weightDecay >= 0, (0..<1).contains(a.warmupRatio) else {
+        guard a.learningRate > 0, a.learningRate.isFinite, a.weightDecay >= 0, a.weightDecay.isFinite, (0..<1).contains(a.warmupRatio) else {
             throw TrainingError("learning rate must be positive, weight decay non-negative, warm-up ratio in [0, 1)")
+        }
+        // Checked here, not at the first clipping or checkpoint an epoch later.
+        guard a.maxGradNorm >= 0, a.maxGradNorm.isFinite else {
+            throw TrainingError("max grad norm must be a finite number ≥ 0 (0: no clipping), not \(a.maxGradNorm)")
+        }
+        guard a.saveSteps >= 0, (a.maxTrainSamples ?? 1) > 0, (a.maxEvalSamples ?? 1) > 0 else {
+            throw TrainingError("save steps must be ≥ 0, and max train / eval samples positive")
         }
         guard (a.trainDir == nil) != (a.dataset == nil) else { throw TrainingError("give either a training folder or --dataset fashion-mnist") }
         guard a.dataset == nil || a.dataset == "fashion-mnist" else { throw TrainingError("unknown dataset '\(a.dataset!)' (known: fashion-mnist)") }

@@ -119,6 +119,26 @@ final class FineTuneTests: XCTestCase {
         XCTAssertThrowsError(try FineTuner(workspace.arguments(), resume: true, events: { _ in })) { error in
             XCTAssertTrue("\(error)".contains("no checkpoint"), "\(error)")
         }
+        for norm in [Float.nan, -1, .infinity] {  // refused at once, not at the first clipping
+            var arguments = workspace.arguments()
+            arguments.maxGradNorm = norm
+            XCTAssertThrowsError(try FineTuner(arguments, events: { _ in })) { error in
+                XCTAssertTrue("\(error)".contains("max grad norm"), "\(error)")
+            }
+        }
+        // Output directories that cannot be: errors that say why (the tests run as root, so not read-only ones).
+        let file = workspace.outputDir + "-file"
+        try Data("x".utf8).write(to: URL(fileURLWithPath: file))
+        for (outputDir, reason) in [("", "empty path"), (file, "not a directory"), (file + "/run", "cannot create the output directory: Not a directory")] {
+            var arguments = workspace.arguments()
+            arguments.outputDir = outputDir
+            XCTAssertThrowsError(try FineTuner(arguments, events: { _ in })) { error in
+                XCTAssertTrue("\(error)".contains(reason), "\(error)")
+            }
+        }
+        var negative = workspace.arguments()
+        negative.maxTrainSamples = -5
+        XCTAssertThrowsError(try FineTuner(negative, events: { _ in })) { XCTAssertTrue("\($0)".contains("max train"), "\($0)") }
     }
 
     /// A run position no run can have in trainer_state.json (negative, fractional, beyond 2^40, the wrong
