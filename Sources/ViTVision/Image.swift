@@ -75,7 +75,8 @@ public enum ImageDecoder {
         }
         var decoded = vitmsn_image()
         var message = [CChar](repeating: 0, count: 512)
-        let status = decoder(bytes, bytes.count, 2 * Int64(maxPixels), &decoded, &message, message.count)
+        let refused = maxPixels > Int.max / 2 ? Int64.max : 2 * Int64(max(maxPixels, 0))  // saturates: --max-pixels comes from the user
+        let status = decoder(bytes, bytes.count, refused, &decoded, &message, message.count)
         guard status == 0 else { throw ImageError(path, String(decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)) }
         defer { vitmsn_image_free(&decoded) }
         if Int(decoded.width) * Int(decoded.height) > maxPixels {

@@ -49,6 +49,7 @@ final class ImageErrorTests: XCTestCase {
             warnings = []
             XCTAssertNoThrow(try ImageDecoder.decode(path: path, maxPixels: 19_200) { warnings.append($0) })
             XCTAssertEqual(warnings, [])
+            XCTAssertEqual(try ImageDecoder.decode(path: path, maxPixels: .max).width, 160, "twice Int.max saturates")
         }
         XCTAssertEqual(ImageDecoder.defaultMaxPixels, 89_478_485, "Pillow's MAX_IMAGE_PIXELS")
     }
