@@ -103,6 +103,55 @@ public struct ViTMSNConfig: @unchecked Sendable {
         guard id2label.keys.sorted() == Array(0..<id2label.count) else {
             throw ConfigError(field: "id2label", reason: "keys must be the class indices 0..<\(id2label.count)")
         }
+        try checkSize(labels: numLabels)
+    }
+
+    /// The memory a model may take (`VITMSN_MEMORY_LIMIT_GB`, else the machine's memory): a config whose
+    /// parameters alone need more is refused before anything is allocated.
+    public static var memoryLimit: Int {
+        if let text = ProcessInfo.processInfo.environment["VITMSN_MEMORY_LIMIT_GB"], let gigabytes = Double(text), gigabytes > 0 {
+            return gigabytes * 1e9 >= Double(Int.max) ? .max : Int(gigabytes * 1e9)
+        }
+        return ProcessInfo.processInfo.physicalMemory > UInt64(Int.max) ? .max : Int(ProcessInfo.processInfo.physicalMemory)
+    }
+
+    /// The parameters of the model with `labels` classifier outputs, by the part each field sizes, in
+    /// overflow-checked arithmetic (nil: more than Int holds).
+    func parameterCounts(labels: Int) -> [(field: String, count: Int?)] {
+        func product(_ factors: Int...) -> Int? {
+            factors.reduce(Int?(1)) { total, factor in total.flatMap { $0.multipliedReportingOverflow(by: factor) }.flatMap { $0.overflow ? nil : $0.partialValue } }
+        }
+        func sum(_ terms: Int?...) -> Int? {
+            terms.reduce(Int?(0)) { total, term in
+                guard let total, let term else { return nil }
+                let (value, overflow) = total.addingReportingOverflow(term)
+                return overflow ? nil : value
+            }
+        }
+        let (d, i) = (hiddenSize, intermediateSize)
+        let block = sum(product(4, d, d), product(2, d, i), product(9, d), i)  // q, k, v, output, fc1, fc2, biases, 2 LayerNorms
+        let grid = (imageSize.height / max(patchSize.height, 1), imageSize.width / max(patchSize.width, 1))  // before validate() too
+        let positions = sum(product(grid.0, grid.1), 1).flatMap { product($0, d) }
+        return [
+            ("hidden_size", sum(block.flatMap { product($0, numHiddenLayers) }, product(d, numChannels, patchSize.height, patchSize.width), product(4, d))),
+            ("image_size", positions),
+            ("num_labels", sum(product(labels, d), labels)),
+        ]
+    }
+
+    /// Refuses a model whose f32 parameters would not fit `memoryLimit`, naming the field that sizes most of them.
+    func checkSize(labels: Int) throws {
+        let counts = parameterCounts(labels: labels)
+        let total = counts.reduce(Int?(0)) { total, part in
+            guard let total, let count = part.count else { return nil }
+            let (value, overflow) = total.addingReportingOverflow(count)
+            return overflow ? nil : value
+        }
+        let limit = Self.memoryLimit
+        if let total, total <= limit / 4 { return }
+        let largest = counts.max { ($0.count ?? .max) < ($1.count ?? .max) }!
+        let size = total.map { String(format: "%.3g GB", Double($0) * 4 / 1e9) } ?? "more memory than can be counted"
+        throw ConfigError(field: largest.field, reason: "the model would need \(size) for its f32 parameters alone, above the limit of \(String(format: "%.3g", Double(limit) / 1e9)) GB (the machine's memory, or VITMSN_MEMORY_LIMIT_GB)")
     }
 
     // MARK: - Presets of the released checkpoints
@@ -214,6 +263,7 @@ extension ViTMSNConfig {
             }
         } else {
             guard (numLabels ?? 2) >= 0 else { throw ConfigError(field: "num_labels", reason: "must not be negative") }
+            try checkSize(labels: numLabels ?? 2)  // before a billion label names are made
             setNumLabels(numLabels ?? 2)
         }
         extraFields = fields

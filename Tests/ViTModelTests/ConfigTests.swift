@@ -50,6 +50,11 @@ final class ConfigTests: XCTestCase {
             (#"{"model_type": "vit"}"#, "model_type", "expected 'vit_msn'"),
             (#"{"id2label": {"0": "a", "2": "b"}}"#, "id2label", "class indices"),
             (#"{"hidden_dropout_prob": 1.5}"#, "hidden_dropout_prob", "probability"),
+            // Sizes that no memory holds are refused from the numbers, before anything is allocated.
+            (#"{"hidden_size": 1000000000, "num_attention_heads": 1}"#, "hidden_size", "for its f32 parameters alone, above the limit"),
+            (#"{"num_labels": 1000000000}"#, "num_labels", "above the limit"),
+            (#"{"image_size": 8589934592, "patch_size": 1}"#, "image_size", "more memory than can be counted"),
+            (#"{"num_labels": 1000000000, "patch_size": 0}"#, "num_labels", "above the limit"),
         ]
         for (text, field, reason) in cases {
             XCTAssertThrowsError(try ViTMSNConfig(json: json(text)), text) { error in
