@@ -71,6 +71,11 @@ public final class SafetensorsFile: TensorSource {
         }
         dataStart = 8 + Int(headerLength)
         let headerData = Data(bytes[8..<dataStart])
+        // As the reference implementation: UTF-8 that starts with '{' (JSONSerialization alone would also take
+        // UTF-16, UTF-32 and a byte-order mark, which other readers refuse).
+        guard headerData.first == UInt8(ascii: "{"), String(data: headerData, encoding: .utf8) != nil else {
+            throw CheckpointError(path, "header must be UTF-8 JSON starting with '{' (found byte \(headerData.first.map { String(format: "0x%02x", $0) } ?? "none"))")
+        }
         let json: Any
         do {
             json = try JSONSerialization.jsonObject(with: headerData)

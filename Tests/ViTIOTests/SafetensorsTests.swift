@@ -11,7 +11,10 @@ private func temporaryPath(_ name: String) throws -> String {
 
 /// A safetensors file from a header given as JSON text and a data section.
 private func rawFile(header: String, data: [UInt8] = [], declaredLength: UInt64? = nil) throws -> String {
-    let headerBytes = Array(header.utf8)
+    try rawFile(headerBytes: Array(header.utf8), data: data, declaredLength: declaredLength)
+}
+
+private func rawFile(headerBytes: [UInt8], data: [UInt8] = [], declaredLength: UInt64? = nil) throws -> String {
     var bytes: [UInt8] = []
     withUnsafeBytes(of: (declaredLength ?? UInt64(headerBytes.count)).littleEndian) { bytes += $0 }
     bytes += headerBytes + data
@@ -74,12 +77,15 @@ final class SafetensorsTests: XCTestCase {
     func testMalformedFilesAreRejectedWithAReason() throws {
         let four: [UInt8] = [0, 0, 128, 63]
         let cases: [(path: String, reason: String)] = [
-            (try rawFile(header: ""), "not valid JSON"),
+            (try rawFile(header: ""), "header must be UTF-8 JSON starting with '{' (found byte none)"),
+            (try rawFile(headerBytes: [0xEF, 0xBB, 0xBF] + Array("{}".utf8)), "starting with '{' (found byte 0xef)"),  // a byte-order mark
+            (try rawFile(headerBytes: [0xFF, 0xFE] + "{}".utf16.flatMap { [UInt8($0 & 0xFF), UInt8($0 >> 8)] }), "starting with '{'"),  // UTF-16
+            (try rawFile(headerBytes: Array("{\"a\": \"".utf8) + [0xC3, 0x28] + Array("\"}".utf8)), "UTF-8"),
             (try { let p = try temporaryPath("short"); try Data([1, 2, 3]).write(to: URL(fileURLWithPath: p)); return p }(), "too short"),
             (try rawFile(header: "{}", declaredLength: 1_000), "runs past the end"),
             (try rawFile(header: "{}", declaredLength: UInt64.max), "exceeds"),
             (try rawFile(header: "{\"a\": "), "not valid JSON"),
-            (try rawFile(header: "[1, 2]"), "not a JSON object"),
+            (try rawFile(header: "[1, 2]"), "starting with '{'"),
             (try rawFile(header: #"{"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 8]}}"#, data: four), "beyond"),
             (try rawFile(header: #"{"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 4]}}"#, data: four), "needs 8"),
             (try rawFile(header: #"{"a": {"dtype": "F32", "shape": [1], "data_offsets": [4, 0]}}"#, data: four), "ordered range"),
