@@ -72,10 +72,11 @@ public struct ImageReading: Sendable {
     }
 
     /// Runs `forward` over the inputs in batches, decoding batch i + 1 on other cores while it runs on batch i.
-    /// `forward` gets the good images' pixel values stacked (B, C, H, W) and returns one output per image.
+    /// `forward` gets the good images' pixel values stacked (B, C, H, W) and returns one output per image;
+    /// an output that is not `finite` (NaN or infinite numbers, e.g. from NaN weights) is that image's error.
     func batched<Output>(
         _ inputs: [ImageInput], batchSize: Int, processor: ImageProcessor, channels: Int,
-        progress: ((Int) -> Void)?, forward: (Tensor) throws -> [Output]
+        progress: ((Int) -> Void)?, finite: (Output) -> Bool, forward: (Tensor) throws -> [Output]
     ) -> [Result<Output, ImageError>] {
         let batches = stride(from: 0, to: inputs.count, by: max(batchSize, 1)).map { $0..<min($0 + max(batchSize, 1), inputs.count) }
         let decoded = Prefetched<[Result<Tensor, ImageError>]>(count: batches.count) { i in
@@ -100,7 +101,9 @@ public struct ImageReading: Sendable {
             for (offset, result) in pixels.enumerated() {
                 switch (result, result.isSuccess ? next.next()! : nil) {
                 case (.failure(let error), _): results.append(.failure(error))
-                case (_, .success(let output)?): results.append(.success(output))
+                case (_, .success(let output)?) where finite(output): results.append(.success(output))
+                case (_, .success?):
+                    results.append(.failure(ImageError(inputs[batch.lowerBound + offset].name, "the model's output holds NaN or infinite values (are its weights finite?)")))
                 case (_, .failure(let error)?): results.append(.failure(ImageError(inputs[batch.lowerBound + offset].name, "\(error)")))
                 case (.success, nil): preconditionFailure("one output per readable image")
                 }
@@ -201,7 +204,8 @@ public final class ImageClassificationPipeline {
     ) -> [Result<[Prediction], ImageError>] {
         let function = function ?? .default(for: model.config)
         let labels = model.config.numLabels
-        return reading.batched(inputs, batchSize: batchSize, processor: processor, channels: model.config.numChannels, progress: progress) { pixels in
+        return reading.batched(inputs, batchSize: batchSize, processor: processor, channels: model.config.numChannels, progress: progress,
+                               finite: { $0.allSatisfy(\.score.isFinite) }) { pixels in
             let logits = try model.forward(pixelValues: pixels).logits.scalars
             return (0..<pixels.shape[0]).map { b in
                 Prediction.ranked(function.scores(Array(logits[(b * labels)..<((b + 1) * labels)])), topK: topK, config: model.config)
@@ -245,7 +249,8 @@ public final class ImageFeatureExtractionPipeline {
         _ inputs: [ImageInput], pooling: Pooling = .cls, normalize: Bool = false, batchSize: Int = 16,
         progress: ((Int) -> Void)? = nil
     ) -> [Result<[Float], ImageError>] {
-        reading.batched(inputs, batchSize: batchSize, processor: processor, channels: model.config.numChannels, progress: progress) { pixels in
+        reading.batched(inputs, batchSize: batchSize, processor: processor, channels: model.config.numChannels, progress: progress,
+                        finite: { $0.allSatisfy(\.isFinite) }) { pixels in
             let hidden = try model.forward(pixelValues: pixels).lastHiddenState
             return Self.pool(hidden, pooling).map { normalize ? Self.normalized($0) : $0 }
         }

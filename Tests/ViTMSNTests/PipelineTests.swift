@@ -77,6 +77,22 @@ final class PipelineTests: XCTestCase {
         XCTAssertTrue(missing.reason.contains("no such file"), missing.reason)
     }
 
+    /// A NaN weight makes NaN outputs: each image then fails with a reason, instead of NaN scores or vectors.
+    func testNonFiniteOutputsAreReportedPerImage() throws {
+        let directory = try Fixtures.classifier("classifier_single", problemType: nil)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let classify = try ImageClassificationPipeline(model: directory)
+        XCTAssertNoThrow(try classify([.file(photos[0])])[0].get())
+        classify.model.classifier!.weight.withUnsafeMutableBufferPointer { $0[0] = .nan }
+        let embed = ImageFeatureExtractionPipeline(model: classify.model.vit, processor: classify.processor)
+        embed.model.layernorm.bias.withUnsafeMutableBufferPointer { $0[0] = .infinity }
+        let outputs = classify(photos.map { .file($0) }).map { $0.map { _ in () } } + embed(photos.map { .file($0) }).map { $0.map { _ in () } }
+        for result in outputs {
+            guard case .failure(let error) = result else { return XCTFail("a NaN output must not pass as a result") }
+            XCTAssertTrue(error.reason.contains("NaN or infinite"), error.reason)
+        }
+    }
+
     /// A processor that does not resize hands the model images of several sizes: they run one at a time (with
     /// interpolated positions the model accepts any size) instead of failing to stack.
     func testImagesOfSeveralSizesWithoutResizing() throws {
