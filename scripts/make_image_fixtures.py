@@ -109,6 +109,50 @@ def encode_png(array, bit_depth, color_type, interlace=False):
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
 
 
+def write_exif_type_cases():
+    """exif_types.json: a 6×4 JPEG per way of writing the orientation tag (every TIFF type, counts, byte
+    orders, values), with the fnv1a of Pillow's exif_transpose + convert("RGB"): which of them Pillow obeys."""
+    import base64
+    import struct
+    base = Image.new("RGB", (6, 4))
+    for y in range(4):
+        for x in range(6):
+            base.putpixel((x, y), (x * 40, y * 60, 90))
+    offset = 8 + 2 + 12 + 4  # the value area right after the one-entry IFD
+
+    def jpeg(kind, count, inline, extra=b"", big=False):
+        order = ">" if big else "<"
+        ifd = struct.pack(order + "HHHI", 1, 0x0112, kind, count) + inline + struct.pack(order + "I", 0)
+        tiff = (b"MM\x00*" if big else b"II*\x00") + struct.pack(order + "I", 8) + ifd + extra
+        out = io.BytesIO()
+        base.save(out, "JPEG", quality=95, exif=b"Exif\x00\x00" + tiff)
+        return out.getvalue()
+    cases = {
+        "short_6": jpeg(3, 1, struct.pack("<HH", 6, 0)), "short_3_big": jpeg(3, 1, struct.pack(">HH", 3, 0), big=True),
+        "long_6": jpeg(4, 1, struct.pack("<I", 6)), "long_6_big": jpeg(4, 1, struct.pack(">I", 6), big=True),
+        "sbyte_8": jpeg(6, 1, bytes([8, 0, 0, 0])), "sshort_5": jpeg(8, 1, struct.pack("<hh", 5, 0)),
+        "slong_7": jpeg(9, 1, struct.pack("<i", 7)), "float_6": jpeg(11, 1, struct.pack("<f", 6.0)),
+        "float_6.5": jpeg(11, 1, struct.pack("<f", 6.5)),
+        "rational_12_2": jpeg(5, 1, struct.pack("<I", offset), struct.pack("<II", 12, 2)),
+        "rational_6_0": jpeg(5, 1, struct.pack("<I", offset), struct.pack("<II", 6, 0)),
+        "srational_8_1": jpeg(10, 1, struct.pack("<I", offset), struct.pack("<ii", 8, 1)),
+        "double_6": jpeg(12, 1, struct.pack("<I", offset), struct.pack("<d", 6.0)),
+        "byte_6": jpeg(1, 1, bytes([6, 0, 0, 0])), "undefined_6": jpeg(7, 1, bytes([6, 0, 0, 0])),
+        "ascii_6": jpeg(2, 2, b"6\x00\x00\x00"), "type_0": jpeg(0, 1, struct.pack("<HH", 6, 0)),
+        "type_99": jpeg(99, 1, struct.pack("<HH", 6, 0)), "short_count_0": jpeg(3, 0, struct.pack("<HH", 6, 0)),
+        "short_count_2": jpeg(3, 2, struct.pack("<HH", 6, 1)),
+        "short_count_3": jpeg(3, 3, struct.pack("<I", offset), struct.pack("<HHH", 8, 1, 1)),
+        "short_9": jpeg(3, 1, struct.pack("<HH", 9, 0)), "short_offset_outside": jpeg(3, 3, struct.pack("<I", 4000)),
+    }
+    entries = []
+    for name, data in sorted(cases.items()):
+        rgb = ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB")
+        entries.append(dict(name=name, jpeg=base64.b64encode(data).decode(), rgb=fnv1a(np.asarray(rgb).tobytes()),
+                            rgb_size=[rgb.height, rgb.width]))
+    (OUT / "exif_types.json").write_text(json.dumps(dict(generator="scripts/make_image_fixtures.py (Pillow %s)" % Image.__version__,
+                                                         cases=entries), indent=1) + "\n")
+
+
 def main():
     shutil.rmtree(OUT, ignore_errors=True)
     OUT.mkdir(parents=True)
@@ -149,6 +193,7 @@ def main():
         generator="scripts/make_image_fixtures.py (Pillow %s, transformers ViTImageProcessor, PIL path)" % Image.__version__,
         hash="fnv1a-64 of the C-order bytes (uint8 HWC pixels; little-endian float32 CHW pixel_values)",
         processor=processor_config, sizes=[list(s) for s in SIZES], small=list(SMALL), images=manifest), indent=1) + "\n")
+    write_exif_type_cases()
     print(f"wrote {len(manifest)} images to {OUT}")
 
 

@@ -38,7 +38,11 @@ static uint32_t read32(const uint8_t *p, int big) {
     return big ? ((uint32_t)p[0] << 24) | (p[1] << 16) | (p[2] << 8) | p[3] : p[0] | (p[1] << 8) | (p[2] << 16) | ((uint32_t)p[3] << 24);
 }
 
+// As Pillow's exif_transpose: the tag's first value, whatever its numeric type (SBYTE, SHORT, LONG,
+// RATIONAL, SSHORT, SLONG, SRATIONAL, FLOAT, DOUBLE), counts when it equals a whole 1…8; BYTE, ASCII and
+// UNDEFINED values are bytes to Pillow and never match, nor do unknown types or a count of 0.
 static int exif_orientation(const uint8_t *block, size_t length) {
+    static const size_t type_size[13] = {0, 1, 1, 2, 4, 8, 1, 1, 2, 4, 8, 4, 8};
     if (length < 14 || memcmp(block, "Exif\0\0", 6) != 0) return 0;
     const uint8_t *tiff = block + 6;
     size_t size = length - 6;
@@ -52,10 +56,36 @@ static int exif_orientation(const uint8_t *block, size_t length) {
     for (unsigned i = 0; i < entries; i++) {
         size_t entry = (size_t)ifd + 2 + 12 * (size_t)i;
         if (entry + 12 > size) return 0;
-        if (read16(tiff + entry, big) == 0x0112) {
-            unsigned value = read16(tiff + entry + 8, big);
-            return value >= 1 && value <= 8 ? (int)value : 0;
+        if (read16(tiff + entry, big) != 0x0112) continue;
+        unsigned type = read16(tiff + entry + 2, big);
+        uint32_t count = read32(tiff + entry + 4, big);
+        if (type >= 13 || type == 1 || type == 2 || type == 7 || count == 0) return 0;
+        size_t width = type_size[type], at = entry + 8;
+        if ((uint64_t)count * width > 4) {  // the values lie at an offset
+            at = read32(tiff + entry + 8, big);
+            if (at > size || width > size - at) return 0;
         }
+        const uint8_t *p = tiff + at;
+        double value;
+        switch (type) {
+        case 3: value = read16(p, big); break;
+        case 8: value = (int16_t)read16(p, big); break;
+        case 4: value = read32(p, big); break;
+        case 9: value = (int32_t)read32(p, big); break;
+        case 6: value = (int8_t)p[0]; break;
+        case 5: case 10: {
+            uint32_t numerator = read32(p, big), denominator = read32(p + 4, big);
+            if (denominator == 0) return 0;
+            value = type == 5 ? (double)numerator / denominator : (double)(int32_t)numerator / (int32_t)denominator;
+            break;
+        }
+        case 11: { uint32_t bits = read32(p, big); float f; memcpy(&f, &bits, 4); value = f; break; }
+        default: {  // 12, DOUBLE
+            uint64_t bits = big ? ((uint64_t)read32(p, 1) << 32) | read32(p + 4, 1) : ((uint64_t)read32(p + 4, 0) << 32) | read32(p, 0);
+            memcpy(&value, &bits, 8);
+        }
+        }
+        return value >= 1 && value <= 8 && value == (int)value ? (int)value : 0;
     }
     return 0;
 }

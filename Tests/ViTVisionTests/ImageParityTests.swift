@@ -74,6 +74,20 @@ final class ImageParityTests: XCTestCase {
         }
     }
 
+    /// The orientation tag written in every TIFF type, count and byte order (exif_types.json): applied exactly
+    /// where Pillow's exif_transpose applies it.
+    func testExifOrientationOfEveryTypeIsReadAsPillowReadsIt() throws {
+        struct Case: Decodable { let name, jpeg, rgb: String; let rgb_size: [Int] }
+        struct Cases: Decodable { let cases: [Case] }
+        let cases = try JSONDecoder().decode(Cases.self, from: Data(contentsOf: ImageFixtures.root.appendingPathComponent("exif_types.json"))).cases
+        XCTAssertGreaterThan(cases.count, 20)
+        for entry in cases {
+            let rgb = try ImageDecoder.decode(data: try XCTUnwrap(Data(base64Encoded: entry.jpeg)), path: entry.name).converted(toRGBWith: .drop)
+            XCTAssertEqual([rgb.height, rgb.width], entry.rgb_size, entry.name)
+            XCTAssertEqual(fnv1a(rgb.pixels), entry.rgb, entry.name)
+        }
+    }
+
     func testAlphaCompositedOnWhiteEqualsPillow() throws {
         let withAlpha = try ImageFixtures.manifest().images.filter { $0.rgb_on_white != nil }
         XCTAssertEqual(withAlpha.map(\.file), ["gray_alpha.png", "rgba.png", "rgba_translucent.png"])
