@@ -160,6 +160,14 @@ def write_hostile_checkpoints(directory):
     rewrite("short_storage.bin", {"/data/0": lambda data: data[:8]})
     rewrite("recursion_bomb.bin", {"data.pkl": lambda _: b"\x80\x02" + b"]" * 1000 + b"a" * 999 + b"."})
     rewrite("unknown_opcode.bin", {"data.pkl": lambda _: b"\x80\x02cos\nsystem\n(S'id'\ntR."[:2] + b"i" + b"os\nsystem\n."})
+    # Numbers no storage or view can have, in the pickle of {"w": arange(6)} (numel, then size and stride).
+    def long1(value):
+        return b"\x8a\x08" + value.to_bytes(8, "little", signed=True)
+    numel, view = b"K\x06t", b"K\x00K\x06\x85q\x08K\x01\x85"
+    rewrite("huge_storage.bin", {"data.pkl": lambda data: data.replace(numel, long1(1 << 62) + b"t")})
+    rewrite("huge_stride.bin", {"data.pkl": lambda data: data.replace(view, b"K\x00K\x06\x85q\x08" + long1((1 << 63) - 2) + b"\x85")})
+    rewrite("huge_offset.bin", {"data.pkl": lambda data: data.replace(view, long1((1 << 63) - 2) + b"K\x06\x85q\x08K\x01\x85")})
+    rewrite("huge_shape.bin", {"data.pkl": lambda data: data.replace(view, b"K\x00" + long1(1 << 40) + long1(1 << 40) + b"\x86q\x08K\x00K\x00\x86")})
     legacy = io.BytesIO()
     torch.save({"w": torch.zeros(2)}, legacy, _use_new_zipfile_serialization=False)
     (directory / "legacy.bin").write_bytes(legacy.getvalue())

@@ -230,6 +230,17 @@ struct Unpickler {
             guard shape.count == sizeValues.count, stride.count == shape.count, offset >= 0, shape.allSatisfy({ $0 >= 0 }), stride.allSatisfy({ $0 >= 0 }) else {
                 throw fail("_rebuild_tensor_v2 with a malformed size, stride or offset")
             }
+            // The element count and the furthest element reached must be countable (no overflow later).
+            var (count, last) = (1, Int(offset))
+            for (size, step) in zip(shape, stride) {
+                let product = count.multipliedReportingOverflow(by: size)
+                let reach = max(size - 1, 0).multipliedReportingOverflow(by: step)
+                let furthest = reach.overflow ? (0, true) : last.addingReportingOverflow(reach.partialValue)
+                guard !product.overflow, !furthest.1 else {
+                    throw fail("_rebuild_tensor_v2 with size \(shape), stride \(stride) and offset \(offset), beyond any storage")
+                }
+                (count, last) = (product.partialValue, furthest.0)
+            }
             return .tensor(TorchTensor(storage: storage, offset: Int(offset), shape: shape, stride: stride))
         default:
             throw fail("'\(module).\(name)' cannot be called")
@@ -242,6 +253,7 @@ struct Unpickler {
               case .global(_, let typeName) = parts[1], let dtype = AllowedGlobal.storageTypes[typeName],
               let key = parts[2].stringValue, let count = parts[4].intValue, count >= 0
         else { throw fail("unexpected persistent id (expected a torch storage reference)") }
+        guard count <= Int64(Int.max / dtype.byteSize) else { throw fail("storage '\(key)' claims \(count) elements, more bytes than any file") }
         return .storage(TorchStorage(dtype: dtype, key: key, count: Int(count)))
     }
 }

@@ -90,6 +90,17 @@ final class TorchCheckpointTests: XCTestCase {
         XCTAssertEqual(try checkpoint.floatTensor("w").scalars, [0, 1, 2, 3, 4, 5])
     }
 
+    /// A storage of 2^62 elements, a stride or offset near Int.max, a shape of 2^40 × 2^40: errors, not traps.
+    func testHostileNumbersInThePickleAreRefused() throws {
+        for (file, reason) in [("huge_storage", "claims 4611686018427387904 elements"), ("huge_stride", "beyond any storage"),
+                               ("huge_offset", "beyond any storage"), ("huge_shape", "beyond any storage")] {
+            let path = fixture("torch/\(file).bin")
+            XCTAssertThrowsError(try TorchCheckpoint(path: path).floatTensor("w"), file) { error in
+                XCTAssertTrue("\(error)".contains(reason) && "\(error)".contains(path), "\(error)")
+            }
+        }
+    }
+
     /// A second central-directory record for an entry (the last would win), and a zip64 locator whose offset
     /// is near Int.max (a bounds check that adds to it would overflow): errors naming the zip, not a trap.
     func testDuplicateEntriesAndHugeOffsetsAreRefused() throws {
