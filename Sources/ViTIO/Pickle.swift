@@ -2,7 +2,10 @@
 /// callables are an allowlist of globals, each interpreted here (an ordered dict, tensor and parameter
 /// rebuilding), and anything else is refused with an error naming it.
 
-/// A pickled value. Lists and dicts are objects because pickle fills them after memoising them.
+import Foundation
+
+/// A pickled value. Lists and dicts are objects because pickle fills them after memoising them; tuples are
+/// objects too, so that all three free their items one level at a time (`PickleGraveyard`).
 public indirect enum PickleValue {
     case none
     case bool(Bool)
@@ -10,7 +13,7 @@ public indirect enum PickleValue {
     case float(Double)
     case string(String)
     case bytes([UInt8])
-    case tuple([PickleValue])
+    case tuple(PickleTuple)
     case list(PickleList)
     case dict(PickleDict)
     case global(module: String, name: String)
@@ -21,12 +24,53 @@ public indirect enum PickleValue {
     public var intValue: Int64? { if case .int(let i) = self { i } else { nil } }
 }
 
+public final class PickleTuple {
+    public private(set) var items: [PickleValue]
+    init(_ items: [PickleValue]) { self.items = items }
+    deinit { PickleGraveyard.bury(&items) }
+}
+
 public final class PickleList {
     public var items: [PickleValue] = []
+    deinit { PickleGraveyard.bury(&items) }
 }
 
 public final class PickleDict {
     public var items: [(key: PickleValue, value: PickleValue)] = []
+    deinit {
+        var values: [PickleValue] = []
+        while let (key, value) = items.popLast() { values.append(key); values.append(value) }
+        PickleGraveyard.bury(&values)
+    }
+}
+
+/// Where the containers of a freed pickle value leave their items, to be freed in a loop: Swift frees a
+/// nested value recursively, and a hostile pickle can nest 50,000 levels deep (TUPLE1 after TUPLE1, a list
+/// in a list…), which would overflow the stack wherever such a value is dropped.
+enum PickleGraveyard {
+    private nonisolated(unsafe) static var buried: [PickleValue] = []
+    private nonisolated(unsafe) static var draining = false
+    private static let lock = NSLock()
+
+    /// Takes the items out of a dying container (so that it frees none of them itself) and frees them one at
+    /// a time, unless an outer call is already doing so.
+    static func bury(_ items: inout [PickleValue]) {
+        guard !items.isEmpty else { return }
+        lock.lock()
+        while let item = items.popLast() { buried.append(item) }  // moved: the graveyard is their only owner
+        if draining { return lock.unlock() }
+        draining = true
+        lock.unlock()
+        while true {
+            lock.lock()
+            guard let next = buried.popLast() else {
+                draining = false
+                return lock.unlock()
+            }
+            lock.unlock()
+            withExtendedLifetime(next) {}  // freed here, outside the lock; its own items come back to `buried`
+        }
+    }
 }
 
 /// One `storage` entry of the archive: element type, zip entry key, element count.
@@ -127,12 +171,12 @@ struct Unpickler {
             case 0x2E: return try pop() // STOP
             case 0x7D: stack.append(.dict(PickleDict())) // EMPTY_DICT
             case 0x5D: stack.append(.list(PickleList())) // EMPTY_LIST
-            case 0x29: stack.append(.tuple([])) // EMPTY_TUPLE
+            case 0x29: stack.append(.tuple(PickleTuple([]))) // EMPTY_TUPLE
             case 0x28: marks.append(stack.count) // MARK
-            case 0x74: stack.append(.tuple(try popToMark())) // TUPLE
-            case 0x85: stack.append(.tuple([try pop()])) // TUPLE1
-            case 0x86: let b = try pop(); stack.append(.tuple([try pop(), b])) // TUPLE2
-            case 0x87: let c = try pop(), b = try pop(); stack.append(.tuple([try pop(), b, c])) // TUPLE3
+            case 0x74: stack.append(.tuple(PickleTuple(try popToMark()))) // TUPLE
+            case 0x85: stack.append(.tuple(PickleTuple([try pop()]))) // TUPLE1
+            case 0x86: let b = try pop(); stack.append(.tuple(PickleTuple([try pop(), b]))) // TUPLE2
+            case 0x87: let c = try pop(), b = try pop(); stack.append(.tuple(PickleTuple([try pop(), b, c]))) // TUPLE3
             case 0x4E: stack.append(.none) // NONE
             case 0x88: stack.append(.bool(true)) // NEWTRUE
             case 0x89: stack.append(.bool(false)) // NEWFALSE
@@ -212,9 +256,10 @@ struct Unpickler {
     }
 
     private func call(_ callable: PickleValue, _ arguments: PickleValue) throws -> PickleValue {
-        guard case .global(let module, let name) = callable, case .tuple(let args) = arguments else {
+        guard case .global(let module, let name) = callable, case .tuple(let tuple) = arguments else {
             throw fail("REDUCE needs an allowed global and an argument tuple")
         }
+        let args = tuple.items
         switch "\(module).\(name)" {
         case "collections.OrderedDict":
             return .dict(PickleDict())
@@ -223,8 +268,9 @@ struct Unpickler {
             return args[0]
         case "torch._utils._rebuild_tensor_v2":
             guard args.count >= 4, case .storage(let storage) = args[0], let offset = args[1].intValue,
-                  case .tuple(let sizeValues) = args[2], case .tuple(let strideValues) = args[3]
+                  case .tuple(let sizes) = args[2], case .tuple(let strides) = args[3]
             else { throw fail("_rebuild_tensor_v2 with unexpected arguments") }
+            let (sizeValues, strideValues) = (sizes.items, strides.items)
             let shape = sizeValues.compactMap(\.intValue).map(Int.init)
             let stride = strideValues.compactMap(\.intValue).map(Int.init)
             guard shape.count == sizeValues.count, stride.count == shape.count, offset >= 0, shape.allSatisfy({ $0 >= 0 }), stride.allSatisfy({ $0 >= 0 }) else {
@@ -249,7 +295,7 @@ struct Unpickler {
 
     /// `('storage', torch.XStorage, key, location, numel)`, as torch.save's persistent_id writes it.
     private func persistentLoad(_ id: PickleValue) throws -> PickleValue {
-        guard case .tuple(let parts) = id, parts.count == 5, parts[0].stringValue == "storage",
+        guard case .tuple(let tuple) = id, case let parts = tuple.items, parts.count == 5, parts[0].stringValue == "storage",
               case .global(_, let typeName) = parts[1], let dtype = AllowedGlobal.storageTypes[typeName],
               let key = parts[2].stringValue, let count = parts[4].intValue, count >= 0
         else { throw fail("unexpected persistent id (expected a torch storage reference)") }

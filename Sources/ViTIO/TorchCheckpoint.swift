@@ -69,8 +69,8 @@ public final class TorchCheckpoint: TensorSource {
             }
         case .list(let list):
             for (i, item) in list.items.enumerated() { try collect(item, name: child(String(i)), depth: depth + 1, visited: &visited, into: &found, path: path) }
-        case .tuple(let items):
-            for (i, item) in items.enumerated() { try collect(item, name: child(String(i)), depth: depth + 1, visited: &visited, into: &found, path: path) }
+        case .tuple(let tuple):
+            for (i, item) in tuple.items.enumerated() { try collect(item, name: child(String(i)), depth: depth + 1, visited: &visited, into: &found, path: path) }
         default: break
         }
     }

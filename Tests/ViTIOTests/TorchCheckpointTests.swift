@@ -1,5 +1,6 @@
 import Foundation
 import ViTCore
+import CZlib
 import XCTest
 @testable import ViTIO
 
@@ -7,6 +8,19 @@ import XCTest
 private func fixture(_ path: String) -> String {
     URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent("Fixtures/\(path)").path
+}
+
+/// A stored (uncompressed) zip of `entries`, as torch.save lays one out.
+private func storedZip(_ entries: [(name: String, data: [UInt8])]) -> [UInt8] {
+    func le(_ value: Int, _ n: Int) -> [UInt8] { (0..<n).map { UInt8((value >> (8 * $0)) & 0xFF) } }
+    var (body, directory) = ([UInt8](), [UInt8]())
+    for entry in entries {
+        let crc = entry.data.withUnsafeBufferPointer { Int(crc32(0, $0.baseAddress, UInt32($0.count))) }
+        let fields = le(0, 2) + le(0, 2) + le(0, 4) + le(crc, 4) + le(entry.data.count, 4) + le(entry.data.count, 4) + le(entry.name.utf8.count, 2) + le(0, 2)
+        directory += [0x50, 0x4B, 0x01, 0x02] + le(20, 2) + le(20, 2) + fields + le(0, 2) + le(0, 2) + le(0, 2) + le(0, 4) + le(body.count, 4) + Array(entry.name.utf8)
+        body += [0x50, 0x4B, 0x03, 0x04] + le(20, 2) + fields + Array(entry.name.utf8) + entry.data
+    }
+    return body + directory + [0x50, 0x4B, 0x05, 0x06] + le(0, 4) + le(entries.count, 2) + le(entries.count, 2) + le(directory.count, 4) + le(body.count, 4) + le(0, 2)
 }
 
 private func writeTemporary(_ bytes: [UInt8]) throws -> String {
@@ -88,6 +102,26 @@ final class TorchCheckpointTests: XCTestCase {
         bytes = Array(bytes[..<end]) + zip64Record + locator + classic
         let checkpoint = try TorchCheckpoint(path: writeTemporary(bytes))
         XCTAssertEqual(try checkpoint.floatTensor("w").scalars, [0, 1, 2, 3, 4, 5])
+    }
+
+    /// 50,000 levels of nesting (tuples, lists, dict keys), refused or thrown away wherever the unpickler
+    /// leaves them: freeing them must not overflow the stack.
+    func testDeeplyNestedPicklesAreFreedWithoutRecursion() throws {
+        let deepTuple = [UInt8]("N".utf8) + [UInt8](repeating: 0x85, count: 50_000)  // TUPLE1 after TUPLE1
+        let deepList = [UInt8](repeating: 0x5D, count: 50_000) + [UInt8](repeating: 0x61, count: 49_999)  // [[[…]]]
+        let refused: [[UInt8]] = [deepTuple, deepList]
+        let discarded: [[UInt8]] = [
+            Array("ccollections\nOrderedDict\n".utf8) + deepTuple + [0x85, 0x52],  // OrderedDict(deep) ignores its argument
+            deepTuple + [0x71, 0x00, 0x7D],  // memoised and left on the stack under the result, {}
+        ]
+        for (pickle, isRefused) in refused.map({ ($0, true) }) + discarded.map({ ($0, false) }) {
+            let path = try writeTemporary(storedZip([("archive/data.pkl", [0x80, 0x02] + pickle + [0x2E])]))
+            if isRefused {
+                XCTAssertThrowsError(try TorchCheckpoint(path: path)) { XCTAssertTrue("\($0)".contains("nested deeper than 64"), "\($0)") }
+            } else {
+                XCTAssertEqual(try TorchCheckpoint(path: path).tensorNames, [])
+            }
+        }
     }
 
     /// A storage of 2^62 elements, a stride or offset near Int.max, a shape of 2^40 × 2^40: errors, not traps.
