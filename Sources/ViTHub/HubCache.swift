@@ -27,8 +27,19 @@ public struct HubCache: Sendable {
         root + "/models--" + modelID.replacingOccurrences(of: "/", with: "--")
     }
 
+    /// Refuses a revision that could name a path outside `refs/` (`..`, a leading `/`, empty parts, control
+    /// characters); `refs/pr/1` and other names with `/` are fine.
+    static func checkRevision(_ revision: String, of modelID: String) throws {
+        let parts = revision.split(separator: "/", omittingEmptySubsequences: false)
+        guard !revision.isEmpty, !parts.contains(where: { $0.isEmpty || $0 == "." || $0 == ".." }),
+              !revision.unicodeScalars.contains(where: { $0.value < 0x20 || $0 == "\\" }) else {
+            throw CheckpointError(modelID, "'\(revision)' is not a revision (a branch, tag, commit or refs/pr/N)")
+        }
+    }
+
     /// The snapshot folder of `modelID` at `revision` (a branch, tag or 40-hex commit; default "main").
     public func snapshot(_ modelID: String, revision: String = "main") throws -> String {
+        try Self.checkRevision(revision, of: modelID)
         let repository = repositoryFolder(modelID)
         let isCommit = revision.count == 40 && revision.allSatisfy(\.isHexDigit)
         let commit: String

@@ -35,6 +35,7 @@ public struct HubDownloader {
     public func download(_ modelID: String, revision: String = "main", progress: (Progress) -> Void = { _ in }) throws -> String {
         guard HubCache.isModelID(modelID) else { throw CheckpointError(modelID, "not a model id (expected org/name)") }
         guard !offline else { throw CheckpointError(modelID, "HF_HUB_OFFLINE is set: not downloading") }
+        try HubCache.checkRevision(revision, of: modelID)  // before any path or URL is built from it
         var commit = ""
         func fetch(_ file: String, required: Bool) throws -> String? {
             guard let (path, fileCommit) = try fetchFile(modelID, revision: revision, file: file, progress: progress) else {
@@ -65,15 +66,18 @@ public struct HubDownloader {
         guard weights else { throw CheckpointError(modelID, "no model.safetensors, pytorch_model.bin or shard index at revision \(revision)") }
         let repository = cache.repositoryFolder(modelID)
         if revision != commit {
-            try FileManager.default.createDirectory(atPath: repository + "/refs", withIntermediateDirectories: true)
-            try writeAtomically(Data(commit.utf8), to: repository + "/refs/" + revision)
+            let ref = repository + "/refs/" + revision
+            try FileManager.default.createDirectory(atPath: (ref as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            try writeAtomically(Data(commit.utf8), to: ref)
         }
         return repository + "/snapshots/" + commit
     }
 
     /// One file into the cache; nil when the Hub says it does not exist.
     func fetchFile(_ modelID: String, revision: String, file: String, progress: (Progress) -> Void) throws -> (String, String)? {
-        let url = "\(endpoint)/\(modelID)/resolve/\(revision)/\(file)"
+        // One path segment, as huggingface_hub quotes it (refs/pr/1 → refs%2Fpr%2F1).
+        let segment = revision.addingPercentEncoding(withAllowedCharacters: CharacterSet(charactersIn: "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~")) ?? revision
+        let url = "\(endpoint)/\(modelID)/resolve/\(segment)/\(file)"
         let head = try HTTP.request(url, method: "HEAD", token: token, followRedirects: false)
         switch head.status {
         case 200, 300..<400: break

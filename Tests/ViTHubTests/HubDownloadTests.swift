@@ -77,6 +77,17 @@ final class HubDownloadTests: XCTestCase {
         XCTAssertThrowsError(try HubDownloader(environment: hub.environment(home, ["HF_HUB_OFFLINE": "1"])).download("facebook/vit-msn-tiny")) {
             XCTAssertTrue("\($0)".contains("HF_HUB_OFFLINE"), "\($0)")
         }
+        // A revision is one URL segment and a path under refs/, never a way out of the cache.
+        let downloader = HubDownloader(environment: hub.environment(home, ["HF_TOKEN": "secret"]))
+        for revision in ["../../../../../escaped", "/etc/x", "a//b", "main/..", ""] {
+            XCTAssertThrowsError(try downloader.download("facebook/vit-msn-tiny", revision: revision)) {
+                XCTAssertTrue("\($0)".contains("is not a revision"), "\($0)")
+            }
+            XCTAssertThrowsError(try HubCache(environment: hub.environment(home)).snapshot("facebook/vit-msn-tiny", revision: revision))
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: home + "/escaped"))
+        let snapshot = try downloader.download("facebook/vit-msn-tiny", revision: "refs/pr/1")
+        XCTAssertEqual(try HubCache(environment: hub.environment(home)).snapshot("facebook/vit-msn-tiny", revision: "refs/pr/1"), snapshot)
     }
 
     func testSHA256() {
