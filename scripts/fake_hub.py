@@ -4,7 +4,9 @@ Serves one model directory as REPO at any revision, as the Hub does: HEAD/GET /{
 answers with X-Repo-Commit and an ETag; LFS files (*.safetensors, *.bin) redirect (302) to /lfs/{sha256}
 with X-Linked-Etag / X-Linked-Size, which supports Range requests (206); a missing file is 404 with
 X-Error-Code: EntryNotFound. --token makes every request need "Authorization: Bearer TOKEN";
---cut-first-lfs ends the first LFS body halfway, to test resuming. Prints the port, then serves until
+--cut-first-lfs ends the first LFS body halfway, to test resuming; --cdn-host HOST redirects LFS files to
+HOST (another origin, as the Hub's CDN is) where a request carrying Authorization is refused (400);
+--overlong-lfs sends LFS bodies without a length and keeps writing past their end. Prints the port, then serves until
 stdin closes (the test that started it ends) or --seconds pass. Python standard library only.
 """
 import argparse
@@ -23,6 +25,8 @@ def main():
     parser.add_argument("--repo", required=True)
     parser.add_argument("--token")
     parser.add_argument("--cut-first-lfs", action="store_true")
+    parser.add_argument("--cdn-host")
+    parser.add_argument("--overlong-lfs", action="store_true")
     parser.add_argument("--seconds", type=float, default=120)
     args = parser.parse_args()
     files = {p.name: p.read_bytes() for p in args.root.iterdir() if p.is_file()}
@@ -42,9 +46,23 @@ def main():
                 self.wfile.write(body)
 
         def handle_request(self):
-            if args.token and self.headers.get("Authorization") != f"Bearer {args.token}":
-                return self.reply(401, {"Content-Length": 0, "X-Error-Code": "GatedRepo"})
             path = self.path.split("?")[0]
+            if args.cdn_host and path.startswith("/lfs/") and "Authorization" in self.headers:
+                return self.reply(400, {"Content-Length": 0, "X-Error-Code": "TokenSentToAnotherOrigin"})
+            if args.token and not (args.cdn_host and path.startswith("/lfs/")) and self.headers.get("Authorization") != f"Bearer {args.token}":
+                return self.reply(401, {"Content-Length": 0, "X-Error-Code": "GatedRepo"})
+            if path.startswith("/lfs/") and args.overlong_lfs and self.command == "GET":
+                self.send_response(200)  # no Content-Length: the body ends when the connection does
+                self.send_header("Connection", "close")
+                self.end_headers()
+                try:
+                    self.wfile.write(lfs.get(path[5:], b""))
+                    for _ in range(2000):  # then 2 GB of more, unless the client hangs up
+                        self.wfile.write(b"\0" * (1 << 20))
+                except OSError:
+                    pass
+                self.close_connection = True
+                return
             if path.startswith("/lfs/"):
                 data = lfs.get(path[5:])
                 if data is None:
@@ -76,7 +94,8 @@ def main():
                 return self.reply(404, {"Content-Length": 0, "X-Error-Code": "EntryNotFound", "X-Repo-Commit": COMMIT})
             if name.endswith((".safetensors", ".bin")):
                 digest = hashlib.sha256(data).hexdigest()
-                return self.reply(302, {"Location": f"/lfs/{digest}", "X-Repo-Commit": COMMIT, "X-Linked-Etag": f'"{digest}"',
+                location = f"http://{args.cdn_host}:{self.server.server_address[1]}/lfs/{digest}" if args.cdn_host else f"/lfs/{digest}"
+                return self.reply(302, {"Location": location, "X-Repo-Commit": COMMIT, "X-Linked-Etag": f'"{digest}"',
                                         "X-Linked-Size": len(data), "Content-Length": 0})
             etag = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
             return self.reply(200, {"Content-Length": len(data), "ETag": f'"{etag}"', "X-Repo-Commit": COMMIT}, data)

@@ -102,7 +102,9 @@ public struct HubDownloader {
         if !FileManager.default.fileExists(atPath: blob) {
             let source = (300..<400).contains(head.status) ? head.header("Location").map { absolute($0, relativeTo: url) } ?? url : url
             let partial = blob + ".incomplete"
-            try HTTP.download(source, to: partial, token: token, expectedSize: size) { progress(Progress(file: file, received: $0, total: size)) }
+            // The token goes to the Hub only, not to the CDN it redirects to (as huggingface_hub drops it).
+            let sourceToken = HTTP.sameOrigin(source, url) ? token : nil
+            try HTTP.download(source, to: partial, token: sourceToken, expectedSize: size) { progress(Progress(file: file, received: $0, total: size)) }
             let received = (try FileManager.default.attributesOfItem(atPath: partial)[.size] as? Int) ?? -1
             guard received == size else { throw CheckpointError(url, "received \(received) bytes, the server announced \(size)") }
             if etag.count == 64, etag.allSatisfy(\.isHexDigit) {
@@ -147,7 +149,11 @@ enum HTTP {
 
         func urlSession(_ session: URLSession, task: URLSessionTask, willPerformHTTPRedirection response: HTTPURLResponse,
                         newRequest request: URLRequest, completionHandler: @escaping (URLRequest?) -> Void) {
-            completionHandler(followRedirects ? request : nil)
+            var next = request
+            if let from = task.originalRequest?.url?.absoluteString, let to = request.url?.absoluteString, !HTTP.sameOrigin(from, to) {
+                next.setValue(nil, forHTTPHeaderField: "Authorization")
+            }
+            completionHandler(followRedirects ? next : nil)
         }
 
         func urlSession(_ session: URLSession, dataTask: URLSessionDataTask, didReceive response: URLResponse,
@@ -178,10 +184,23 @@ enum HTTP {
         session.dataTask(with: request).resume()
         delegate.done.wait()
         delegate.sink = nil // the session outlives this call; the sink must not
-        if let error = delegate.error { throw CheckpointError(request.url?.absoluteString ?? "", "request failed: \(error.localizedDescription)") }
+        if let error = delegate.error {
+            let url = request.url?.absoluteString ?? ""
+            if let checkpointError = error as? CheckpointError { throw checkpointError }
+            if (error as? URLError)?.code == .timedOut || (error as NSError).code == NSURLErrorTimedOut {
+                throw CheckpointError(url, "the server sent nothing for \(Int(request.timeoutInterval)) s; stopped (run the same command again to resume)")
+            }
+            throw CheckpointError(url, "request failed: \(error.localizedDescription)")
+        }
         guard let response = delegate.response else { throw CheckpointError(request.url?.absoluteString ?? "", "no HTTP response") }
         let headers = Dictionary(response.allHeaderFields.compactMap { key, value in (key as? String).map { ($0, "\(value)") } }, uniquingKeysWith: { a, _ in a })
         return Response(status: response.statusCode, headers: headers)
+    }
+
+    /// Whether two URLs share scheme, host and port.
+    static func sameOrigin(_ a: String, _ b: String) -> Bool {
+        guard let x = URLComponents(string: a), let y = URLComponents(string: b) else { return false }
+        return x.scheme?.lowercased() == y.scheme?.lowercased() && x.host?.lowercased() == y.host?.lowercased() && x.port == y.port
     }
 
     private static func makeRequest(_ url: String, method: String, token: String?) throws -> URLRequest {
@@ -211,12 +230,17 @@ enum HTTP {
         guard let handle = FileHandle(forWritingAtPath: path) else { throw CheckpointError(path, "cannot write") }
         defer { try? handle.close() }
         try handle.seekToEnd()
-        var received = have
+        var (received, body) = (have, 0)
         let response = try withoutActuallyEscaping(progress) { progress in
             let report = UncheckedCallback(progress)
             return try perform(request, followRedirects: true) { data in
+                // No response body may be longer than the whole file (a server that ignores the range sends the
+                // file from its start); a longer one is cut off here instead of filling the disk.
+                guard body + data.count <= expectedSize else {
+                    throw CheckpointError(url, "the server sent more than the \(expectedSize) bytes it announced; stopped")
+                }
                 try handle.write(contentsOf: data)
-                received += data.count
+                (received, body) = (received + data.count, body + data.count)
                 report.call(received)
             }
         }

@@ -90,6 +90,23 @@ final class HubDownloadTests: XCTestCase {
         XCTAssertEqual(try HubCache(environment: hub.environment(home)).snapshot("facebook/vit-msn-tiny", revision: "refs/pr/1"), snapshot)
     }
 
+    /// The token reaches the Hub but not the CDN its LFS redirects point to (another origin); a body longer
+    /// than the size announced is cut off with a clear error instead of being written without end.
+    func testTheTokenStaysWithTheHubAndBodiesStopAtTheirSize() throws {
+        let cdn = try FakeHub(serving: "base", arguments: ["--token", "secret", "--cdn-host", "localhost"])
+        let home = try temporaryDirectory()
+        XCTAssertNoThrow(try HubDownloader(environment: cdn.environment(home, ["HF_TOKEN": "secret"])).download("facebook/vit-msn-tiny"),
+                         "the CDN refuses requests that carry the Hub's token")
+        let overlong = try FakeHub(serving: "base", arguments: ["--overlong-lfs"])
+        let other = try temporaryDirectory()
+        XCTAssertThrowsError(try HubDownloader(environment: overlong.environment(other)).download("facebook/vit-msn-tiny")) {
+            XCTAssertTrue("\($0)".contains("more than the") && "\($0)".contains("bytes it announced"), "\($0)")
+        }
+        let partial = try FileManager.default.subpathsOfDirectory(atPath: other).filter { $0.hasSuffix(".incomplete") }
+        let sizes = try partial.map { try FileManager.default.attributesOfItem(atPath: other + "/" + $0)[.size] as? Int ?? 0 }
+        XCTAssertTrue(sizes.allSatisfy { $0 < 2_000_000 }, "no runaway .incomplete file: \(sizes)")
+    }
+
     func testSHA256() {
         XCTAssertEqual(Array("abc".utf8).withUnsafeBytes { FileDigest.sha256Hex(of: $0) }, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
         XCTAssertEqual([UInt8]().withUnsafeBytes { FileDigest.sha256Hex(of: $0) }, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
