@@ -399,6 +399,7 @@ public final class ViTMSNModel: NN.Module {
         outputAttentions: Bool = false, outputHiddenStates: Bool = false, interpolatePosEncoding: Bool = false
     ) throws -> ViTMSNModelOutput {
         let layerHeadMasks = try expandHeadMask(headMask)
+        try checkMemory(pixelValues, outputAttentions: outputAttentions, outputHiddenStates: outputHiddenStates)
         let (hidden, sequence, _, _, _) = try embeddings.forward(
             pixelValues, boolMaskedPos: boolMaskedPos, interpolatePosEncoding: interpolatePosEncoding, parallelism: parallelism)
         let batch = pixelValues.shape[0]
@@ -428,6 +429,26 @@ public final class ViTMSNModel: NN.Module {
         var last = Tensor(zeros: [batch, sequence, dim])
         last.withUnsafeMutableBufferPointer { layernorm.forward(hidden.pointer, rows: tokens, into: $0.baseAddress!, parallelism: parallelism) }
         return ViTMSNModelOutput(lastHiddenState: last, hiddenStates: hiddenStates, attentions: attentions)
+    }
+
+    /// Refuses an input whose activations and requested outputs would not fit `ViTMSNConfig.memoryLimit`,
+    /// before anything is allocated (an interpolated 2048² input with attentions needs hundreds of GB).
+    func checkMemory(_ pixels: Tensor, outputAttentions: Bool, outputHiddenStates: Bool) throws {
+        guard pixels.shape.count == 4 else { return }  // the embeddings name the wrong rank
+        let (d, layers, heads) = (config.hiddenSize, config.numHiddenLayers, config.numAttentionHeads)
+        let grid = Checked.product(pixels.shape[2] / config.patchSize.height, pixels.shape[3] / config.patchSize.width)
+        let sequence = Checked.sum(grid, 1)
+        let perImage = sequence.flatMap { s in
+            Checked.sum(Checked.product(s, 6 * d + config.intermediateSize),  // hidden, normed, q, k, v, context, MLP
+                        outputAttentions ? Checked.product(layers, heads, s, s) : 0,
+                        outputHiddenStates ? Checked.product(layers + 1, s, d) : 0)
+        }
+        let bytes = perImage.flatMap { Checked.product($0, pixels.shape[0], 4) }
+        let limit = ViTMSNConfig.memoryLimit
+        guard let bytes, bytes <= limit else {
+            let need = bytes.map { String(format: "%.3g GB", Double($0) / 1e9) } ?? "more memory than can be counted"
+            throw ViTMSNError("an input of \(pixels.shape) (\(sequence.map(String.init) ?? "too many") tokens)\(outputAttentions ? " with output_attentions" : "") needs \(need), above the limit of \(String(format: "%.3g", Double(limit) / 1e9)) GB (the machine's memory, or VITMSN_MEMORY_LIMIT_GB)")
+        }
     }
 
     /// The last layer's attention from the CLS token to every patch (B, heads, S − 1): the maps the DINO and

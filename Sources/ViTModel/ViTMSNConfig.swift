@@ -118,35 +118,21 @@ public struct ViTMSNConfig: @unchecked Sendable {
     /// The parameters of the model with `labels` classifier outputs, by the part each field sizes, in
     /// overflow-checked arithmetic (nil: more than Int holds).
     func parameterCounts(labels: Int) -> [(field: String, count: Int?)] {
-        func product(_ factors: Int...) -> Int? {
-            factors.reduce(Int?(1)) { total, factor in total.flatMap { $0.multipliedReportingOverflow(by: factor) }.flatMap { $0.overflow ? nil : $0.partialValue } }
-        }
-        func sum(_ terms: Int?...) -> Int? {
-            terms.reduce(Int?(0)) { total, term in
-                guard let total, let term else { return nil }
-                let (value, overflow) = total.addingReportingOverflow(term)
-                return overflow ? nil : value
-            }
-        }
         let (d, i) = (hiddenSize, intermediateSize)
-        let block = sum(product(4, d, d), product(2, d, i), product(9, d), i)  // q, k, v, output, fc1, fc2, biases, 2 LayerNorms
+        let block = Checked.sum(Checked.product(4, d, d), Checked.product(2, d, i), Checked.product(9, d), i)  // q, k, v, output, fc1, fc2, biases, 2 LayerNorms
         let grid = (imageSize.height / max(patchSize.height, 1), imageSize.width / max(patchSize.width, 1))  // before validate() too
-        let positions = sum(product(grid.0, grid.1), 1).flatMap { product($0, d) }
+        let positions = Checked.sum(Checked.product(grid.0, grid.1), 1).flatMap { Checked.product($0, d) }
         return [
-            ("hidden_size", sum(block.flatMap { product($0, numHiddenLayers) }, product(d, numChannels, patchSize.height, patchSize.width), product(4, d))),
+            ("hidden_size", Checked.sum(block.flatMap { Checked.product($0, numHiddenLayers) }, Checked.product(d, numChannels, patchSize.height, patchSize.width), Checked.product(4, d))),
             ("image_size", positions),
-            ("num_labels", sum(product(labels, d), labels)),
+            ("num_labels", Checked.sum(Checked.product(labels, d), labels)),
         ]
     }
 
     /// Refuses a model whose f32 parameters would not fit `memoryLimit`, naming the field that sizes most of them.
     func checkSize(labels: Int) throws {
         let counts = parameterCounts(labels: labels)
-        let total = counts.reduce(Int?(0)) { total, part in
-            guard let total, let count = part.count else { return nil }
-            let (value, overflow) = total.addingReportingOverflow(count)
-            return overflow ? nil : value
-        }
+        let total = Checked.sum(counts.map(\.count))
         let limit = Self.memoryLimit
         if let total, total <= limit / 4 { return }
         let largest = counts.max { ($0.count ?? .max) < ($1.count ?? .max) }!
@@ -312,5 +298,26 @@ extension ViTMSNConfig {
         let patch = 2 * n * Double(numChannels * patchSize.height * patchSize.width) * d
         let perLayer = 2 * s * d * d * 4 + 2 * s * d * i * 2 + 2 * 2 * s * s * d
         return patch + Double(numHiddenLayers) * perLayer
+    }
+}
+
+/// Sizes from files and configs multiplied and added without trapping: nil once a result leaves Int.
+enum Checked {
+    static func product(_ factors: Int?...) -> Int? { product(factors) }
+    static func product(_ factors: [Int?]) -> Int? {
+        factors.reduce(Int?(1)) { total, factor in
+            guard let total, let factor else { return nil }
+            let (value, overflow) = total.multipliedReportingOverflow(by: factor)
+            return overflow ? nil : value
+        }
+    }
+
+    static func sum(_ terms: Int?...) -> Int? { sum(terms) }
+    static func sum(_ terms: [Int?]) -> Int? {
+        terms.reduce(Int?(0)) { total, term in
+            guard let total, let term else { return nil }
+            let (value, overflow) = total.addingReportingOverflow(term)
+            return overflow ? nil : value
+        }
     }
 }

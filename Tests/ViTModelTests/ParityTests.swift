@@ -95,6 +95,17 @@ final class ModelErrorTests: XCTestCase {
         XCTAssertNoThrow(try model.forward(pixelValues: Tensor(zeros: [1, 3, 16, 20]), interpolatePosEncoding: true))
     }
 
+    /// An interpolated 2048² input asking for attentions needs ~275 GB: refused from the numbers, before
+    /// anything is allocated, while the same input without attentions runs.
+    func testInputsBeyondTheMemoryLimitAreRefusedFirst() throws {
+        let model = try ViTMSNModel.load(directory: Fixtures.model("base"))  // patch 4
+        let huge = Tensor(zeros: [1, 3, 2048, 2048])
+        XCTAssertThrowsError(try model.forward(pixelValues: huge, outputAttentions: true, interpolatePosEncoding: true)) { error in
+            XCTAssertTrue("\(error)".contains("262145 tokens) with output_attentions needs") && "\(error)".contains("above the limit"), "\(error)")
+        }
+        XCTAssertNoThrow(try model.forward(pixelValues: Tensor(zeros: [1, 3, 64, 64]), outputAttentions: true, interpolatePosEncoding: true))
+    }
+
     func testMaskedPositionsNeedAMaskToken() throws {
         let model = try ViTMSNModel.load(directory: Fixtures.model("base"))
         XCTAssertNil(model.embeddings.maskToken)
