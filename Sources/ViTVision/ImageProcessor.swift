@@ -145,6 +145,11 @@ extension ImageProcessor {
             }
         }
         guard height > 0, width > 0 else { throw json.invalid(.size, "size must be positive, got \(height)×\(width)") }
+        // Resizing to it allocates the pixels: held to the limit that decoding holds images to.
+        let (pixels, overflow) = height.multipliedReportingOverflow(by: width)
+        guard !overflow, pixels <= 2 * ImageDecoder.defaultMaxPixels else {
+            throw json.invalid(.size, "\(height)×\(width) is above the \(2 * ImageDecoder.defaultMaxPixels)-pixel limit images are held to")
+        }
         guard imageMean.count == 3, !imageStd.contains(0), imageStd.count == 3 else {
             throw json.invalid(.imageStd, "image_mean and image_std need three values (std non-zero)")
         }

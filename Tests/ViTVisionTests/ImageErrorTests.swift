@@ -133,6 +133,8 @@ final class ImageProcessorConfigTests: XCTestCase {
             (#"{"image_mean": "red"}"#, "'image_mean' has the wrong type"),
             (#"{"image_std": [0.2, 0, 0.2]}"#, "std non-zero"),
             (#"{"size": 0}"#, "size must be positive"),
+            (#"{"size": 1000000}"#, "1000000×1000000 is above the 178956970-pixel limit"),
+            (#"{"size": {"height": 4611686018427387904, "width": 4}}"#, "pixel limit"),
             // As strict as every config reader: 1 is not true, 3.7 is not an integer, true is not a number.
             (#"{"do_resize": 1}"#, "'do_resize' has the wrong type"),
             (#"{"resample": 3.7}"#, "'resample': 3.7 is not an integer"),
