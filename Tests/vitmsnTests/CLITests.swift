@@ -104,6 +104,19 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(try onDisk(links), expected)
     }
 
+    /// `info --json` says what the text says, as one object.
+    func testInfoAsJSON() throws {
+        let directory = fixture("models/base")
+        let text = try run(["info", directory, "--tensors"]), json = try run(["info", directory, "--tensors", "--json"])
+        XCTAssertEqual(json.status, 0, json.stderr)
+        let object = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any])
+        let parameters = try XCTUnwrap(object["parameters"] as? Int)
+        XCTAssertTrue(text.stdout.contains("parameters     \(parameters.formatted()) in \(object["tensor_count"] as? Int ?? -1) tensors"), text.stdout)
+        let config = try XCTUnwrap(object["config"] as? [String: Any])
+        XCTAssertTrue(text.stdout.contains("hidden \(config["hidden_size"] as? Int ?? -1),"), text.stdout)
+        XCTAssertEqual((object["tensors"] as? [Any])?.count, object["tensor_count"] as? Int)
+    }
+
     /// `bench --msn` times the batch size it is given, not the config's.
     func testBenchMSNHonoursBatch() throws {
         let folder = temporaryPath("images")
