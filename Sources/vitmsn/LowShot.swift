@@ -32,6 +32,7 @@ struct LowShotCommand: ParsableCommand {
     @Option(help: "Evaluate on the first N test images only.") var maxTestImages: Int?
     @Flag(help: "Also measure the baselines on the same splits.") var baselines = false
     @Flag(help: "Skip the 1 %, all-labels and k-NN rows.") var shotsOnly = false
+    @Flag(help: "Print one JSON object (every column's rows with each split's accuracy) instead of the table.") var json = false
     @OptionGroup var precision: PrecisionOptions
     @OptionGroup var threading: ThreadOptions
     @OptionGroup var job: JobOptions
@@ -91,6 +92,17 @@ struct LowShotCommand: ParsableCommand {
             }))
         }
         guard communicator.rank == 0 else { return }
+        if json {
+            let object: [String: Any] = [
+                "dataset": dataset, "test_images": test.count, "feature": feature.rawValue, "lambda": lambda, "splits": splits,
+                "columns": columns.map { column in
+                    ["name": column.name, "rows": column.rows.map { row in
+                        ["protocol": row.name, "accuracies": row.accuracies, "mean": row.mean, "std": row.standardDeviation, "note": row.note as Any] as [String: Any]
+                    }] as [String: Any]
+                },
+            ]
+            return print(String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self))
+        }
         print("low-shot top-1 % on \(test.count) test images (\(dataset)), \(feature.rawValue) features, λ = \(lambda), mean ± std over \(splits) splits")
         print("| protocol | " + columns.map(\.name).joined(separator: " | ") + " |")
         print("|---|" + String(repeating: "---|", count: columns.count))

@@ -117,6 +117,30 @@ final class CLITests: XCTestCase {
         XCTAssertEqual((object["tensors"] as? [Any])?.count, object["tensor_count"] as? Int)
     }
 
+    /// `lowshot --json` gives every split's accuracy, and the table's cells are their means.
+    func testLowShotAsJSON() throws {
+        let dataset = temporaryPath("lowshot")
+        let images = ["rgb.png", "gray.png", "baseline_420.jpg", "palette.png", "rgba.png", "baseline_444.jpg"]
+        for split in ["train", "val"] {
+            for (i, image) in images.enumerated() {
+                let folder = dataset + "/\(split)/class\(i % 2)"
+                try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+                try FileManager.default.copyItem(atPath: fixture("images/" + image), toPath: folder + "/\(i)." + (image as NSString).pathExtension)
+            }
+        }
+        let arguments = ["lowshot", "--model", fixture("models/base"), "--dataset", dataset, "--shots", "1", "--splits", "2", "--shots-only"]
+        let (text, json) = (try run(arguments), try run(arguments + ["--json"]))
+        XCTAssertEqual(json.status, 0, json.stderr)
+        let object = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any])
+        let row = try XCTUnwrap(((object["columns"] as? [[String: Any]])?.first?["rows"] as? [[String: Any]])?.first)
+        XCTAssertEqual(row["protocol"] as? String, "1 per class")
+        let accuracies = try XCTUnwrap(row["accuracies"] as? [Double])
+        XCTAssertEqual(accuracies.count, 2)
+        XCTAssertTrue(accuracies.allSatisfy { (0...1).contains($0) })
+        let mean = try XCTUnwrap(row["mean"] as? Double), std = try XCTUnwrap(row["std"] as? Double)
+        XCTAssertTrue(text.stdout.contains(String(format: "| 1 per class | %.1f ± %.1f |", mean * 100, std * 100)), text.stdout)
+    }
+
     /// `bench --msn` times the batch size it is given, not the config's.
     func testBenchMSNHonoursBatch() throws {
         let folder = temporaryPath("images")
