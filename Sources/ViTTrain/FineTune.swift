@@ -87,7 +87,8 @@ public final class FineTuner {
     let validation: BatchLoader<Tensor>
     let optimizer: Optimizer
     let settings: OptimizationSettings
-    var state = TrainerState()
+    /// Where the run stands (its step, best accuracy and checkpoint), as trainer_state.json records it.
+    public private(set) var state = TrainerState()
     let checkpoints: CheckpointDirectory
     public let communicator: Communicator
     let shards: BatchShards

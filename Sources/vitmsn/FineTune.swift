@@ -41,6 +41,7 @@ struct FineTune: ParsableCommand {
     @Option(help: "Also save a checkpoint every N optimizer steps (0: at the end of each epoch only).") var saveSteps = 0
     @Flag(help: "Continue from the output directory's last checkpoint.") var resume = false
     @Flag(help: "Write into an output directory that already holds files (an earlier run's checkpoints are replaced).") var overwriteOutputDir = false
+    @Flag(help: "Print the run's summary as one JSON object on stdout (progress goes to stderr).") var json = false
     @OptionGroup var threading: ThreadOptions
     @OptionGroup var job: JobOptions
 
@@ -54,7 +55,7 @@ struct FineTune: ParsableCommand {
         (arguments.gradientAccumulationSteps, arguments.maxGradNorm, arguments.freezeBackbone) = (gradientAccumulationSteps, maxGradNorm, freezeBackbone)
         (arguments.maxTrainSamples, arguments.maxEvalSamples) = (maxTrainSamples, maxEvalSamples)
         (arguments.ignoreMismatchedSizes, arguments.saveSteps) = (ignoreMismatchedSizes, saveSteps)
-        let display = TrainingDisplay()
+        let display = TrainingDisplay(messagesToStandardError: json)
         try job.run { communicator in
             do {
                 let tuner = try FineTuner(arguments, resume: resume, overwriteOutputDir: overwriteOutputDir, communicator: communicator, events: display.show)
@@ -62,6 +63,14 @@ struct FineTune: ParsableCommand {
                 tuner.checksumEvery = checksumEvery
                 try tuner.run(events: display.show)
                 display.finish()
+                if json, communicator.rank == 0 {
+                    let summary: [String: Any] = [
+                        "output_dir": outputDir, "best_checkpoint": tuner.state.bestCheckpoint as Any, "best_accuracy": tuner.state.bestAccuracy as Any,
+                        "global_step": tuner.state.globalStep, "epochs": arguments.epochs, "skipped_images": display.skipped,
+                        "last_evaluation": display.lastEvaluation.map { ["epoch": $0.epoch, "step": $0.step, "loss": $0.loss, "accuracy": $0.accuracy] } as Any,
+                    ]
+                    print(String(decoding: try JSONSerialization.data(withJSONObject: summary, options: [.sortedKeys]), as: UTF8.self))
+                }
             } catch let error as TrainingError {
                 display.finish()
                 throw CLIError(error.description + (FileManager.default.fileExists(atPath: outputDir + "/last") ? " (the last good checkpoint is \(outputDir)/last)" : ""))
@@ -74,13 +83,22 @@ struct FineTune: ParsableCommand {
 final class TrainingDisplay {
     private var bar: ProgressBar?
     private var barEpoch = -1
-    private var skipped = 0
+    private(set) var skipped = 0
+    private(set) var lastEvaluation: (epoch: Int, step: Int, loss: Double, accuracy: Double)?
+    /// With `--json`, stdout carries the summary only.
+    private let messagesToStandardError: Bool
+
+    init(messagesToStandardError: Bool = false) { self.messagesToStandardError = messagesToStandardError }
+
+    private func message(_ line: String) {
+        if messagesToStandardError { FileHandle.standardError.write(Data((line + "\n").utf8)) } else { say(line) }
+    }
 
     func show(_ event: FineTuneEvent) {
         switch event {
         case let .started(trainImages, validationImages, classes, stepsPerEpoch, totalSteps, resumedAt):
-            say("training on \(trainImages) images, validating on \(validationImages); \(classes.count) classes: \(classes.prefix(10).joined(separator: ", "))\(classes.count > 10 ? ", …" : "")")
-            say("\(stepsPerEpoch) optimizer steps per epoch, \(totalSteps) in all" + (resumedAt.map { "; resuming after step \($0)" } ?? ""))
+            message("training on \(trainImages) images, validating on \(validationImages); \(classes.count) classes: \(classes.prefix(10).joined(separator: ", "))\(classes.count > 10 ? ", …" : "")")
+            message("\(stepsPerEpoch) optimizer steps per epoch, \(totalSteps) in all" + (resumedAt.map { "; resuming after step \($0)" } ?? ""))
         case let .step(epoch, batch, batchesPerEpoch, report, imagesPerSecond):
             if epoch != barEpoch {
                 bar?.finish(done: batchesPerEpoch)
@@ -89,14 +107,15 @@ final class TrainingDisplay {
             }
             bar?.update(done: batch, status: String(format: "loss %.4f  lr %.2e  %.1f img/s", report.loss, report.learningRate, imagesPerSecond))
         case let .evaluated(epoch, step, loss, accuracy, isBest):
+            lastEvaluation = (epoch, step, loss, accuracy)
             bar?.finish(done: nil)
             bar = nil
-            say(String(format: "epoch %d (step %d): validation loss %.4f, accuracy %.2f %%%@", epoch, step, loss, accuracy * 100, isBest ? " (best)" : ""))
+            message(String(format: "epoch %d (step %d): validation loss %.4f, accuracy %.2f %%%@", epoch, step, loss, accuracy * 100, isBest ? " (best)" : ""))
         case .skippedImages(let reasons):
             skipped += reasons.count
             for reason in reasons { warn("skipped unreadable image: \(reason)") }
         case .saved(let path):
-            say("saved \(path)")
+            message("saved \(path)")
         case .warning(let message):
             warn(message)
         }

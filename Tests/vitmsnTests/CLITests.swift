@@ -117,9 +117,9 @@ final class CLITests: XCTestCase {
         XCTAssertEqual((object["tensors"] as? [Any])?.count, object["tensor_count"] as? Int)
     }
 
-    /// `lowshot --json` gives every split's accuracy, and the table's cells are their means.
-    func testLowShotAsJSON() throws {
-        let dataset = temporaryPath("lowshot")
+    /// A dataset folder of two classes of three fixture photos in `train/` and `val/`.
+    func twoClassDataset(_ name: String) throws -> String {
+        let dataset = temporaryPath(name)
         let images = ["rgb.png", "gray.png", "baseline_420.jpg", "palette.png", "rgba.png", "baseline_444.jpg"]
         for split in ["train", "val"] {
             for (i, image) in images.enumerated() {
@@ -128,6 +128,28 @@ final class CLITests: XCTestCase {
                 try FileManager.default.copyItem(atPath: fixture("images/" + image), toPath: folder + "/\(i)." + (image as NSString).pathExtension)
             }
         }
+        return dataset
+    }
+
+    /// `finetune --json` prints only its summary on stdout, the messages going to stderr.
+    func testFineTuneSummaryAsJSON() throws {
+        let dataset = try twoClassDataset("finetune-json"), output = temporaryPath("finetune-json-run")
+        let result = try run(["finetune", "--model", fixture("models/base"), "--train-dir", dataset + "/train", "--validation-dir", dataset + "/val",
+                              "--output-dir", output, "--epochs", "1", "--batch-size", "2", "--json"])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        let summary = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any], result.stdout)
+        XCTAssertEqual(summary["global_step"] as? Int, 3)
+        XCTAssertEqual(summary["output_dir"] as? String, output)
+        let best = try XCTUnwrap(summary["best_checkpoint"] as? String)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: output + "/" + (best as NSString).lastPathComponent + "/config.json"), best)
+        let accuracy = try XCTUnwrap((summary["last_evaluation"] as? [String: Any])?["accuracy"] as? Double)
+        XCTAssertEqual(accuracy, summary["best_accuracy"] as? Double)
+        XCTAssertTrue(result.stderr.contains("saved "), result.stderr)
+    }
+
+    /// `lowshot --json` gives every split's accuracy, and the table's cells are their means.
+    func testLowShotAsJSON() throws {
+        let dataset = try twoClassDataset("lowshot")
         let arguments = ["lowshot", "--model", fixture("models/base"), "--dataset", dataset, "--shots", "1", "--splits", "2", "--shots-only"]
         let (text, json) = (try run(arguments), try run(arguments + ["--json"]))
         XCTAssertEqual(json.status, 0, json.stderr)
