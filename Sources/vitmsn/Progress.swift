@@ -24,12 +24,24 @@ final class ProgressBar {
         let elapsed = Date().timeIntervalSince(start)
         let rate = elapsed > 0 ? Double(done) / elapsed : 0
         let eta = rate > 0 ? Int(Double(total - done) / rate) : 0
-        let width = 30
-        let filled = total > 0 ? width * done / total : width
-        let bar = String(repeating: "█", count: filled) + String(repeating: "·", count: width - filled)
         let speed = status.isEmpty ? (unit == "B" ? String(format: "%.1f MB/s", rate / 1_048_576) : String(format: "%.1f \(unit)/s", rate)) : status
-        let line = "\r\(label) \(bar) \(amount(done))/\(amount(total))  \(speed)  ETA \(eta / 60):" + String(format: "%02d ", eta % 60)
-        FileHandle.standardError.write(Data(line.utf8))
+        let counts = "\(amount(done))/\(amount(total))", time = "ETA \(eta / 60):" + String(format: "%02d", eta % 60)
+        // Fitted to the terminal: the bar shrinks first (to 10), then the status is cut; \e[K clears what a
+        // longer earlier line left.
+        let columns = Self.terminalColumns() - 1
+        var text = "  \(speed)  \(time)"
+        let fixed = label.count + counts.count + 2
+        let width = max(10, min(30, columns - fixed - text.count))
+        if fixed + width + text.count > columns { text = String(text.prefix(max(0, columns - fixed - width))) }
+        let filled = total > 0 ? width * min(done, total) / total : width
+        let bar = String(repeating: "█", count: filled) + String(repeating: "·", count: width - filled)
+        FileHandle.standardError.write(Data("\r\(label) \(bar) \(counts)\(text)\u{1B}[K".utf8))
+    }
+
+    /// The terminal's width (stderr's), 80 when it cannot be asked.
+    private static func terminalColumns() -> Int {
+        var size = winsize()
+        return ioctl(FileHandle.standardError.fileDescriptor, UInt(TIOCGWINSZ), &size) == 0 && size.ws_col > 0 ? Int(size.ws_col) : 80
     }
 
     /// Ends the line with a summary; `done` nil keeps the last count drawn.

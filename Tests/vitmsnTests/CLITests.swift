@@ -147,6 +147,32 @@ final class CLITests: XCTestCase {
         XCTAssertTrue(result.stderr.contains("saved "), result.stderr)
     }
 
+    /// On a 50-column terminal (script(1) gives the command one) every redraw of the bar fits in 49 columns.
+    func testProgressBarFitsTheTerminal() throws {
+        try XCTSkipUnless(FileManager.default.isExecutableFile(atPath: "/usr/bin/script"), "needs script(1) from util-linux")
+        let images = try (0..<6).map { i -> String in
+            let path = temporaryPath("bar-\(i).png")
+            try FileManager.default.copyItem(atPath: fixture("images/rgb.png"), toPath: path)
+            return path
+        }
+        let command = (["stty cols 50 rows 20;", Self.binary, "embed", "--model", fixture("models/base"), "--output", temporaryPath("bar.npy"),
+                        "--format", "npy", "--batch-size", "1"] + images).joined(separator: " ")
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/script")
+        process.arguments = ["-q", "-c", command, "/dev/null"]
+        let out = Pipe()
+        process.standardOutput = out
+        try process.run()
+        let screen = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        XCTAssertEqual(process.terminationStatus, 0, screen)
+        let redraws = screen.replacingOccurrences(of: "\u{1B}[K", with: "").unicodeScalars  // "\r\n" is one Character
+            .split(whereSeparator: { $0 == "\r" || $0 == "\n" }).map { String(String.UnicodeScalarView($0)) }
+            .filter { $0.hasPrefix("embedding ") && $0.contains("/6") }
+        XCTAssertFalse(redraws.isEmpty, screen)
+        for line in redraws { XCTAssertLessThanOrEqual(line.count, 49, line) }
+    }
+
     /// `lowshot --json` gives every split's accuracy, and the table's cells are their means.
     func testLowShotAsJSON() throws {
         let dataset = try twoClassDataset("lowshot")
