@@ -13,12 +13,15 @@ struct Download: ParsableCommand {
     @Option(help: "Branch, tag or commit.") var revision = "main"
 
     func run() throws {
-        var bars: [String: ProgressBar] = [:]
+        var current: (file: String, bar: ProgressBar)?  // one file at a time; each bar ends its line before the next output
         let snapshot = try HubDownloader().download(modelID, revision: revision) { progress in
-            let bar = bars[progress.file] ?? ProgressBar(total: progress.total, label: progress.file, unit: "B")
-            bars[progress.file] = bar
-            bar.update(done: progress.received)
+            if current?.file != progress.file {
+                current?.bar.finish(done: nil)
+                current = (progress.file, ProgressBar(total: progress.total, label: progress.file, unit: "B"))
+            }
+            current?.bar.update(done: progress.received)
         }
+        current?.bar.finish(done: nil)
         print("\(modelID)@\(revision): \(snapshot)")
     }
 }

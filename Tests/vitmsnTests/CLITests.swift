@@ -147,30 +147,48 @@ final class CLITests: XCTestCase {
         XCTAssertTrue(result.stderr.contains("saved "), result.stderr)
     }
 
-    /// On a 50-column terminal (script(1) gives the command one) every redraw of the bar fits in 49 columns.
-    func testProgressBarFitsTheTerminal() throws {
+    /// What a terminal of 50 columns (a pty from script(1)) shows of `command`, as lines split at \r and \n.
+    func terminalLines(_ command: String) throws -> [String] {
         try XCTSkipUnless(FileManager.default.isExecutableFile(atPath: "/usr/bin/script"), "needs script(1) from util-linux")
-        let images = try (0..<6).map { i -> String in
-            let path = temporaryPath("bar-\(i).png")
-            try FileManager.default.copyItem(atPath: fixture("images/rgb.png"), toPath: path)
-            return path
-        }
-        let command = (["stty cols 50 rows 20;", Self.binary, "embed", "--model", fixture("models/base"), "--output", temporaryPath("bar.npy"),
-                        "--format", "npy", "--batch-size", "1"] + images).joined(separator: " ")
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/script")
-        process.arguments = ["-q", "-c", command, "/dev/null"]
+        process.arguments = ["-q", "-c", "stty cols 50 rows 20; " + command, "/dev/null"]
         let out = Pipe()
         process.standardOutput = out
         try process.run()
         let screen = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         process.waitUntilExit()
         XCTAssertEqual(process.terminationStatus, 0, screen)
-        let redraws = screen.replacingOccurrences(of: "\u{1B}[K", with: "").unicodeScalars  // "\r\n" is one Character
+        return screen.replacingOccurrences(of: "\u{1B}[K", with: "").unicodeScalars  // "\r\n" is one Character
             .split(whereSeparator: { $0 == "\r" || $0 == "\n" }).map { String(String.UnicodeScalarView($0)) }
-            .filter { $0.hasPrefix("embedding ") && $0.contains("/6") }
-        XCTAssertFalse(redraws.isEmpty, screen)
+    }
+
+    /// On a 50-column terminal every redraw of the bar fits in 49 columns.
+    func testProgressBarFitsTheTerminal() throws {
+        let images = try (0..<6).map { i -> String in
+            let path = temporaryPath("bar-\(i).png")
+            try FileManager.default.copyItem(atPath: fixture("images/rgb.png"), toPath: path)
+            return path
+        }
+        let lines = try terminalLines(([Self.binary, "embed", "--model", fixture("models/base"), "--output", temporaryPath("bar.npy"),
+                                        "--format", "npy", "--batch-size", "1"] + images).joined(separator: " "))
+        let redraws = lines.filter { $0.hasPrefix("embedding ") && $0.contains("/6") }
+        XCTAssertFalse(redraws.isEmpty, "\(lines)")
         for line in redraws { XCTAssertLessThanOrEqual(line.count, 49, line) }
+    }
+
+    /// `download`'s bars each end their line: the result is a line of its own, not the tail of a bar.
+    func testDownloadEndsEachBarBeforeTheResult() throws {
+        let hub = Process(), (input, output) = (Pipe(), Pipe())
+        hub.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        hub.arguments = ["python3", fixture("../../scripts/fake_hub.py"), "--root", fixture("models/base"), "--repo", "facebook/vit-msn-tiny", "--seconds", "60"]
+        (hub.standardInput, hub.standardOutput) = (input, output)
+        try hub.run()
+        defer { try? input.fileHandleForWriting.close(); hub.waitUntilExit() }  // the hub stops when its stdin closes
+        let port = try XCTUnwrap(Int(String(decoding: output.fileHandleForReading.availableData, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)))
+        let lines = try terminalLines("HF_HOME=\(temporaryPath("hf")) HF_ENDPOINT=http://127.0.0.1:\(port) \(Self.binary) download facebook/vit-msn-tiny")
+        XCTAssertTrue(lines.contains { $0.hasPrefix("facebook/vit-msn-tiny@main: ") }, "\(lines)")
+        XCTAssertTrue(lines.contains { $0.hasPrefix("model.safetensors ") && $0.contains(" in ") }, "each file's bar ends with its summary: \(lines)")
     }
 
     /// `lowshot --json` gives every split's accuracy, and the table's cells are their means.
