@@ -6,13 +6,15 @@ with X-Linked-Etag / X-Linked-Size, which supports Range requests (206); a missi
 X-Error-Code: EntryNotFound. --token makes every request need "Authorization: Bearer TOKEN";
 --cut-first-lfs ends the first LFS body halfway, to test resuming; --cdn-host HOST redirects LFS files to
 HOST (another origin, as the Hub's CDN is) where a request carrying Authorization is refused (400);
---overlong-lfs sends LFS bodies without a length and keeps writing past their end. Prints the port, then serves until
+--overlong-lfs sends LFS bodies without a length and keeps writing past their end; --trickle-lfs sends them
+at 500 bytes a second. Prints the port, then serves until
 stdin closes (the test that started it ends) or --seconds pass. Python standard library only.
 """
 import argparse
 import hashlib
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -27,6 +29,7 @@ def main():
     parser.add_argument("--cut-first-lfs", action="store_true")
     parser.add_argument("--cdn-host")
     parser.add_argument("--overlong-lfs", action="store_true")
+    parser.add_argument("--trickle-lfs", action="store_true")
     parser.add_argument("--seconds", type=float, default=120)
     args = parser.parse_args()
     files = {p.name: p.read_bytes() for p in args.root.iterdir() if p.is_file()}
@@ -62,6 +65,19 @@ def main():
                 except OSError:
                     pass
                 self.close_connection = True
+                return
+            if path.startswith("/lfs/") and args.trickle_lfs and self.command == "GET":
+                data = lfs.get(path[5:], b"")
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                try:
+                    for start in range(0, len(data), 100):
+                        self.wfile.write(data[start:start + 100])
+                        self.wfile.flush()
+                        time.sleep(0.2)
+                except OSError:
+                    pass
                 return
             if path.startswith("/lfs/"):
                 data = lfs.get(path[5:])

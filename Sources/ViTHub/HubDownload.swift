@@ -15,12 +15,16 @@ public struct HubDownloader {
     public let endpoint: String
     let token: String?
     let offline: Bool
+    /// Seconds without data before a request fails, and the window of the minimum rate (1 KB/s) a download
+    /// must keep (`HF_HUB_DOWNLOAD_TIMEOUT`, as huggingface_hub names it; 60 by default).
+    let timeout: TimeInterval
 
     public init(environment: [String: String] = ProcessInfo.processInfo.environment) {
         cache = HubCache(environment: environment)
         endpoint = (environment["HF_ENDPOINT"] ?? "https://huggingface.co").trimmingCharacters(in: CharacterSet(charactersIn: "/"))
         token = environment["HF_TOKEN"].flatMap { $0.isEmpty ? nil : $0 }
         offline = ["1", "ON", "YES", "TRUE"].contains(environment["HF_HUB_OFFLINE"]?.uppercased() ?? "")
+        timeout = environment["HF_HUB_DOWNLOAD_TIMEOUT"].flatMap(Double.init).flatMap { $0 > 0 && $0.isFinite ? $0 : nil } ?? 60
     }
 
     public struct Progress {
@@ -78,7 +82,7 @@ public struct HubDownloader {
         // One path segment, as huggingface_hub quotes it (refs/pr/1 → refs%2Fpr%2F1).
         let segment = revision.addingPercentEncoding(withAllowedCharacters: CharacterSet(charactersIn: "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~")) ?? revision
         let url = "\(endpoint)/\(modelID)/resolve/\(segment)/\(file)"
-        let head = try HTTP.request(url, method: "HEAD", token: token, followRedirects: false)
+        let head = try HTTP.request(url, method: "HEAD", token: token, timeout: timeout, followRedirects: false)
         switch head.status {
         case 200, 300..<400: break
         case 404: return nil
@@ -104,7 +108,7 @@ public struct HubDownloader {
             let partial = blob + ".incomplete"
             // The token goes to the Hub only, not to the CDN it redirects to (as huggingface_hub drops it).
             let sourceToken = HTTP.sameOrigin(source, url) ? token : nil
-            try HTTP.download(source, to: partial, token: sourceToken, expectedSize: size) { progress(Progress(file: file, received: $0, total: size)) }
+            try HTTP.download(source, to: partial, token: sourceToken, timeout: timeout, expectedSize: size) { progress(Progress(file: file, received: $0, total: size)) }
             let received = (try FileManager.default.attributesOfItem(atPath: partial)[.size] as? Int) ?? -1
             guard received == size else { throw CheckpointError(url, "received \(received) bytes, the server announced \(size)") }
             if etag.count == 64, etag.allSatisfy(\.isHexDigit) {
@@ -203,34 +207,35 @@ enum HTTP {
         return x.scheme?.lowercased() == y.scheme?.lowercased() && x.host?.lowercased() == y.host?.lowercased() && x.port == y.port
     }
 
-    private static func makeRequest(_ url: String, method: String, token: String?) throws -> URLRequest {
+    private static func makeRequest(_ url: String, method: String, token: String?, timeout: TimeInterval) throws -> URLRequest {
         guard let parsed = URL(string: url) else { throw CheckpointError(url, "not a URL") }
-        var request = URLRequest(url: parsed, timeoutInterval: 60)
+        var request = URLRequest(url: parsed, timeoutInterval: timeout)
         request.httpMethod = method
         request.setValue("identity", forHTTPHeaderField: "Accept-Encoding")
         if let token { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
         return request
     }
 
-    static func request(_ url: String, method: String, token: String?, followRedirects: Bool) throws -> Response {
-        try perform(try makeRequest(url, method: method, token: token), followRedirects: followRedirects, sink: nil)
+    static func request(_ url: String, method: String, token: String?, timeout: TimeInterval, followRedirects: Bool) throws -> Response {
+        try perform(try makeRequest(url, method: method, token: token, timeout: timeout), followRedirects: followRedirects, sink: nil)
     }
 
     /// Appends the body to `path`, resuming from its current size with a Range request; restarts when the
     /// server ignores the range.
-    static func download(_ url: String, to path: String, token: String?, expectedSize: Int, progress: (Int) -> Void) throws {
+    static func download(_ url: String, to path: String, token: String?, timeout: TimeInterval, expectedSize: Int, progress: (Int) -> Void) throws {
         if !FileManager.default.fileExists(atPath: path), !FileManager.default.createFile(atPath: path, contents: nil) {
             throw CheckpointError(path, "cannot create")
         }
         var have = (try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
         if have > expectedSize { try Data().write(to: URL(fileURLWithPath: path)); have = 0 }
         guard have < expectedSize else { return }
-        var request = try makeRequest(url, method: "GET", token: token)
+        var request = try makeRequest(url, method: "GET", token: token, timeout: timeout)
         if have > 0 { request.setValue("bytes=\(have)-", forHTTPHeaderField: "Range") }
         guard let handle = FileHandle(forWritingAtPath: path) else { throw CheckpointError(path, "cannot write") }
         defer { try? handle.close() }
         try handle.seekToEnd()
         var (received, body) = (have, 0)
+        var (windowStart, windowBytes) = (Date(), 0)  // a trickle of bytes would otherwise keep it alive for ever
         let response = try withoutActuallyEscaping(progress) { progress in
             let report = UncheckedCallback(progress)
             return try perform(request, followRedirects: true) { data in
@@ -240,7 +245,13 @@ enum HTTP {
                     throw CheckpointError(url, "the server sent more than the \(expectedSize) bytes it announced; stopped")
                 }
                 try handle.write(contentsOf: data)
-                (received, body) = (received + data.count, body + data.count)
+                (received, body, windowBytes) = (received + data.count, body + data.count, windowBytes + data.count)
+                if Date().timeIntervalSince(windowStart) >= timeout {
+                    guard Double(windowBytes) >= 1024 * timeout else {
+                        throw CheckpointError(url, "slower than 1 KB/s over \(Int(timeout)) s (\(windowBytes) bytes); stopped (run the same command again to resume)")
+                    }
+                    (windowStart, windowBytes) = (Date(), 0)
+                }
                 report.call(received)
             }
         }
@@ -248,7 +259,7 @@ enum HTTP {
         case 206 where have > 0, 200 where have == 0: return
         case 200: // the range was ignored: the file holds old bytes plus the whole body; start again cleanly
             try Data().write(to: URL(fileURLWithPath: path))
-            try download(url, to: path, token: token, expectedSize: expectedSize, progress: progress)
+            try download(url, to: path, token: token, timeout: timeout, expectedSize: expectedSize, progress: progress)
         default:
             throw CheckpointError(url, "HTTP \(response.status) while downloading")
         }

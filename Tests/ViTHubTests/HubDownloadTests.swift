@@ -105,6 +105,13 @@ final class HubDownloadTests: XCTestCase {
         let partial = try FileManager.default.subpathsOfDirectory(atPath: other).filter { $0.hasSuffix(".incomplete") }
         let sizes = try partial.map { try FileManager.default.attributesOfItem(atPath: other + "/" + $0)[.size] as? Int ?? 0 }
         XCTAssertTrue(sizes.allSatisfy { $0 < 2_000_000 }, "no runaway .incomplete file: \(sizes)")
+        // A trickle (500 bytes a second) is stopped once a window of HF_HUB_DOWNLOAD_TIMEOUT seconds is below 1 KB/s.
+        let trickle = try FakeHub(serving: "base", arguments: ["--trickle-lfs"])
+        let started = Date()
+        XCTAssertThrowsError(try HubDownloader(environment: trickle.environment(try temporaryDirectory(), ["HF_HUB_DOWNLOAD_TIMEOUT": "1"])).download("facebook/vit-msn-tiny")) {
+            XCTAssertTrue("\($0)".contains("slower than 1 KB/s over 1 s"), "\($0)")
+        }
+        XCTAssertLessThan(Date().timeIntervalSince(started), 30)
     }
 
     func testSHA256() {
