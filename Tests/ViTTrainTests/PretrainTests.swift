@@ -176,6 +176,9 @@ final class PretrainTests: XCTestCase {
         let fashion = try PretrainConfig(path: configs + "/fashion_mnist_msn.json")
         XCTAssertEqual(fashion.dataset, "fashion-mnist")
         XCTAssertEqual(fashion.architecture["patch_size"], 7)
+        let quick = try PretrainConfig(path: configs + "/fashion_mnist_msn_quick.json")  // the same recipe, shorter
+        XCTAssertEqual([quick.epochs, fashion.epochs], [7, 12])
+        XCTAssertEqual(quick.architecture, fashion.architecture)
     }
 
     /// Resuming without a checkpoint, or on a dataset folder that doesn't exist, fails with the path named.
