@@ -54,11 +54,11 @@ struct Bench: ParsableCommand {
         let shape = [batch, config.numChannels, config.imageSize.height, config.imageSize.width]
         let pixels = Tensor(shape: shape, scalars: (0..<Tensor.elementCount(shape)).map { _ in generator.normal() })
 
-        let median = try medianSeconds { _ = try backbone.forward(pixelValues: pixels) }
+        let (median, p99) = try timedRuns { _ = try backbone.forward(pixelValues: pixels) }
         let gflops = config.forwardFLOPs(height: shape[2], width: shape[3]) * Double(batch) / median / 1e9
         let peak = VectorMath.fmaPeakGFLOPs(threads: backbone.parallelism.threads)
         print(summary: [
-            ("batch", batch), ("median_ms", median * 1000), ("images_per_s", Double(batch) / median), ("gflops", gflops),
+            ("batch", batch), ("median_ms", median * 1000), ("p99_ms", p99 * 1000), ("images_per_s", Double(batch) / median), ("gflops", gflops),
             ("fma_peak_gflops", peak), ("percent_of_peak", 100 * gflops / peak),
             ("threads", backbone.parallelism.threads), ("kernels", backbone.isQuantized ? VectorMath.int8InstructionSet : VectorMath.instructionSet),
             ("dtype", backbone.isQuantized ? "int8" : precision.dtype.rawValue),
@@ -158,12 +158,17 @@ struct Bench: ParsableCommand {
     private func timePreprocessing(_ path: String) throws {
         guard let model else { throw CLIError("--preprocess needs --model (for preprocessor_config.json)") }
         let processor = try ImageProcessor.load(modelDirectory: HubCache().resolve(model, revision: revision))
-        let median = try medianSeconds { _ = try processor.pixelValues(ImageDecoder.loadRGB(path: path)) }
-        print(summary: [("image", path), ("median_ms", median * 1000), ("images_per_s", 1 / median)])
+        let (median, p99) = try timedRuns { _ = try processor.pixelValues(ImageDecoder.loadRGB(path: path)) }
+        print(summary: [("image", path), ("median_ms", median * 1000), ("p99_ms", p99 * 1000), ("images_per_s", 1 / median)])
     }
 
     /// One warm-up run, then runs until `seconds` have passed (at least three); the median duration.
     private func medianSeconds(_ body: () throws -> Void) throws -> Double {
+        try timedRuns(body).median
+    }
+
+    /// The median and 99th percentile of `body`'s run times, in seconds, back to back after one warm-up run.
+    private func timedRuns(_ body: () throws -> Void) throws -> (median: Double, p99: Double) {
         try body()
         var times: [Double] = []
         let start = Date()
@@ -172,7 +177,8 @@ struct Bench: ParsableCommand {
             try body()
             times.append(Date().timeIntervalSince(t0))
         }
-        return times.sorted()[times.count / 2]
+        times.sort()
+        return (times[times.count / 2], times[min(times.count - 1, times.count * 99 / 100)])
     }
 
     private func print(summary fields: [(String, Any)]) {
