@@ -162,12 +162,13 @@ struct Bench: ParsableCommand {
         print(summary: [("image", path), ("median_ms", median * 1000), ("p99_ms", p99 * 1000), ("images_per_s", 1 / median)])
     }
 
-    /// One warm-up run, then runs until `seconds` have passed (at least three); the median duration.
+    /// The median duration of `timedRuns`.
     private func medianSeconds(_ body: () throws -> Void) throws -> Double {
         try timedRuns(body).median
     }
 
-    /// The median and 99th percentile of `body`'s run times, in seconds, back to back after one warm-up run.
+    /// One warm-up run, then runs back to back until `seconds` have passed (at least three): the median and
+    /// 99th percentile of their durations, in seconds.
     private func timedRuns(_ body: () throws -> Void) throws -> (median: Double, p99: Double) {
         try body()
         var times: [Double] = []
