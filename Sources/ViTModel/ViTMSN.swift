@@ -403,28 +403,37 @@ public final class ViTMSNModel: NN.Module {
         let (hidden, sequence, _, _, _) = try embeddings.forward(
             pixelValues, boolMaskedPos: boolMaskedPos, interpolatePosEncoding: interpolatePosEncoding, parallelism: parallelism)
         let batch = pixelValues.shape[0]
-        let dim = config.hiddenSize
+        let (dim, heads, layers) = (config.hiddenSize, config.numAttentionHeads, config.numHiddenLayers)
         let tokens = batch * sequence
-        let workspace = EncoderWorkspace(tokens: tokens, sequence: sequence, config: config, parallelism: parallelism)
+        // Requested outputs are allocated whole, and each image's slices written where its layers run.
+        var attentions: [Tensor]? = outputAttentions ? (0..<layers).map { _ in Tensor(zeros: [batch, heads, sequence, sequence]) } : nil
+        var hiddenStates: [Tensor]? = outputHiddenStates ? (0...layers).map { _ in Tensor(zeros: [batch, sequence, dim]) } : nil
+        let attentionBases = outputAttentions ? (0..<layers).map { attentions![$0].uniqueBaseAddress() } : nil
+        let stateBases = outputHiddenStates ? (0...layers).map { hiddenStates![$0].uniqueBaseAddress() } : nil
+        stateBases?[0].update(from: hidden.pointer, count: tokens * dim)
 
-        func snapshot() -> Tensor {
-            var state = Tensor(zeros: [batch, sequence, dim])
-            state.withUnsafeMutableBufferPointer { $0.baseAddress!.update(from: hidden.pointer, count: tokens * dim) }
-            return state
-        }
-        var hiddenStates: [Tensor]? = outputHiddenStates ? [snapshot()] : nil
-        var attentions: [Tensor]? = outputAttentions ? [] : nil
-        for (i, block) in encoder.layer.enumerated() {
-            if outputAttentions {
-                var probabilities = Tensor(zeros: [batch, config.numAttentionHeads, sequence, sequence])
-                probabilities.withUnsafeMutableBufferPointer { p in
-                    block.forward(hidden.pointer, batch: batch, sequence: sequence, headMask: layerHeadMasks?[i], attentions: p.baseAddress!, workspace: workspace)
-                }
-                attentions!.append(probabilities)
-            } else {
-                block.forward(hidden.pointer, batch: batch, sequence: sequence, headMask: layerHeadMasks?[i], attentions: nil, workspace: workspace)
+        /// The encoder's layers over images `images`, in `workspace`.
+        func encode(_ images: Range<Int>, workspace: EncoderWorkspace) {
+            let rows = images.lowerBound * sequence
+            for (i, block) in encoder.layer.enumerated() {
+                block.forward(hidden.pointer + rows * dim, batch: images.count, sequence: sequence, headMask: layerHeadMasks?[i],
+                              attentions: attentionBases.map { $0[i] + images.lowerBound * heads * sequence * sequence }, workspace: workspace)
+                stateBases?[i + 1].advanced(by: rows * dim).update(from: hidden.pointer + rows * dim, count: images.count * sequence * dim)
             }
-            hiddenStates?.append(snapshot())
+        }
+        // Whole images per thread while each thread has one: each runs its images alone, one at a time, so
+        // its activations stay in its core's cache and no product waits for the other cores (int8 ViT-S at
+        // batch 8: 1.12× the images/s of splitting every product, on a 2-core Xeon). The remainder splits
+        // every product instead.
+        let threads = parallelism.threads
+        let alone = threads > 1 ? batch / threads * threads : 0
+        parallelism.forEachChunk(of: alone) { images in
+            let workspace = EncoderWorkspace(tokens: sequence, sequence: sequence, config: config, parallelism: .serial)
+            for image in images { encode(image..<(image + 1), workspace: workspace) }
+        }
+        if alone < batch {
+            let rest = batch - alone
+            encode(alone..<batch, workspace: EncoderWorkspace(tokens: rest * sequence, sequence: sequence, config: config, parallelism: parallelism))
         }
         var last = Tensor(zeros: [batch, sequence, dim])
         last.withUnsafeMutableBufferPointer { layernorm.forward(hidden.pointer, rows: tokens, into: $0.baseAddress!, parallelism: parallelism) }

@@ -147,23 +147,29 @@ final class ModelErrorTests: XCTestCase {
 }
 
 final class ThreadingTests: XCTestCase {
-    /// Work is split by rows and by (batch, head) pairs, never inside a dot product; only OpenBLAS's choice of
-    /// kernel by matrix size can move a last bit.
-    /// Every product sums in an order fixed by its shape, so 1, 2, 3 and 7 threads give the same bits, with
-    /// and without returned attentions.
+    /// Work is split by whole images, by rows and by (batch, head) pairs, never inside a dot product; every
+    /// product sums in an order fixed by its shape, so 1, 2, 3 and 7 threads give the same bits (images alone
+    /// per thread, then the remainder split: 10 + 1, 9 + 2 and 7 + 4 of 11), in f32 and int8, with and without
+    /// returned attentions and hidden states.
     func testThreadCountDoesNotChangeTheBits() throws {
-        let model = try ViTMSNModel.load(directory: Fixtures.model("base"))
         var generator = SeededGenerator(seed: 3)
         let pixels = Tensor(shape: [11, 3, 16, 16], scalars: (0..<(11 * 768)).map { _ in generator.normal() }) // 187 rows
-        model.parallelism = .serial
-        let reference = try model.forward(pixelValues: pixels, outputAttentions: true)
-        let blockedReference = try model.forward(pixelValues: pixels)
-        for threads in [2, 3, 7] {
-            model.parallelism = Parallelism(threads: threads)
-            let out = try model.forward(pixelValues: pixels, outputAttentions: true)
-            XCTAssertEqual(out.lastHiddenState.scalars, reference.lastHiddenState.scalars, "\(threads) threads")
-            XCTAssertEqual(try XCTUnwrap(out.attentions?.last).scalars, try XCTUnwrap(reference.attentions?.last).scalars, "\(threads) threads")
-            XCTAssertEqual(try model.forward(pixelValues: pixels).lastHiddenState.scalars, blockedReference.lastHiddenState.scalars, "\(threads) threads")
+        for precision in [WeightPrecision.f32, .int8] {
+            guard case .model(let model) = try AnyViTMSN.load(directory: Fixtures.model("base"), precision: precision) else {
+                return XCTFail("the base fixture is a backbone")
+            }
+            model.parallelism = .serial
+            let reference = try model.forward(pixelValues: pixels, outputAttentions: true, outputHiddenStates: true)
+            let blockedReference = try model.forward(pixelValues: pixels)
+            for threads in [2, 3, 7] {
+                model.parallelism = Parallelism(threads: threads)
+                let out = try model.forward(pixelValues: pixels, outputAttentions: true, outputHiddenStates: true)
+                let context = "\(precision), \(threads) threads"
+                XCTAssertEqual(out.lastHiddenState.scalars, reference.lastHiddenState.scalars, context)
+                XCTAssertEqual(try XCTUnwrap(out.attentions).map(\.scalars), try XCTUnwrap(reference.attentions).map(\.scalars), context)
+                XCTAssertEqual(try XCTUnwrap(out.hiddenStates).map(\.scalars), try XCTUnwrap(reference.hiddenStates).map(\.scalars), context)
+                XCTAssertEqual(try model.forward(pixelValues: pixels).lastHiddenState.scalars, blockedReference.lastHiddenState.scalars, context)
+            }
         }
     }
 }
