@@ -204,7 +204,12 @@ QGEMM_TARGET static void KERNEL(qgemm_store)(
             vf value = __builtin_convertvector(corrected, vf) * (s * *(const vf *)(scale + j)) + *(const vf *)(offset + j);
             *(vf *)(v + j) = gelu ? KERNEL(gelu_vector)(value) : value;
         }
-        if (ep->beta != 0.0f) for (size_t j = 0; j < cols; j++) cr[j] = ep->beta * cr[j] + v[j];
+        if (cols == QGEMM_NR) {  // whole vectors (a loop of `cols` would become a memcpy call)
+            for (size_t j = 0; j < QGEMM_NR; j += GEMM_VW) {
+                vf *cv = (vf *)(cr + j);
+                *cv = ep->beta != 0.0f ? ep->beta * *cv + *(const vf *)(v + j) : *(const vf *)(v + j);
+            }
+        } else if (ep->beta != 0.0f) for (size_t j = 0; j < cols; j++) cr[j] = ep->beta * cr[j] + v[j];
         else for (size_t j = 0; j < cols; j++) cr[j] = v[j];
         if (ep->activation >= 0 && !gelu) KERNEL(activate)((vitmsn_activation)ep->activation, cr, cols);
     }
