@@ -137,3 +137,44 @@ package func writeAtomically(_ data: Data, to path: String) throws {
         throw CheckpointError(path, "cannot write: \(error.localizedDescription)")
     }
 }
+
+/// Runs `body` on a new hidden sibling of `directory`, then puts what it wrote in place, so that a kill or a
+/// full disk never leaves a directory that looks written: `directory` ends up missing, as it was, or whole.
+/// A missing or empty `directory` is replaced by the sibling in one rename; into one that holds files (which
+/// the caller was asked to overwrite) the new files move one by one, after its `config.json` is removed and
+/// with the new `config.json` last, so that the directory never loads half old and half new.
+public func writeDirectoryAtomically(_ directory: String, _ body: (String) throws -> Void) throws {
+    let url = URL(fileURLWithPath: directory)
+    let parent = url.deletingLastPathComponent().path
+    let staging = parent + "/.\(url.lastPathComponent).partial-\(ProcessInfo.processInfo.processIdentifier)"
+    let manager = FileManager.default
+    var isDirectory: ObjCBool = false
+    if manager.fileExists(atPath: directory, isDirectory: &isDirectory), !isDirectory.boolValue {
+        throw CheckpointError(directory, "exists and is not a directory")
+    }
+    try? manager.removeItem(atPath: staging)
+    do {
+        try manager.createDirectory(atPath: parent, withIntermediateDirectories: true)
+        try manager.createDirectory(atPath: staging, withIntermediateDirectories: false)
+    } catch {
+        throw CheckpointError(directory, "cannot create: \(error.localizedDescription)")
+    }
+    do {
+        try body(staging)
+        let existing = (try? manager.contentsOfDirectory(atPath: directory)) ?? []
+        if existing.isEmpty {
+            if manager.fileExists(atPath: directory) { try manager.removeItem(atPath: directory) }
+            guard rename(staging, directory) == 0 else { throw CheckpointError(directory, "cannot rename into place: \(String(cString: strerror(errno)))") }
+            return
+        }
+        try? manager.removeItem(atPath: directory + "/config.json")
+        let files = try manager.contentsOfDirectory(atPath: staging).sorted { ($0 == "config.json" ? 1 : 0, $0) < ($1 == "config.json" ? 1 : 0, $1) }
+        for file in files where rename(staging + "/" + file, directory + "/" + file) != 0 {
+            throw CheckpointError(directory + "/" + file, "cannot rename into place: \(String(cString: strerror(errno)))")
+        }
+        try? manager.removeItem(atPath: staging)
+    } catch {
+        try? manager.removeItem(atPath: staging)
+        throw error
+    }
+}

@@ -30,18 +30,22 @@ struct Convert: ParsableCommand {
         try refuseEarlierResults(in: destination, unless: overwriteOutputDir, flags: "--overwrite-output-dir to write into it")
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: source, isDirectory: &isDirectory) else { throw CLIError("\(source): no such file or directory") }
+        // Written beside the destination and put in place when whole (writeDirectoryAtomically).
         if !isDirectory.boolValue {
             guard dtype != .int8 else { throw CLIError("--dtype int8 converts a model directory; convert the MSN checkpoint first, then that directory") }
             let checkpoint = try MSNCheckpoint(path: source, encoder: encoder, heads: heads)
-            try checkpoint.save(directory: destination, dtype: storage)
+            try writeDirectoryAtomically(destination) { try checkpoint.save(directory: $0, dtype: storage) }
             print("converted \(encoder) of \(source) (epoch \(checkpoint.epoch.map(String.init) ?? "?")): \(checkpoint.config.numHiddenLayers) layers, hidden \(checkpoint.config.hiddenSize)")
         } else {
-            switch try AnyViTMSN.load(directory: source, precision: dtype == .int8 ? .int8 : .f32, warn: warn) {
-            case .model(let model): try model.save(directory: destination, dtype: storage)
-            case .imageClassification(let model): try model.save(directory: destination, dtype: storage)
-            }
-            if FileManager.default.fileExists(atPath: source + "/preprocessor_config.json") {
-                try ImageProcessor.load(modelDirectory: source).save(modelDirectory: destination)
+            let model = try AnyViTMSN.load(directory: source, precision: dtype == .int8 ? .int8 : .f32, warn: warn)
+            try writeDirectoryAtomically(destination) { staging in
+                switch model {
+                case .model(let model): try model.save(directory: staging, dtype: storage)
+                case .imageClassification(let model): try model.save(directory: staging, dtype: storage)
+                }
+                if FileManager.default.fileExists(atPath: source + "/preprocessor_config.json") {
+                    try ImageProcessor.load(modelDirectory: source).save(modelDirectory: staging)
+                }
             }
         }
         print("wrote \(destination)/config.json and \(destination)/model.safetensors (\(dtype.rawValue))")

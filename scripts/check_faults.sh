@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Fault injection on `vitmsn convert`: a full disk (a file-size limit, with SIGXFSZ ignored so that write(2)
+# fails with EFBIG as on a full disk) must end with a clear error, the earlier directory intact and no
+# partial file left; SIGKILL at random moments must leave the destination missing or whole, never half
+# written. Usage: scripts/check_faults.sh [path/to/vitmsn] [kills]
+set -euo pipefail
+bin=${1:-.build/debug/vitmsn}
+kills=${2:-10}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+"$bin" init --preset small --num-labels 3 --output "$work/source" >/dev/null  # 88 MB: a kill can land mid-write
+cp Tests/Fixtures/models/base/preprocessor_config.json "$work/source/"
+
+# A full disk: 1 MB of file size allowed; the earlier conversion in place must survive untouched.
+started=$(date +%s%N)
+"$bin" convert "$work/source" "$work/earlier" --dtype bf16 >/dev/null
+took=$((($(date +%s%N) - started) / 1000000))  # ms: the kills below land anywhere in 0 to 1.3 times this
+
+before=$(cd "$work/earlier" && sha256sum ./* | sort)
+set +e
+(trap '' XFSZ; ulimit -f 1024; exec "$bin" convert "$work/source" "$work/earlier" --dtype f16 --overwrite-output-dir) >"$work/full.log" 2>&1
+status=$?
+set -e
+[ "$status" -ne 0 ] || { echo "convert on a full disk exited 0" >&2; exit 1; }
+grep -q "model.safetensors" "$work/full.log" || { echo "the full-disk error does not name the file:" >&2; cat "$work/full.log" >&2; exit 1; }
+grep -qi "space\|too large\|cannot write" "$work/full.log" || { echo "the full-disk error does not say why:" >&2; cat "$work/full.log" >&2; exit 1; }
+after=$(cd "$work/earlier" && sha256sum ./* | sort)
+[ "$before" = "$after" ] || { echo "the earlier conversion changed after a failed one" >&2; exit 1; }
+leftovers=$(find "$work" -maxdepth 2 -name '.*' ! -name '.' | wc -l)
+[ "$leftovers" -eq 0 ] || { echo "partial files left behind:" >&2; find "$work" -maxdepth 2 -name '.*' >&2; exit 1; }
+
+# SIGKILL at random moments: afterwards the destination is missing, or it loads and classifies.
+whole=0
+for i in $(seq "$kills"); do
+    rm -rf "$work/killed"
+    (exec "$bin" convert "$work/source" "$work/killed" --dtype bf16 >/dev/null 2>&1) & pid=$!  # $! is vitmsn itself
+    sleep "$(awk -v ms=$((RANDOM % (took * 13 / 10 + 1))) 'BEGIN { printf "%.3f", ms / 1000 }')"
+    kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    [ -e "$work/killed" ] || continue
+    "$bin" info --model "$work/killed" >/dev/null 2>&1 || { echo "after kill $i: $work/killed exists but does not load" >&2; ls -la "$work/killed" >&2; exit 1; }
+    [ -f "$work/killed/preprocessor_config.json" ] || { echo "after kill $i: $work/killed lacks preprocessor_config.json" >&2; exit 1; }
+    whole=$((whole + 1))
+done
+echo "fault check: a full disk failed convert with a clear error and left the earlier directory as it was; $kills kills left $whole whole destinations and $((kills - whole)) missing, none half written"
