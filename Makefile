@@ -32,7 +32,7 @@ demo: build
 	@mkdir -p out
 	$(CLI) attention --model $(DEMO_MODEL) --fashion-mnist 8 --output out/attention.png
 
-# Pretrains the default model again (12 epochs: about an hour on two cores) into out/msn-fashion-mnist.
+# Pretrains the default model again (24 epochs: about 100 minutes on two cores) into out/msn-fashion-mnist.
 default-model: build
 	@scripts/install_system_deps.sh dataset-fashion-mnist
 	$(CLI) pretrain --config configs/fashion_mnist_msn.json
