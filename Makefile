@@ -18,7 +18,6 @@ test: setup
 	$(SWIFT) test --disable-swift-testing --skip-build
 	$(SWIFT) build --product vitmsn
 	scripts/check_killed_save.sh .build/debug/vitmsn
-	scripts/check_faults.sh .build/debug/vitmsn 6
 	scripts/check_example.sh .build/debug/vitmsn
 	scripts/check_serve.sh .build/debug/vitmsn
 	scripts/check_mpi.sh .build/debug/vitmsn
