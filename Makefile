@@ -18,6 +18,7 @@ test: setup
 	$(SWIFT) test --disable-swift-testing --skip-build
 	$(SWIFT) build --product vitmsn
 	scripts/check_killed_save.sh .build/debug/vitmsn
+	scripts/check_faults.sh .build/debug/vitmsn 6
 	scripts/check_example.sh .build/debug/vitmsn
 	scripts/check_serve.sh .build/debug/vitmsn
 	scripts/check_mpi.sh .build/debug/vitmsn
@@ -31,7 +32,7 @@ demo: build
 	@mkdir -p out
 	$(CLI) attention --model $(DEMO_MODEL) --fashion-mnist 8 --output out/attention.png
 
-# Pretrains the default model again (24 epochs: about 100 minutes on two cores) into out/msn-fashion-mnist.
+# Pretrains the default model again (24 epochs: about 105 minutes on two cores) into out/msn-fashion-mnist.
 default-model: build
 	@scripts/install_system_deps.sh dataset-fashion-mnist
 	$(CLI) pretrain --config configs/fashion_mnist_msn.json
