@@ -37,7 +37,10 @@ let package = Package(
         .target(name: "ViTIO", dependencies: ["ViTCore", "CZlib", .product(name: "Yams", package: "Yams")]),
         .target(
             name: "CImageCodecs",
-            linkerSettings: [.linkedLibrary("jpeg"), .linkedLibrary("png16")]
+            linkerSettings: [
+                .linkedLibrary("jpeg"), .linkedLibrary("png16"), .linkedLibrary("webp"), .linkedLibrary("webpdemux"),
+                .linkedLibrary("gif"), .linkedLibrary("tiff"),
+            ]
         ),
         .target(name: "ViTVision", dependencies: ["ViTCore", "ViTIO", "CImageCodecs"]),
         .target(name: "ViTModel", dependencies: ["ViTCore", "ViTIO"]),

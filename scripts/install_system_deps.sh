@@ -4,7 +4,7 @@
 # against it), and a python3 for the tests' local stand-in of the Hugging Face Hub (standard library only).
 set -euo pipefail
 # Extra Debian packages may be named as arguments (the demo adds dataset-fashion-mnist).
-packages=(libjpeg-dev libpng-dev zlib1g-dev pkg-config openmpi-bin "$@")
+packages=(libjpeg-dev libpng-dev libwebp-dev libtiff-dev libgif-dev zlib1g-dev pkg-config openmpi-bin "$@")
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 command -v python3 >/dev/null 2>&1 || missing+=(python3)

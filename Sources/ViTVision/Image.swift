@@ -1,7 +1,7 @@
 import CImageCodecs
 import Foundation
 
-/// 8-bit interleaved pixels, in one of the modes Pillow gives JPEG and PNG files.
+/// 8-bit interleaved pixels, in one of the modes Pillow opens image files in (palettes already looked up).
 public struct Image: Equatable, Sendable {
     public enum Mode: String, Sendable {
         case L, LA, RGB, RGBA, CMYK
@@ -49,8 +49,12 @@ public enum ImageDecoder {
     /// twice as many pixels are refused (before any pixel memory is taken) as likely decompression bombs.
     public static let defaultMaxPixels = 89_478_485
 
-    /// Decodes a JPEG or PNG file (told apart by content, not name) in the mode Pillow would open it.
-    /// The EXIF orientation of JPEGs is applied as `ImageOps.exif_transpose` does unless told otherwise.
+    /// The file name extensions of the formats `decode` reads (folders of images are listed by these).
+    public static let fileExtensions: Set<String> = ["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"]
+
+    /// Decodes a JPEG, PNG, WebP, GIF (first frame), BMP or TIFF (first page) file, told apart by content, not
+    /// name, as Pillow would open it. The EXIF orientation (JPEG, PNG, WebP, TIFF) is applied as
+    /// `ImageOps.exif_transpose` does unless told otherwise.
     public static func decode(
         path: String, applyExifOrientation: Bool = true, maxPixels: Int = defaultMaxPixels, warn: (String) -> Void = { _ in }
     ) throws -> Image {
@@ -66,12 +70,23 @@ public enum ImageDecoder {
     ) throws -> Image {
         let bytes = [UInt8](data)
         let decoder: (UnsafePointer<UInt8>?, Int, Int64, UnsafeMutablePointer<vitmsn_image>?, UnsafeMutablePointer<CChar>?, Int) -> Int32
+        let ascii = { (text: String) in Array(text.utf8) }
+        var orientsWhileLoading = false  // Pillow turns a TIFF by its Orientation tag as it loads it (load_end)
         if bytes.starts(with: [0xFF, 0xD8]) {
             decoder = vitmsn_decode_jpeg
         } else if bytes.starts(with: [0x89, 0x50, 0x4E, 0x47]) {
             decoder = vitmsn_decode_png
+        } else if bytes.starts(with: ascii("RIFF")), bytes.dropFirst(8).starts(with: ascii("WEBP")) {
+            decoder = vitmsn_decode_webp
+        } else if bytes.starts(with: ascii("GIF87a")) || bytes.starts(with: ascii("GIF89a")) {
+            decoder = vitmsn_decode_gif
+        } else if bytes.starts(with: ascii("BM")) {
+            decoder = vitmsn_decode_bmp
+        } else if [[0x49, 0x49, 0x2A, 0], [0x4D, 0x4D, 0, 0x2A], [0x49, 0x49, 0x2B, 0], [0x4D, 0x4D, 0, 0x2B]].contains(where: bytes.starts) {
+            decoder = vitmsn_decode_tiff  // classic and BigTIFF, either byte order
+            orientsWhileLoading = true
         } else {
-            throw ImageError(path, "unsupported format (not JPEG or PNG)")
+            throw ImageError(path, "unsupported format (not JPEG, PNG, WebP, GIF, BMP or TIFF)")
         }
         var decoded = vitmsn_image()
         var message = [CChar](repeating: 0, count: 512)
@@ -86,7 +101,7 @@ public enum ImageDecoder {
         let count = Int(decoded.width) * Int(decoded.height) * mode.channels
         let image = Image(width: Int(decoded.width), height: Int(decoded.height), mode: mode,
                           pixels: Array(UnsafeBufferPointer(start: decoded.pixels, count: count)))
-        return applyExifOrientation ? image.transposed(exifOrientation: Int(decoded.exif_orientation)) : image
+        return applyExifOrientation || orientsWhileLoading ? image.transposed(exifOrientation: Int(decoded.exif_orientation)) : image
     }
 }
 
