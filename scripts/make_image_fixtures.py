@@ -1,4 +1,4 @@
-"""Writes Tests/Fixtures/images: small JPEG/PNG files cut from real photographs (scikit-image 0.26.0 and
+"""Writes Tests/Fixtures/images: small JPEG, PNG, WebP, GIF, BMP and TIFF files cut from real photographs (scikit-image 0.26.0 and
 scikit-learn 1.9.1 wheels, fetched from PyPI), in every decoder case, and what Pillow and Transformers'
 ViTImageProcessor (4.57, PIL path) make of them.
 
@@ -28,6 +28,7 @@ RESAMPLES = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.B
              "bicubic": Image.Resampling.BICUBIC}
 SIZES = [(224, 224), (24, 32), (150, 90)]  # (height, width): 224², a strong downscale and a mixed one
 SMALL = (24, 32)
+WHOLE_ARRAYS = (".jpg", ".png")  # formats whose small results are kept whole; the others' (same resize path) by digest
 
 
 def fnv1a(data: bytes) -> str:
@@ -89,7 +90,229 @@ def variants(p):
     gray16 = (np.asarray(p["camera"].crop((0, 0, 50, 40)), dtype=np.uint16) * 3).astype(">u2")  # values past 255
     out["gray16.png"] = encode_png(gray16[..., None], bit_depth=16, color_type=0)
     out["interlaced.png"] = encode_png(np.asarray(china.crop((0, 0, 45, 37))), bit_depth=8, color_type=2, interlace=True)
+    save("exif_orientation_8.png", chelsea.crop((0, 0, 50, 30)), format="PNG", exif=orientation(8))
+    out.update(webp_variants(china, chelsea, translucent))
+    out.update(gif_variants(p, china, chelsea))
+    out.update(bmp_variants(p, china, chelsea, translucent))
+    out.update(tiff_variants(p, china, chelsea, translucent))
     return out
+
+
+def orientation(value):
+    exif = Image.Exif()
+    exif[0x0112] = value
+    return exif
+
+
+def encoded(image, **kwargs):
+    buffer = io.BytesIO()
+    image.save(buffer, **kwargs)
+    return buffer.getvalue()
+
+
+def webp_variants(china, chelsea, translucent):
+    small = china.crop((0, 0, 64, 48))
+    return {
+        "lossy.webp": encoded(small, format="WEBP", quality=80),
+        "lossless.webp": encoded(chelsea.crop((0, 0, 40, 30)), format="WEBP", lossless=True),
+        "lossy_alpha.webp": encoded(translucent.crop((0, 0, 48, 40)), format="WEBP", quality=75),
+        "lossless_alpha.webp": encoded(translucent.crop((10, 10, 50, 40)), format="WEBP", lossless=True),
+        "animated.webp": encoded(small, format="WEBP", save_all=True, append_images=[chelsea.crop((0, 0, 64, 48))], quality=70),
+        "exif_orientation_6.webp": encoded(small.crop((0, 0, 40, 24)), format="WEBP", quality=80, exif=orientation(6)),
+    }
+
+
+def gif_variants(p, china, chelsea):
+    import struct
+    out = {
+        "interlaced.gif": encoded(chelsea.crop((0, 0, 60, 45)), format="GIF"),  # Pillow interlaces by default
+        "progressive_off.gif": encoded(china.crop((0, 0, 50, 37)), format="GIF", interlace=False),
+        "gray.gif": encoded(p["camera"].crop((0, 0, 40, 30)), format="GIF"),  # a grey ramp: Pillow's mode L
+        "animated.gif": encoded(china.crop((0, 0, 40, 30)), format="GIF", save_all=True,
+                                append_images=[chelsea.crop((0, 0, 40, 30))]),
+    }
+    quantized = chelsea.crop((0, 0, 30, 20)).quantize(16)
+    out["transparency.gif"] = encoded(quantized, format="GIF", transparency=3, interlace=False)
+    # The first frame put at (5, 4) on a 36×26 screen, so Pillow fills the rest with the transparent index.
+    data = bytearray(out["transparency.gif"])
+    data[6:10] = struct.pack("<HH", 36, 26)
+    descriptor = data.index(b",", 13 + 3 * (2 << (data[10] & 7)))
+    data[descriptor + 1:descriptor + 5] = struct.pack("<HH", 5, 4)
+    out["offset_frame.gif"] = bytes(data)
+    # …and one whose frame sticks out of a 20×10 screen, which Pillow grows to hold it.
+    data[6:10] = struct.pack("<HH", 20, 10)
+    out["frame_outside_screen.gif"] = bytes(data)
+    return out
+
+
+def bmp_file(header, palette, pixels, header_size=40):
+    """A BMP by hand: the file header, `header` (without its size field), palette bytes and pixel bytes."""
+    import struct
+    offset = 14 + 4 + len(header) + len(palette)
+    return (b"BM" + struct.pack("<IHHI", offset + len(pixels), 0, 0, offset) + struct.pack("<I", header_size)
+            + header + palette + pixels)
+
+
+def info_header(width, height, bits, compression=0, colors=0, masks=()):
+    import struct
+    header = struct.pack("<iiHHIIiiII", width, height, 1, bits, compression, 0, 2835, 2835, colors, 0)
+    return header + b"".join(struct.pack("<I", m) for m in masks)
+
+
+def bmp_rows(array, bits):
+    """Bottom-up rows padded to 4 bytes, from uint8 indices (bits ≤ 8) or little-endian pixel bytes."""
+    rows = []
+    for row in array[::-1]:
+        if bits < 8:
+            per = 8 // bits
+            values = list(row) + [0] * (-len(row) % per)
+            row = bytes(sum(v << (8 - bits * (k + 1)) for k, v in enumerate(values[i:i + per])) for i in range(0, len(values), per))
+        else:
+            row = row.tobytes()
+        rows.append(row + b"\0" * (-len(row) % 4))
+    return b"".join(rows)
+
+
+def rle(indices, rle4):
+    """RLE8/RLE4 of rows of indices, bottom-up: runs, literal runs, end-of-line escapes and a delta."""
+    out = bytearray()
+    for y, row in enumerate(indices[::-1]):
+        row, x = list(row), 0
+        if y == 2:  # a delta: skip 3 pixels right (left as index 0)
+            out += bytes([0, 2, 3, 0])
+            x = 3
+        while x < len(row):
+            run = 1
+            while x + run < len(row) and run < 255 and row[x + run] == row[x]:
+                run += 1
+            if run >= 3 or len(row) - x < 3:
+                out += bytes([run, row[x] * 17 if rle4 else row[x]])  # RLE4: the same index in both nibbles
+                x += run
+            else:
+                count = min(len(row) - x, 6)
+                values = row[x:x + count]
+                data = bytes((values[i] << 4) | (values[i + 1] if i + 1 < count else 0) for i in range(0, count, 2)) if rle4 else bytes(values)
+                out += bytes([0, count]) + data + b"\0" * (len(data) % 2)
+                x += count
+        out += bytes([0, 0])
+    return bytes(out + bytes([0, 1]))
+
+
+def bmp_variants(p, china, chelsea, translucent):
+    rgb = np.asarray(chelsea.crop((0, 0, 30, 21)))
+    quantized = china.crop((0, 0, 29, 19)).quantize(16)
+    indices = np.asarray(quantized)
+    palette16 = bytes(b for r, g, b_ in zip(*[iter(quantized.getpalette()[:48])] * 3) for b in (b_, g, r, 0))
+    b, g, r = (rgb[..., 2].astype(np.uint16), rgb[..., 1].astype(np.uint16), rgb[..., 0].astype(np.uint16))
+    rgb555 = ((r >> 3) << 10 | (g >> 3) << 5 | b >> 3).astype("<u2")
+    rgb565 = ((r >> 3) << 11 | (g >> 2) << 5 | b >> 3).astype("<u2")
+    bgra = np.asarray(translucent.crop((0, 0, 26, 18)))[..., [2, 1, 0, 3]]
+    top_down = bytearray(info_header(30, -21, 24))
+    short_palette = np.asarray(china.crop((0, 0, 20, 10)).convert("L"))  # indices far past a 4-colour palette
+    return {
+        "rgb24.bmp": encoded(china.crop((0, 0, 31, 22)), format="BMP"),
+        "palette8.bmp": encoded(chelsea.crop((0, 0, 33, 20)).quantize(200), format="BMP"),
+        "gray8.bmp": encoded(p["camera"].crop((0, 0, 27, 19)), format="BMP"),
+        "bilevel.bmp": encoded(p["camera"].crop((0, 0, 45, 30)).convert("1"), format="BMP"),
+        "rgba32.bmp": encoded(translucent.crop((0, 0, 25, 17)), format="BMP"),  # alpha ignored on reading
+        "palette4.bmp": bmp_file(info_header(29, 19, 4, colors=16), palette16, bmp_rows(indices, 4)),
+        "rle8.bmp": bmp_file(info_header(29, 19, 8, compression=1, colors=16), palette16, rle(indices, False)),
+        "rle4.bmp": bmp_file(info_header(29, 19, 4, compression=2, colors=16), palette16, rle(indices, True)),
+        "rgb555.bmp": bmp_file(info_header(30, 21, 16), b"", bmp_rows(rgb555.view(np.uint8).reshape(21, 60), 8)),
+        "rgb565.bmp": bmp_file(info_header(30, 21, 16, compression=3, masks=(0xF800, 0x7E0, 0x1F)), b"",
+                               bmp_rows(rgb565.view(np.uint8).reshape(21, 60), 8)),
+        "top_down.bmp": bmp_file(bytes(top_down), b"", bmp_rows(rgb[::-1, :, ::-1].copy(), 8)),
+        "os2.bmp": bmp_file(__import__("struct").pack("<HHHH", 29, 19, 1, 4), palette16[:0] + bytes(
+            c for i in range(16) for c in palette16[4 * i:4 * i + 3]), bmp_rows(indices, 4), header_size=12),
+        "v5_bgra.bmp": bmp_file(info_header(26, 18, 32, compression=3, masks=(0xFF0000, 0xFF00, 0xFF, 0xFF000000))
+                                + b"\0" * (120 - 36 - 16), b"", bmp_rows(bgra.copy(), 8), header_size=124),
+        "short_palette.bmp": bmp_file(info_header(20, 10, 8, colors=4), bytes([0, 0, 255, 0, 0, 255, 0, 0, 255, 0, 0, 0, 9, 9, 9, 0]),
+                                      bmp_rows(short_palette, 8)),
+    }
+
+
+def tiff_file(width, height, bits, photometric, data, extra=(), tiles=None, big_endian=False, more=()):
+    """An uncompressed TIFF by hand (one strip, or `tiles` of (size, [tile bytes])), for layouts Pillow cannot
+    write: minimum-is-white, 2 and 4-bit grey, 16-bit RGB, associated alpha, tiles."""
+    import struct
+    order = ">" if big_endian else "<"
+    samples = len(bits)
+    entries, blobs = [], bytearray()
+    base = 8
+
+    def add(tag, kind, values):
+        size = {3: 2, 4: 4}[kind] * len(values)
+        packed = struct.pack(order + ("H" if kind == 3 else "I") * len(values), *values)
+        entries.append((tag, kind, len(values), packed if size <= 4 else None, packed))
+    pixel_blobs = [data] if tiles is None else tiles[1]
+    add(256, 4, [width]), add(257, 4, [height]), add(258, 3, list(bits)), add(259, 3, [1]), add(262, 3, [photometric])
+    if tiles is None:
+        add(273, 4, [0]), add(277, 3, [samples]), add(278, 4, [height]), add(279, 4, [len(data)])
+    else:
+        add(277, 3, [samples])
+    add(284, 3, [1])
+    if tiles is not None:
+        add(322, 4, [tiles[0]]), add(323, 4, [tiles[0]]), add(324, 4, [0] * len(pixel_blobs)), add(325, 4, [len(t) for t in pixel_blobs])
+    if extra:
+        add(338, 3, list(extra))
+    for tag, kind, values in more:
+        add(tag, kind, values)
+    entries.sort()
+    ifd_size = 2 + 12 * len(entries) + 4
+    cursor = base + ifd_size
+    pixel_offsets = []
+    for blob in pixel_blobs:
+        pixel_offsets.append(cursor + len(blobs))
+        blobs += blob + b"\0" * (len(blob) % 2)
+    out_entries = []
+    for tag, kind, count, inline, packed in entries:
+        if tag in (273, 324):
+            packed = struct.pack(order + "I" * count, *pixel_offsets)
+            inline = packed if len(packed) <= 4 else None
+        if inline is None:
+            value = struct.pack(order + "I", cursor + len(blobs))
+            blobs += packed + b"\0" * (len(packed) % 2)
+        else:
+            value = inline + b"\0" * (4 - len(inline))
+        out_entries.append(struct.pack(order + "HHI", tag, kind, count) + value)
+    header = (b"MM\0*" if big_endian else b"II*\0") + struct.pack(order + "I", base)
+    return header + struct.pack(order + "H", len(entries)) + b"".join(out_entries) + struct.pack(order + "I", 0) + bytes(blobs)
+
+
+def tiff_variants(p, china, chelsea, translucent):
+    gray = np.asarray(p["camera"].crop((0, 0, 36, 20)))
+    rgb = np.asarray(chelsea.crop((0, 0, 32, 20)))
+    premultiplied = np.asarray(translucent.crop((0, 0, 24, 16))).astype(np.uint16)
+    premultiplied[..., :3] = premultiplied[..., :3] * premultiplied[..., 3:] // 255
+    tile = np.asarray(china.crop((0, 0, 40, 24)))
+    padded = np.zeros((32, 48, 3), np.uint8)
+    padded[:24, :40] = tile
+    tiles = [padded[y:y + 16, x:x + 16].tobytes() for y in (0, 16) for x in (0, 16, 32)]
+
+    def pack(values, bits):  # MSB-first rows of 2 or 4-bit samples
+        per = 8 // bits
+        return b"".join(bytes(sum(int(v) << (8 - bits * (k + 1)) for k, v in enumerate(row[i:i + per])) for i in range(0, len(row), per)) for row in values)
+    return {
+        "rgb.tiff": encoded(china.crop((0, 0, 33, 21)), format="TIFF"),
+        "rgb_lzw.tiff": encoded(chelsea.crop((0, 0, 40, 27)), format="TIFF", compression="tiff_lzw"),
+        "rgb_deflate.tiff": encoded(china.crop((5, 5, 45, 30)), format="TIFF", compression="tiff_adobe_deflate"),
+        "rgb_jpeg.tiff": encoded(chelsea.crop((0, 0, 48, 32)), format="TIFF", compression="jpeg"),
+        "gray_packbits.tiff": encoded(p["camera"].crop((0, 0, 30, 22)), format="TIFF", compression="packbits"),
+        "bilevel_g4.tiff": encoded(p["camera"].crop((0, 0, 41, 23)).convert("1"), format="TIFF", compression="group4"),
+        "palette.tiff": encoded(china.crop((0, 0, 30, 20)).quantize(40), format="TIFF"),
+        "rgba.tiff": encoded(translucent.crop((0, 0, 28, 19)), format="TIFF", compression="tiff_lzw"),
+        "cmyk.tiff": encoded(china.crop((0, 0, 26, 18)).convert("CMYK"), format="TIFF"),
+        "gray16.tiff": encoded(Image.fromarray(gray.astype("<u2") * 3), format="TIFF"),
+        "orientation_6.tiff": encoded(china.crop((0, 0, 30, 18)), format="TIFF", tiffinfo={274: 6}),
+        "miniswhite.tiff": tiff_file(36, 20, (8,), 0, gray.tobytes()),
+        "gray4.tiff": tiff_file(36, 20, (4,), 1, pack(gray >> 4, 4)),
+        "gray2_big_endian.tiff": tiff_file(36, 20, (2,), 1, pack(gray >> 6, 2), big_endian=True),
+        "rgb16.tiff": tiff_file(32, 20, (16, 16, 16), 2, (rgb.astype(np.uint16) * 256 + 1).astype("<u2").tobytes()),
+        "rgb16_big_endian.tiff": tiff_file(32, 20, (16, 16, 16), 2, (rgb.astype(np.uint16) * 250).astype(">u2").tobytes(), big_endian=True),
+        "rgba_associated.tiff": tiff_file(24, 16, (8, 8, 8, 8), 2, premultiplied.astype(np.uint8).tobytes(), extra=(1,)),
+        "gray_alpha.tiff": tiff_file(36, 20, (8, 8), 1, np.stack([gray, gray[::-1]], -1).tobytes(), extra=(2,)),
+        "tiled.tiff": tiff_file(40, 24, (8, 8, 8), 2, b"", tiles=(16, tiles)),
+    }
 
 
 ADAM7 = [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)]
@@ -176,11 +399,11 @@ def main():
             for filter_name, resample in RESAMPLES.items():
                 resized = np.asarray(rgb.resize((width, height), resample=resample))
                 entry["resized"][f"{height}x{width}-{filter_name}"] = fnv1a(resized.tobytes())
-                if (height, width) == SMALL:
+                if (height, width) == SMALL and name.endswith(WHOLE_ARRAYS):
                     tensors[f"{name}/resized.{filter_name}"] = resized
             values = processor(rgb, size={"height": height, "width": width}, return_tensors="np")["pixel_values"][0]
             entry["pixel_values"][f"{height}x{width}"] = fnv1a(values.astype("<f4").tobytes())
-            if (height, width) == SMALL:
+            if (height, width) == SMALL and name.endswith(WHOLE_ARRAYS):
                 tensors[f"{name}/pixel_values"] = values
         if "A" in opened.mode:  # Transformers 5's convert_to_rgb: alpha_composite onto white
             rgba = ImageOps.exif_transpose(opened).convert("RGBA")

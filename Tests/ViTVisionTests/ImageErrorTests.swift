@@ -8,6 +8,25 @@ private func temporaryFile(_ name: String, _ bytes: [UInt8]) throws -> String {
     return path
 }
 
+/// A little-endian, one-strip, 2×2 grey TIFF with the given sample layout and `dataBytes` of pixel data.
+private func minimalTIFF(bitsPerSample: UInt32, sampleFormat: UInt32, dataBytes: UInt32 = 16) -> [UInt8] {
+    let entries: [(tag: UInt32, type: UInt32, value: UInt32)] = [
+        (256, 3, 2), (257, 3, 2), (258, 3, bitsPerSample), (259, 3, 1), (262, 3, 1), (273, 4, 134), (277, 3, 1),
+        (278, 3, 2), (279, 4, bitsPerSample / 2), (339, 3, sampleFormat),
+    ]
+    var bytes: [UInt8] = [0x49, 0x49, 42, 0, 8, 0, 0, 0]
+    func append(_ value: UInt32, bytes count: Int) { for i in 0..<count { bytes.append(UInt8(truncatingIfNeeded: value >> (8 * i))) } }
+    append(UInt32(entries.count), bytes: 2)
+    for entry in entries {
+        append(entry.tag, bytes: 2)
+        append(entry.type, bytes: 2)
+        append(1, bytes: 4)
+        append(entry.value, bytes: 4)
+    }
+    append(0, bytes: 4)
+    return bytes + [UInt8](repeating: 7, count: Int(dataBytes))
+}
+
 private func fixtureBytes(_ file: String) throws -> [UInt8] {
     try [UInt8](Data(contentsOf: URL(fileURLWithPath: ImageFixtures.path(file))))
 }
@@ -31,6 +50,44 @@ final class ImageErrorTests: XCTestCase {
                 let message = "\(error)"
                 XCTAssertTrue(message.hasPrefix(path), message)
                 XCTAssertTrue(message.contains(reason), "expected '\(reason)' in \(message)")
+            }
+        }
+    }
+
+    /// Inputs the fuzzer found (fuzz-findings/): each is refused with an error now.
+    func testFuzzerFindingsAreRefused() throws {
+        let folder = ImageFixtures.path("fuzz-findings")
+        let findings = try FileManager.default.contentsOfDirectory(atPath: folder)
+        XCTAssertFalse(findings.isEmpty)
+        for name in findings {
+            XCTAssertThrowsError(try ImageDecoder.decode(path: folder + "/" + name), name) { XCTAssertTrue($0 is ImageError, "\($0)") }
+        }
+    }
+
+    /// Every format checks the pixel limit on its header, before any pixel memory is taken.
+    func testEveryFormatRefusesImagesAboveThePixelLimit() throws {
+        for file in ["lossy.webp", "animated.webp", "interlaced.gif", "frame_outside_screen.gif", "rgb24.bmp", "rle4.bmp", "rgb.tiff", "tiled.tiff"] {
+            let image = try ImageDecoder.decode(path: ImageFixtures.path(file))
+            let limit = image.width * image.height / 2 - 1  // refused above twice the limit
+            XCTAssertThrowsError(try ImageDecoder.decode(path: ImageFixtures.path(file), maxPixels: limit), file) { error in
+                XCTAssertTrue("\(error)".contains("exceeds the limit of \(2 * limit) pixels"), "\(error)")
+            }
+        }
+    }
+
+    /// Layouts Pillow reads differently from what their palettes say, or not at all, are refused by name.
+    func testUnsupportedLayoutsAreNamed() throws {
+        var bmp = try fixtureBytes("palette4.bmp")
+        bmp[28] = 2  // 2-bit pixels: no such BMP depth
+        let cases: [(String, [UInt8], String)] = [
+            ("depth2.bmp", bmp, "unsupported BMP pixel depth (2)"),
+            ("float.tiff", minimalTIFF(bitsPerSample: 32, sampleFormat: 3), "unsupported TIFF: sample format 3"),
+            ("uint8.tiff", minimalTIFF(bitsPerSample: 8, sampleFormat: 1, dataBytes: 3), "invalid TIFF"),
+            ("gif.gif", Array("GIF89a".utf8) + [1, 0, 1, 0, 0, 0, 0, 0x3B], "GIF file holds no image"),
+        ]
+        for (name, bytes, reason) in cases {
+            XCTAssertThrowsError(try ImageDecoder.decode(data: Data(bytes), path: name), name) { error in
+                XCTAssertTrue("\(error)".contains(reason), "expected '\(reason)' in \(error)")
             }
         }
     }
@@ -68,7 +125,12 @@ final class ImageErrorTests: XCTestCase {
     func testMutatedFilesDecodeOrThrow() throws {
         var generator = SystemRandomNumberGenerator()
         var (decoded, rejected) = (0, 0)
-        for file in ["baseline_420.jpg", "progressive.jpg", "gray.jpg", "cmyk.jpg", "rgb.png", "palette_4bit.png", "gray_alpha.png", "rgb16.png"] {
+        let files = [
+            "baseline_420.jpg", "progressive.jpg", "gray.jpg", "cmyk.jpg", "rgb.png", "palette_4bit.png", "gray_alpha.png", "rgb16.png",
+            "lossy.webp", "lossless_alpha.webp", "interlaced.gif", "offset_frame.gif", "rle8.bmp", "rle4.bmp", "v5_bgra.bmp",
+            "rgb_lzw.tiff", "rgb_jpeg.tiff", "tiled.tiff",
+        ]
+        for file in files {
             let original = try fixtureBytes(file)
             for trial in 0..<400 {
                 var bytes = original
@@ -89,8 +151,8 @@ final class ImageErrorTests: XCTestCase {
                 }
             }
         }
-        XCTAssertEqual(decoded + rejected, 3200)
-        XCTAssertGreaterThan(rejected, 800)
+        XCTAssertEqual(decoded + rejected, 400 * files.count)
+        XCTAssertGreaterThan(rejected, 100 * files.count)
     }
 }
 

@@ -90,7 +90,10 @@ final class ImageParityTests: XCTestCase {
 
     func testAlphaCompositedOnWhiteEqualsPillow() throws {
         let withAlpha = try ImageFixtures.manifest().images.filter { $0.rgb_on_white != nil }
-        XCTAssertEqual(withAlpha.map(\.file), ["gray_alpha.png", "rgba.png", "rgba_translucent.png"])
+        XCTAssertEqual(withAlpha.map(\.file), [
+            "gray_alpha.png", "gray_alpha.tiff", "lossless_alpha.webp", "lossy_alpha.webp", "rgba.png", "rgba.tiff",
+            "rgba_associated.tiff", "rgba_translucent.png", "v5_bgra.bmp",
+        ])
         for entry in withAlpha {
             let rgb = try ImageDecoder.loadRGB(path: ImageFixtures.path(entry.file), alpha: .white)
             XCTAssertEqual(fnv1a(rgb.pixels), entry.rgb_on_white, entry.file)
@@ -106,7 +109,7 @@ final class ImageParityTests: XCTestCase {
                 for (filter, resample) in [("nearest", Resampling.nearest), ("bilinear", .bilinear), ("bicubic", .bicubic)] {
                     let resized = rgb.resized(width: size[1], height: size[0], resample: resample)
                     let key = "\(size[0])x\(size[1])-\(filter)"
-                    if size == manifest.small {
+                    if size == manifest.small, small.tensorNames.contains("\(entry.file)/resized.\(filter)") {
                         let reference = try small.integerValues("\(entry.file)/resized.\(filter)")
                         let differing = zip(resized.pixels, reference).filter { Int64($0) != $1 }.count
                         XCTAssertEqual(differing, 0, "\(entry.file) \(key): \(differing) bytes differ from Pillow")
@@ -125,7 +128,7 @@ final class ImageParityTests: XCTestCase {
             for size in manifest.sizes {
                 let values = try ImageFixtures.processor(height: size[0], width: size[1]).pixelValues(rgb)
                 XCTAssertEqual(values.shape, [3, size[0], size[1]])
-                if size == manifest.small {
+                if size == manifest.small, small.tensorNames.contains("\(entry.file)/pixel_values") {
                     let reference = try small.floatTensor("\(entry.file)/pixel_values")
                     XCTAssertLessThanOrEqual(values.maxAbsDifference(reference), 1e-6, entry.file)
                 }
