@@ -39,9 +39,9 @@ public struct ImageFolder: LabeledImages {
         for (label, name) in classes.enumerated() {
             let folder = root + "/" + name
             let files = try manager.contentsOfDirectory(atPath: folder).filter { file in
-                !file.hasPrefix(".") && ["jpg", "jpeg", "png"].contains((file as NSString).pathExtension.lowercased())
+                !file.hasPrefix(".") && ImageDecoder.fileExtensions.contains((file as NSString).pathExtension.lowercased())
             }.sorted()
-            guard !files.isEmpty else { throw TrainingError("\(folder): class folder '\(name)' has no .jpg, .jpeg or .png images") }
+            guard !files.isEmpty else { throw TrainingError("\(folder): class folder '\(name)' has no images (\(ImageDecoder.fileExtensions.sorted().joined(separator: ", ")))") }
             paths += files.map { folder + "/" + $0 }
             labels += Array(repeating: label, count: files.count)
         }

@@ -10,7 +10,7 @@ struct Classify: ParsableCommand {
 
     @OptionGroup var modelOptions: ModelOptions
     @Argument(help: "JPEG or PNG files.") var images: [String] = []
-    @Option(help: "A folder to classify every .jpg/.jpeg/.png below (with a progress bar).") var dir: String?
+    @Option(help: "A folder to classify every image (JPEG, PNG, WebP, GIF, BMP, TIFF) below (with a progress bar).") var dir: String?
     @Option(help: "How many labels to print per image.") var topK = 5
     @Option(help: "sigmoid, softmax or none (default: the pipeline's choice for the model).") var functionToApply: String?
     @Option(help: "Images per forward pass.") var batchSize = 8
@@ -31,7 +31,7 @@ struct Classify: ParsableCommand {
         let classify = try ImageClassificationPipeline(
             model: modelOptions.model, revision: modelOptions.revision, precision: precision.dtype, reading: imageOptions.reading, parallelism: threading.parallelism)
         let images = try self.images + (dir.map { try imageFiles(in: $0) } ?? [])
-        guard !images.isEmpty else { throw CLIError("\(dir ?? ""): no .jpg, .jpeg or .png files") }
+        guard !images.isEmpty else { throw CLIError("\(dir ?? ""): no image files (\(imageExtensionList))") }
         let progress = dir == nil ? nil : ProgressBar(total: images.count, label: "classifying")
         let results = classify(images.map(ImageInput.file), topK: topK, function: functionToApply.flatMap(ClassificationFunction.init),
                                batchSize: batchSize) { progress?.update(done: $0) }

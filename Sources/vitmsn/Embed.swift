@@ -18,7 +18,7 @@ struct Embed: ParsableCommand {
 
     @OptionGroup var modelOptions: ModelOptions
     @Argument(help: "JPEG or PNG files.") var images: [String] = []
-    @Option(help: "A folder to embed every .jpg/.jpeg/.png below.") var dir: String?
+    @Option(help: "A folder to embed every image (JPEG, PNG, WebP, GIF, BMP, TIFF) below.") var dir: String?
     @Option(help: "File to write.") var output: String
     @Option(help: "cls or mean.") var pooling = "cls"
     @Option(help: "safetensors, npy or jsonl.") var format = "safetensors"
@@ -38,7 +38,7 @@ struct Embed: ParsableCommand {
 
     func run() throws {
         let paths = try images + (dir.map { try imageFiles(in: $0) } ?? [])
-        guard !paths.isEmpty else { throw CLIError("\(dir ?? ""): no .jpg, .jpeg or .png files") }
+        guard !paths.isEmpty else { throw CLIError("\(dir ?? ""): no image files (\(imageExtensionList))") }
         let failed = try job.run { communicator in try embed(paths, communicator: communicator) }
         if failed { throw ExitCode(1) }
     }

@@ -29,14 +29,27 @@ func report<Value>(_ results: [Result<Value, ImageError>]) -> Bool {
     return !failures.isEmpty
 }
 
-/// Every .jpg, .jpeg and .png below `folder`, sorted by path (`--dir` of `classify` and `embed`).
+/// Every image file below `folder` (by extension: `ImageDecoder.fileExtensions`), sorted by path (`--dir` of
+/// `classify` and `embed`). Other files are named in a warning, not dropped silently.
 func imageFiles(in folder: String) throws -> [String] {
     var isDirectory: ObjCBool = false
     guard FileManager.default.fileExists(atPath: folder, isDirectory: &isDirectory), isDirectory.boolValue,
           let walker = FileManager.default.enumerator(atPath: folder)
     else { throw CLIError("\(folder): not a folder that can be listed") }
-    return walker.compactMap { $0 as? String }
-        .filter { ["jpg", "jpeg", "png"].contains(URL(fileURLWithPath: $0).pathExtension.lowercased()) }
-        .sorted()
-        .map { folder + "/" + $0 }
+    var (images, skipped) = ([String](), [String]())
+    for case let file as String in walker {
+        if ImageDecoder.fileExtensions.contains(URL(fileURLWithPath: file).pathExtension.lowercased()) {
+            images.append(file)
+        } else if walker.fileAttributes?[.type] as? FileAttributeType != .typeDirectory, !(file as NSString).lastPathComponent.hasPrefix(".") {
+            skipped.append(file)
+        }
+    }
+    if !skipped.isEmpty {
+        let listed = skipped.sorted().prefix(5).joined(separator: ", ") + (skipped.count > 5 ? ", …" : "")
+        warn("\(folder): skipped \(skipped.count) file(s) whose extension is not an image format's (\(imageExtensionList)): \(listed)")
+    }
+    return images.sorted().map { folder + "/" + $0 }
 }
+
+/// ".jpg, .jpeg, …" for messages.
+let imageExtensionList = ImageDecoder.fileExtensions.sorted().map { "." + $0 }.joined(separator: ", ")

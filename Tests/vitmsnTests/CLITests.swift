@@ -289,17 +289,20 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(link, .typeSymbolicLink, "/dev/stdout is still a link")
     }
 
-    /// `classify --dir` takes every image below a folder, in path order.
+    /// `classify --dir` takes every image below a folder (every format Pillow opens), in path order, and says
+    /// which files it skipped.
     func testClassifyADirectory() throws {
         let folder = temporaryPath("photos")
         try FileManager.default.createDirectory(atPath: folder + "/sub", withIntermediateDirectories: true)
-        try FileManager.default.copyItem(atPath: fixture("images/rgb.png"), toPath: folder + "/b.png")
-        try FileManager.default.copyItem(atPath: fixture("images/baseline_420.jpg"), toPath: folder + "/sub/a.jpg")
+        let images = ["b.png": "rgb.png", "sub/a.jpg": "baseline_420.jpg", "c.webp": "lossy.webp", "d.GIF": "interlaced.gif",
+                      "e.bmp": "rle8.bmp", "f.tif": "rgb_lzw.tiff"]
+        for (name, source) in images { try FileManager.default.copyItem(atPath: fixture("images/" + source), toPath: folder + "/" + name) }
         try Data("notes".utf8).write(to: URL(fileURLWithPath: folder + "/notes.txt"))
         let result = try run(["classify", "--model", fixture("models/classifier_single"), "--json", "--dir", folder])
         XCTAssertEqual(result.status, 0, result.stderr)
         let parsed = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [[String: Any]])
-        XCTAssertEqual(parsed.map { $0["image"] as? String }, [folder + "/b.png", folder + "/sub/a.jpg"])
+        XCTAssertEqual(parsed.map { $0["image"] as? String }, images.keys.sorted().map { folder + "/" + $0 })
+        XCTAssertTrue(result.stderr.contains("skipped 1 file(s)") && result.stderr.contains("notes.txt"), result.stderr)
     }
 
     func testVersion() throws {
