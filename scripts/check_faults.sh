@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Fault injection on `vitmsn convert`: a full disk (a file-size limit, with SIGXFSZ ignored so that write(2)
-# fails with EFBIG as on a full disk) must end with a clear error, the earlier directory intact and no
-# partial file left; SIGKILL at random moments must leave the destination missing or whole, never half
-# written. Usage: scripts/check_faults.sh [path/to/vitmsn] [kills]
+# Fault injection on `vitmsn convert` and on `finetune`'s checkpoints: a full disk (a file-size limit, with
+# SIGXFSZ ignored so that write(2) fails with EFBIG as on a full disk) must end with a clear error, the earlier
+# directory or checkpoint intact and no partial file left; SIGKILL at random moments must leave the
+# destination missing or whole, never half written.
+# Usage: scripts/check_faults.sh [path/to/vitmsn] [kills]
 set -euo pipefail
 bin=${1:-.build/debug/vitmsn}
 kills=${2:-10}
@@ -29,6 +30,32 @@ after=$(cd "$work/earlier" && sha256sum ./* | sort)
 leftovers=$(find "$work" -maxdepth 2 -name '.*' ! -name '.' | wc -l)
 [ "$leftovers" -eq 0 ] || { echo "partial files left behind:" >&2; find "$work" -maxdepth 2 -name '.*' >&2; exit 1; }
 
+# A full disk while fine-tuning saves a checkpoint: a clear error, the earlier checkpoint intact, no partial
+# checkpoint left. The first run saves after every step; the resumed one may write only 16 KB per file (the model alone is 24 KB).
+mkdir -p "$work/train/a" "$work/train/b"
+cp Tests/Fixtures/images/*.jpg "$work/train/a/"
+cp Tests/Fixtures/images/*.png "$work/train/b/"
+finetune() {
+    "$bin" finetune --model Tests/Fixtures/training/classifier --train-dir "$work/train" --output-dir "$work/run" \
+        --batch-size 8 --save-steps 1 --ignore-mismatched-sizes --threads 1 "$@"
+}
+finetune --epochs 1 >/dev/null 2>&1
+last=$(readlink -f "$work/run/last")
+before=$(cd "$last" && sha256sum ./* | sort)
+set +e
+(trap '' XFSZ; ulimit -f 16; finetune --epochs 2 --resume) >"$work/full-train.log" 2>&1
+status=$?
+set -e
+[ "$status" -ne 0 ] || { echo "finetune on a full disk exited 0" >&2; exit 1; }
+grep -q "safetensors\|checkpoint" "$work/full-train.log" || { echo "the full-disk error does not name the file:" >&2; tail -5 "$work/full-train.log" >&2; exit 1; }
+grep -qi "space\|too large\|cannot write" "$work/full-train.log" || { echo "the full-disk error does not say why:" >&2; tail -5 "$work/full-train.log" >&2; exit 1; }
+after=$(cd "$last" && sha256sum ./* | sort)
+[ "$before" = "$after" ] || { echo "the earlier checkpoint changed after a failed save" >&2; exit 1; }
+[ "$(readlink -f "$work/run/last")" = "$last" ] || { echo "'last' moved to a checkpoint that failed to save" >&2; exit 1; }
+partial=$(find "$work/run" -maxdepth 1 -name '.*' | wc -l)
+[ "$partial" -eq 0 ] || { echo "partial checkpoints left behind:" >&2; find "$work/run" -maxdepth 1 -name '.*' >&2; exit 1; }
+"$bin" classify --model "$work/run/last" Tests/Fixtures/images/rgb.png >/dev/null || { echo "the earlier checkpoint no longer loads" >&2; exit 1; }
+
 # SIGKILL at random moments: afterwards the destination is missing, or it loads (info) with its processor.
 whole=0
 for i in $(seq "$kills"); do
@@ -42,4 +69,4 @@ for i in $(seq "$kills"); do
     [ -f "$work/killed/preprocessor_config.json" ] || { echo "after kill $i: $work/killed lacks preprocessor_config.json" >&2; exit 1; }
     whole=$((whole + 1))
 done
-echo "fault check: a full disk failed convert with a clear error and left the earlier directory as it was; $kills kills left $whole whole destinations and $((kills - whole)) missing, none half written"
+echo "fault check: a full disk failed convert and a checkpoint save with clear errors and left the earlier directory and checkpoint as they were; $kills kills left $whole whole destinations and $((kills - whole)) missing, none half written"

@@ -44,12 +44,18 @@ struct CheckpointDirectory {
         return path
     }
 
-    /// Runs `body` on an empty partial directory, then renames it to `name`. Returns the final path.
+    /// Runs `body` on an empty partial directory, then renames it to `name`. Returns the final path. A failed
+    /// write (a full disk) removes its partial directory: only a kill leaves one, for `prune` to find.
     func write(_ name: String, _ body: (String) throws -> Void) throws -> String {
         let (partial, final) = (root + "/." + name + ".partial", root + "/" + name)
         try? manager.removeItem(atPath: partial)
         try manager.createDirectory(atPath: partial, withIntermediateDirectories: false)
-        try body(partial)
+        do {
+            try body(partial)
+        } catch {
+            try? manager.removeItem(atPath: partial)
+            throw error
+        }
         if manager.fileExists(atPath: final) { try manager.removeItem(atPath: final) }
         try rename(partial, final)
         return final
