@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fuzzes every parser an untrusted file reaches, with libFuzzer + AddressSanitizer, for a fixed budget per
-# harness (default 60 s): the C image decoders (JPEG/PNG and EXIF, with UBSan too) and the Swift parsers
+# harness (default 60 s): the C image decoders (JPEG, PNG, WebP, GIF, BMP, TIFF and EXIF, with UBSan too) and the Swift parsers
 # (safetensors, torch zip + pickle, MSN checkpoints, IDX, config.json, preprocessor_config.json, pretraining
 # configs in JSON and YAML; fuzz/parsers). Seeds are the test fixtures. Exits non-zero on any finding.
 # Usage: scripts/fuzz.sh [seconds]
@@ -11,9 +11,9 @@ status=0
 
 # The image decoders (C).
 mkdir -p out/fuzz/images
-cp Tests/Fixtures/images/*.jpg Tests/Fixtures/images/*.png out/fuzz/images/
+cp Tests/Fixtures/images/*.{jpg,png,webp,gif,bmp,tiff} out/fuzz/images/
 clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -I Sources/CImageCodecs/include \
-    Sources/CImageCodecs/codecs.c fuzz/image_decoders.c -ljpeg -lpng16 -o out/fuzz/image_decoders 2>&1 \
+    Sources/CImageCodecs/*.c fuzz/image_decoders.c -ljpeg -lpng16 -lwebp -lwebpdemux -lgif -ltiff -o out/fuzz/image_decoders 2>&1 \
     | { grep -v "Cannot export local symbol" || true; }
 out/fuzz/image_decoders -max_total_time="$seconds" -rss_limit_mb=2048 -print_final_stats=1 \
     -artifact_prefix=out/fuzz/images- out/fuzz/images > out/fuzz/images.log 2>&1 || status=$?
