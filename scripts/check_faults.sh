@@ -2,7 +2,7 @@
 # Fault injection on `vitmsn convert` and on `finetune`'s checkpoints: a full disk (a file-size limit, with
 # SIGXFSZ ignored so that write(2) fails with EFBIG as on a full disk) must end with a clear error, the earlier
 # directory or checkpoint intact and no partial file left; SIGKILL at random moments must leave the
-# destination missing or whole, never half written.
+# destination missing or whole, never half written, and leave no partial file in a download's snapshot.
 # Usage: scripts/check_faults.sh [path/to/vitmsn] [kills]
 set -euo pipefail
 bin=${1:-.build/debug/vitmsn}
@@ -69,4 +69,40 @@ for i in $(seq "$kills"); do
     [ -f "$work/killed/preprocessor_config.json" ] || { echo "after kill $i: $work/killed lacks preprocessor_config.json" >&2; exit 1; }
     whole=$((whole + 1))
 done
-echo "fault check: a full disk failed convert and a checkpoint save with clear errors and left the earlier directory and checkpoint as they were; $kills kills left $whole whole destinations and $((kills - whole)) missing, none half written"
+# SIGKILL during `download` (LFS bodies trickling at 500 bytes a second, so kills land mid-body): no file of
+# the snapshot is ever partial, and the next download completes what is left with the served bytes.
+start_hub() {  # scripts/fake_hub.py with $@; sets $port and $hub; the hub stops when fd 3 closes (stop_hub)
+    rm -f "$work/hub.port" "$work/hub.in"
+    mkfifo "$work/hub.in"
+    python3 scripts/fake_hub.py --root Tests/Fixtures/models/base --repo facebook/vit-msn-tiny --seconds 90 "$@" \
+        <"$work/hub.in" >"$work/hub.port" 2>/dev/null &
+    hub=$!
+    exec 3>"$work/hub.in"
+    for _ in $(seq 100); do [ -s "$work/hub.port" ] && break; sleep 0.1; done
+    port=$(head -1 "$work/hub.port")
+}
+stop_hub() { exec 3>&-; wait "$hub" 2>/dev/null || true; }
+served=$(cd Tests/Fixtures/models/base && sha256sum ./* | sort)
+snapshot() { find "$work/hf/hub" -path '*snapshots*' \( -type l -o -type f \) 2>/dev/null || true; }
+start_hub --trickle-lfs
+download_kills=3
+for i in $(seq "$download_kills"); do
+    (HF_HOME="$work/hf" HF_ENDPOINT="http://127.0.0.1:$port" exec "$bin" download facebook/vit-msn-tiny >/dev/null 2>&1) & pid=$!
+    sleep "0.$((RANDOM % 9 + 1))"
+    kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    for file in $(snapshot); do
+        grep -qF "$(sha256sum <"$file" | cut -d' ' -f1)  ./$(basename "$file")" <<<"$served" \
+            || { echo "after download kill $i: $file is in the snapshot but not what was served" >&2; exit 1; }
+    done
+done
+partial=$(find "$work/hf/hub" -name '*.incomplete' 2>/dev/null | wc -l)
+stop_hub
+start_hub
+HF_HOME="$work/hf" HF_ENDPOINT="http://127.0.0.1:$port" "$bin" download facebook/vit-msn-tiny >"$work/download.log" 2>&1 \
+    || { echo "the download after the kills failed:" >&2; cat "$work/download.log" >&2; exit 1; }
+stop_hub
+downloaded=$(cd "$(dirname "$(snapshot | head -1)")" && sha256sum ./* | sort)
+[ "$downloaded" = "$served" ] || { echo "the completed download differs from the served files" >&2; exit 1; }
+
+echo "fault check: a full disk failed convert and a checkpoint save with clear errors and left the earlier directory and checkpoint as they were; $kills kills left $whole whole destinations and $((kills - whole)) missing, none half written; $download_kills kills of download left no partial file in the snapshot ($partial partial body kept aside to resume), and the next download completed it"

@@ -146,7 +146,7 @@ enum HTTP {
         let followRedirects: Bool
         var response: HTTPURLResponse?
         var error: Error?
-        var sink: ((Data) throws -> Void)?
+        var sink: ((Data, Int) throws -> Void)?  // a body chunk and the status it came with
         let done = DispatchSemaphore(value: 0)
 
         init(followRedirects: Bool) { self.followRedirects = followRedirects }
@@ -167,7 +167,7 @@ enum HTTP {
         }
 
         func urlSession(_ session: URLSession, dataTask: URLSessionDataTask, didReceive data: Data) {
-            do { try sink?(data) } catch {
+            do { try sink?(data, response?.statusCode ?? 0) } catch {
                 self.error = error
                 dataTask.cancel()
             }
@@ -180,7 +180,7 @@ enum HTTP {
         }
     }
 
-    private static func perform(_ request: URLRequest, followRedirects: Bool, sink: ((Data) throws -> Void)?) throws -> Response {
+    private static func perform(_ request: URLRequest, followRedirects: Bool, sink: ((Data, Int) throws -> Void)?) throws -> Response {
         let delegate = Delegate(followRedirects: followRedirects)
         delegate.sink = sink
         let session = URLSession(configuration: .ephemeral, delegate: delegate, delegateQueue: nil)
@@ -220,8 +220,9 @@ enum HTTP {
         try perform(try makeRequest(url, method: method, token: token, timeout: timeout), followRedirects: followRedirects, sink: nil)
     }
 
-    /// Appends the body to `path`, resuming from its current size with a Range request; restarts when the
-    /// server ignores the range.
+    /// Appends the body to `path`, resuming from its current size with a Range request. When the server ignores
+    /// the range (200), the file is emptied before its first byte is written, so that a kill mid-body never
+    /// leaves old bytes followed by the file's start.
     static func download(_ url: String, to path: String, token: String?, timeout: TimeInterval, expectedSize: Int, progress: (Int) -> Void) throws {
         if !FileManager.default.fileExists(atPath: path), !FileManager.default.createFile(atPath: path, contents: nil) {
             throw CheckpointError(path, "cannot create")
@@ -234,11 +235,15 @@ enum HTTP {
         guard let handle = FileHandle(forWritingAtPath: path) else { throw CheckpointError(path, "cannot write") }
         defer { try? handle.close() }
         try handle.seekToEnd()
-        var (received, body) = (have, 0)
+        var (received, body, restarted) = (have, 0, false)
         var (windowStart, windowBytes) = (Date(), 0)  // a trickle of bytes would otherwise keep it alive for ever
         let response = try withoutActuallyEscaping(progress) { progress in
             let report = UncheckedCallback(progress)
-            return try perform(request, followRedirects: true) { data in
+            return try perform(request, followRedirects: true) { data, status in
+                if status == 200, received > 0, body == 0 {
+                    try handle.truncate(atOffset: 0)
+                    (received, restarted) = (0, true)
+                }
                 // No response body may be longer than the whole file (a server that ignores the range sends the
                 // file from its start); a longer one is cut off here instead of filling the disk.
                 guard body + data.count <= expectedSize else {
@@ -256,8 +261,8 @@ enum HTTP {
             }
         }
         switch response.status {
-        case 206 where have > 0, 200 where have == 0: return
-        case 200: // the range was ignored: the file holds old bytes plus the whole body; start again cleanly
+        case 206 where have > 0, 200 where have == 0 || restarted: return
+        case 200: // the range was ignored and no body came: start again cleanly
             try Data().write(to: URL(fileURLWithPath: path))
             try download(url, to: path, token: token, timeout: timeout, expectedSize: expectedSize, progress: progress)
         default:
