@@ -108,7 +108,7 @@ final class FineTuneTests: XCTestCase {
     func testBadInputGetsClearErrors() throws {
         let empty = try FineTuneWorkspace(emptyClass: true)
         XCTAssertThrowsError(try FineTuner(empty.arguments(), events: { _ in })) { error in
-            XCTAssertTrue("\(error)".contains("/empty") && "\(error)".contains("no .jpg"), "\(error)")
+            XCTAssertTrue("\(error)".contains("/empty") && "\(error)".contains("has no images (bmp, gif, jpeg, jpg, png"), "\(error)")
         }
         let workspace = try FineTuneWorkspace()
         var strict = workspace.arguments()
