@@ -2,7 +2,8 @@
 # Fuzzes every parser an untrusted file reaches, with libFuzzer + AddressSanitizer, for a fixed budget per
 # harness (default 60 s): the C image decoders (JPEG, PNG, WebP, GIF, BMP, TIFF and EXIF, with UBSan too) and the Swift parsers
 # (safetensors, torch zip + pickle, MSN checkpoints, IDX, config.json, preprocessor_config.json, pretraining
-# configs in JSON and YAML; fuzz/parsers). Seeds are the test fixtures. Exits non-zero on any finding.
+# configs in JSON and YAML, and the server's requests: inference JSON, binary tensors, multipart; fuzz/parsers).
+# Seeds are the test fixtures. Exits non-zero on any finding.
 # Usage: scripts/fuzz.sh [seconds]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,9 +33,27 @@ for f in Tests/Fixtures/models/*/config.json; do seed 4 "$f"; done
 for f in Tests/Fixtures/models/*/preprocessor_config.json; do [ -f "$f" ] && seed 5 "$f"; done
 for f in configs/*.json; do seed 6 "$f"; done
 for f in configs/*.yaml Tests/Fixtures/msn/*.yaml; do [ -f "$f" ] && seed 7 "$f"; done
+# Server requests: Open Inference Protocol JSON and binary tensors (two bytes of header length, 0xFFFF for
+# none, then the body), and simple endpoints' bodies (a Content-Type line, then a raw or multipart body).
+python3 - <<'PY'
+import json, struct
+from pathlib import Path
+out, png = Path("out/fuzz/parsers"), Path("Tests/Fixtures/images/bilevel.png").read_bytes()
+def seed(name, parser, body): (out / f"{parser}-{name}").write_bytes(bytes([parser]) + body)
+pixels = {"name": "pixel_values", "shape": [1, 3, 16, 16], "datatype": "FP32"}
+seed("json", 8, b"\xff\xff" + json.dumps({"inputs": [{**pixels, "data": [0.5] * 768}]}).encode())
+header = json.dumps({"inputs": [{**pixels, "parameters": {"binary_data_size": 3072}}],
+                     "outputs": [{"name": "logits", "parameters": {"binary_data": True}}]}).encode()
+seed("binary", 8, struct.pack(">H", len(header)) + header + struct.pack("<768f", *[0.25] * 768))
+images = json.dumps({"inputs": [{"name": "images", "shape": [1], "datatype": "BYTES", "parameters": {"binary_data_size": len(png) + 4}}]}).encode()
+seed("images", 8, struct.pack(">H", len(images)) + images + struct.pack("<I", len(png)) + png)
+seed("raw", 9, b"image/png\n" + png)
+form = b'--XyZ\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\nContent-Type: image/png\r\n\r\n' + png + b"\r\n--XyZ--\r\n"
+seed("multipart", 9, b"multipart/form-data; boundary=XyZ\n" + form)
+PY
 swift build --package-path fuzz/parsers --sanitize=fuzzer --sanitize=address > out/fuzz/parsers-build.log 2>&1 \
     || { tail -20 out/fuzz/parsers-build.log; exit 1; }
-fuzz/parsers/.build/debug/fuzz-parsers -max_total_time="$seconds" -rss_limit_mb=4096 -timeout=10 -print_final_stats=1 \
+LSAN_OPTIONS=suppressions=fuzz/lsan.supp fuzz/parsers/.build/debug/fuzz-parsers -max_total_time="$seconds" -rss_limit_mb=4096 -timeout=10 -print_final_stats=1 \
     -artifact_prefix=out/fuzz/parsers- out/fuzz/parsers > out/fuzz/parsers.log 2>&1 || status=$?
 echo "Swift parsers:"
 grep -E "^(stat::number_of_executed_units|stat::peak_rss_mb|==[0-9]+==ERROR|SUMMARY)|Fatal error|deadly signal" out/fuzz/parsers.log || true

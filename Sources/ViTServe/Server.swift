@@ -197,8 +197,12 @@ extension ModelServer {
 
     /// The image of a simple endpoint's body: the body itself, or the first part of a multipart form.
     private func imageFile(_ request: Request) async throws -> Data {
-        let body = try await readBody(request)
-        guard let type = request.headers[.contentType], type.lowercased().hasPrefix("multipart/form-data") else { return body }
+        try Self.imageFile(body: try await readBody(request), contentType: request.headers[.contentType])
+    }
+
+    /// The body itself, or the first non-empty part of a multipart form (fuzzed: fuzz/parsers).
+    static func imageFile(body: Data, contentType type: String?) throws -> Data {
+        guard let type, type.lowercased().hasPrefix("multipart/form-data") else { return body }
         guard let boundary = type.split(separator: ";").lazy.map({ $0.trimmingCharacters(in: .whitespaces) })
             .first(where: { $0.lowercased().hasPrefix("boundary=") })?.dropFirst(9).trimmingCharacters(in: CharacterSet(charactersIn: "\"")),
             !boundary.isEmpty
