@@ -24,7 +24,7 @@ config() { # config OUTPUT_DIR EPOCHS
 {"meta": {"model": "fashion-mnist", "architecture": {"hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
   "intermediate_size": 32, "patch_size": 4}, "hidden_dim": 16, "output_dim": 8, "seed": 3, "output_dir": "$1"},
  "criterion": {"batch_size": 8, "num_proto": 8, "use_sinkhorn": true, "me_max": true, "memax_weight": 1.0},
- "data": {"dataset": "$work/train", "rand_size": 16, "focal_size": 8, "focal_views": 2},
+ "data": {"dataset": "$work", "rand_size": 16, "focal_size": 8, "focal_views": 2},
  "optimization": {"epochs": $2, "warmup": 1, "probe_every": 0}}
 EOF
     echo "$work/$(basename "$1").json"

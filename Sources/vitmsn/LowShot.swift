@@ -53,7 +53,8 @@ struct LowShotCommand: ParsableCommand {
         encoder.convert(to: precision.dtype)
         encoder.parallelism = threading.parallelism(in: communicator)
         let processor = try ImageProcessor.load(modelDirectory: directory, orDefaultFor: encoder.config)
-        let (train, fullTest) = try labelledPair(dataset, grayscale: encoder.config.numChannels == 1)
+        let (train, heldOut) = try labelledPair(dataset, grayscale: encoder.config.numChannels == 1)
+        guard let fullTest = heldOut else { throw CLIError("\(dataset): lowshot tests on \(dataset)/val, which is missing") }
         let test: LabeledImages = maxTestImages.map { Subset(fullTest, indices: Array(0..<min($0, fullTest.count))) } ?? fullTest
         var protocolSettings = LowShotProtocol()
         (protocolSettings.shots, protocolSettings.splits, protocolSettings.lambda) = (shotCounts, splits, lambda)

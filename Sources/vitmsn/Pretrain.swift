@@ -35,7 +35,11 @@ struct Pretrain: ParsableCommand {
         if settings.probeEvery > 0 {
             let grayscale = trainer.model.encoder.config.numChannels == 1
             let (train, test) = try labelledPair(settings.dataset, grayscale: grayscale)
-            trainer.probe = LowShot.probe(train: train, test: test, processor: trainer.processor, communicator: communicator)
+            if let test {
+                trainer.probe = LowShot.probe(train: train, test: test, processor: trainer.processor, communicator: communicator)
+            } else if communicator.rank == 0 {
+                warn("\(settings.dataset) has no val/ folder: the low-shot probe (probe_every) is off")
+            }
         }
         var bar: ProgressBar?
         var barEpoch = -1
@@ -78,10 +82,11 @@ struct Pretrain: ParsableCommand {
 /// A line on stdout, written at once (so a log file follows a long run, unlike buffered `print`).
 func say(_ line: String) { FileHandle.standardOutput.write(Data((line + "\n").utf8)) }
 
-/// Training and test images: Fashion-MNIST's two files, or FOLDER/train and FOLDER/val (one sub-folder per class).
-func labelledPair(_ dataset: String, grayscale: Bool) throws -> (LabeledImages, LabeledImages) {
+/// Training and test images: Fashion-MNIST's two files, or FOLDER/train and FOLDER/val when there is one.
+func labelledPair(_ dataset: String, grayscale: Bool) throws -> (LabeledImages, LabeledImages?) {
     if dataset == "fashion-mnist" {
         return (try FashionMNIST.load(train: true, grayscale: grayscale), try FashionMNIST.load(train: false, grayscale: grayscale))
     }
-    return (try ImageFolder(root: dataset + "/train", grayscale: grayscale), try ImageFolder(root: dataset + "/val", grayscale: grayscale))
+    let splits = try ImageFolder.splits(of: dataset, grayscale: grayscale)
+    return (splits.train, splits.validation)
 }

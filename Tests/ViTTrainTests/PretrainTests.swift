@@ -17,7 +17,7 @@ final class PretrainTests: XCTestCase {
         var c = PretrainConfig()
         c.architecture = ["hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32]
         (c.hiddenDim, c.outputDim, c.numProto, c.batchSize) = (16, 8, 8, 8)
-        (c.dataset, c.outputDir) = (workspace.trainDir, workspace.outputDir)
+        (c.dataset, c.outputDir) = (workspace.root, workspace.outputDir)  // root/train holds the classes
         (c.randSize, c.focalSize, c.focalViews) = (16, 8, 2)
         (c.epochs, c.warmup, c.probeEvery) = (epochs, 1, 0)
         return c
@@ -167,7 +167,7 @@ final class PretrainTests: XCTestCase {
         let configs = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("configs").path
         let vits16 = try PretrainConfig(path: configs + "/msn_vits16.yaml")
         XCTAssertEqual(vits16.model, "small")
-        XCTAssertEqual(vits16.dataset, "imagenet/train")
+        XCTAssertEqual(vits16.dataset, "imagenet")
         XCTAssertEqual([vits16.numProto, vits16.batchSize, vits16.focalSize, vits16.focalViews, vits16.epochs], [1024, 64, 96, 10, 800])
         XCTAssertEqual(vits16.focalScale, 0.05...0.3)
         XCTAssertEqual(vits16.finalLR, 1e-6)
@@ -181,12 +181,19 @@ final class PretrainTests: XCTestCase {
         XCTAssertEqual(quick.architecture, fashion.architecture)
     }
 
-    /// Resuming without a checkpoint, or on a dataset folder that doesn't exist, fails with the path named.
+    /// Resuming without a checkpoint, a dataset folder that doesn't exist, or a class folder given where the
+    /// layout's FOLDER belongs (FOLDER/train was passed, whose probe would look in FOLDER/train/train), fail with
+    /// the path named.
     func testMissingInputsGetClearErrors() {
         XCTAssertThrowsError(try Pretrainer(config(), resume: true)) { XCTAssertTrue("\($0)".contains("no checkpoint"), "\($0)") }
         var missing = config()
         missing.dataset = workspace.root + "/nowhere"
         XCTAssertThrowsError(try Pretrainer(missing, resume: false)) { XCTAssertTrue("\($0)".contains("nowhere"), "\($0)") }
+        var classes = config()
+        (classes.dataset, classes.outputDir) = (workspace.trainDir, workspace.root + "/classes-run")
+        XCTAssertThrowsError(try Pretrainer(classes, resume: false)) {
+            XCTAssertTrue("\($0)".contains("expected the layout FOLDER/train") && "\($0)".contains(workspace.trainDir + "/train"), "\($0)")
+        }
     }
 
     /// The schedules of msn_train.py: warm-up then cosine to 80 % of the way, cosine weight decay, linear EMA.
