@@ -22,6 +22,7 @@ test: setup
 	scripts/check_example.sh .build/debug/vitmsn
 	scripts/check_serve.sh .build/debug/vitmsn
 	scripts/check_mpi.sh .build/debug/vitmsn
+	scripts/fuzz.sh 15
 
 # The main job: the default model (MSN-pretrained on Fashion-MNIST by configs/fashion_mnist_msn.json, in
 # models/) on the paper's low-shot protocol against the baselines (raw pixels, random and from-scratch ViTs), then its attention maps.

@@ -211,7 +211,7 @@ final class CLITests: XCTestCase {
     func testBenchMSNHonoursBatch() throws {
         let folder = temporaryPath("images")
         for (i, image) in ["rgb.png", "gray.png", "baseline_420.jpg", "palette.png"].enumerated() {
-            let classFolder = folder + "/class\(i % 2)"
+            let classFolder = folder + "/train/class\(i % 2)"  // the dataset layout: FOLDER/train/CLASS
             try FileManager.default.createDirectory(atPath: classFolder, withIntermediateDirectories: true)
             try FileManager.default.copyItem(atPath: fixture("images/" + image), toPath: classFolder + "/" + image)
         }
@@ -303,6 +303,15 @@ final class CLITests: XCTestCase {
         let parsed = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [[String: Any]])
         XCTAssertEqual(parsed.map { $0["image"] as? String }, images.keys.sorted().map { folder + "/" + $0 })
         XCTAssertTrue(result.stderr.contains("skipped 1 file(s)") && result.stderr.contains("notes.txt"), result.stderr)
+    }
+
+    /// The documented completion scripts complete the commands and their options.
+    func testShellCompletionScripts() throws {
+        for shell in ["bash", "zsh", "fish"] {
+            let result = try run(["--generate-completion-script", shell])
+            XCTAssertEqual(result.status, 0, result.stderr)
+            for word in ["finetune", "pretrain", "lowshot", "overwrite-output-dir"] { XCTAssertTrue(result.stdout.contains(word), "\(shell): \(word)") }
+        }
     }
 
     func testVersion() throws {
