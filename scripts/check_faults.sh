@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Fault injection on `vitmsn convert` and on `finetune`'s checkpoints: a full disk (a file-size limit, with
+# Fault injection on `vitmsn convert`, `finetune`'s checkpoints and `download`: a read-only output directory
+# and a full disk (a file-size limit, with
 # SIGXFSZ ignored so that write(2) fails with EFBIG as on a full disk) must end with a clear error, the earlier
 # directory or checkpoint intact and no partial file left; SIGKILL at random moments must leave the
 # destination missing or whole, never half written, and leave no partial file in a download's snapshot.
@@ -56,6 +57,23 @@ partial=$(find "$work/run" -maxdepth 1 -name '.*' | wc -l)
 [ "$partial" -eq 0 ] || { echo "partial checkpoints left behind:" >&2; find "$work/run" -maxdepth 1 -name '.*' >&2; exit 1; }
 "$bin" classify --model "$work/run/last" Tests/Fixtures/images/rgb.png >/dev/null || { echo "the earlier checkpoint no longer loads" >&2; exit 1; }
 
+# A read-only output directory (a read-only tmpfs, mounted in a mount namespace of this check's own, since root
+# writes through permission bits): finetune and convert fail at once with the reason, and write nothing.
+mkdir -p "$work/readonly"
+readonly_run() {  # readonly_run LOG ARGS...: vitmsn ARGS with $work/readonly mounted read-only
+    local log=$1; shift
+    set +e
+    unshare -m sh -c 'mount -t tmpfs -o ro,size=1m tmpfs "$0" && exec "$@"' "$work/readonly" "$bin" "$@" >"$log" 2>&1
+    local status=$?
+    set -e
+    [ "$status" -ne 0 ] || { echo "vitmsn $1 into a read-only directory exited 0" >&2; exit 1; }
+    grep -qi "read-only" "$log" || { echo "vitmsn $1 into a read-only directory does not say why:" >&2; cat "$log" >&2; exit 1; }
+}
+readonly_run "$work/readonly-finetune.log" finetune --model Tests/Fixtures/training/classifier --train-dir "$work/train" \
+    --output-dir "$work/readonly/run" --epochs 1 --ignore-mismatched-sizes --threads 1
+readonly_run "$work/readonly-convert.log" convert "$work/source" "$work/readonly/converted" --dtype bf16
+[ -z "$(ls -A "$work/readonly")" ] || { echo "files appeared under the mount point" >&2; exit 1; }
+
 # SIGKILL at random moments: afterwards the destination is missing, or it loads (info) with its processor.
 whole=0
 for i in $(seq "$kills"); do
@@ -105,4 +123,4 @@ stop_hub
 downloaded=$(cd "$(dirname "$(snapshot | head -1)")" && sha256sum ./* | sort)
 [ "$downloaded" = "$served" ] || { echo "the completed download differs from the served files" >&2; exit 1; }
 
-echo "fault check: a full disk failed convert and a checkpoint save with clear errors and left the earlier directory and checkpoint as they were; $kills kills left $whole whole destinations and $((kills - whole)) missing, none half written; $download_kills kills of download left no partial file in the snapshot ($partial partial body kept aside to resume), and the next download completed it"
+echo "fault check: a full disk failed convert and a checkpoint save with clear errors and left the earlier directory and checkpoint as they were; a read-only directory failed finetune and convert saying so; $kills kills left $whole whole destinations and $((kills - whole)) missing, none half written; $download_kills kills of download left no partial file in the snapshot ($partial partial body kept aside to resume), and the next download completed it"

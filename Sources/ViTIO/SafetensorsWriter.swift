@@ -153,11 +153,8 @@ public func writeDirectoryAtomically(_ directory: String, _ body: (String) throw
         throw CheckpointError(directory, "exists and is not a directory")
     }
     try? manager.removeItem(atPath: staging)
-    do {
-        try manager.createDirectory(atPath: parent, withIntermediateDirectories: true)
-        try manager.createDirectory(atPath: staging, withIntermediateDirectories: false)
-    } catch {
-        throw CheckpointError(directory, "cannot create: \(error.localizedDescription)")
+    if let failure = createDirectories(parent) ?? (mkdir(staging, 0o755) == 0 ? nil : String(cString: strerror(errno))) {
+        throw CheckpointError(directory, "cannot create: \(failure)")
     }
     do {
         try body(staging)

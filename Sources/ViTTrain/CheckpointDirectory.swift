@@ -16,14 +16,7 @@ struct CheckpointDirectory {
         self.root = root
         guard !root.isEmpty else { throw TrainingError("the output directory is an empty path") }
         try refuseEarlierResults(in: root, unless: resume || overwrite, flags: "--resume to continue it or --overwrite-output-dir to replace it")
-        // mkdir(2) itself, so that the error says why (Foundation's names no cause on Linux).
-        var prefix = root.hasPrefix("/") ? "/" : ""
-        for component in root.split(separator: "/") {
-            prefix += (prefix.isEmpty || prefix.hasSuffix("/") ? "" : "/") + component
-            guard mkdir(prefix, 0o755) == 0 || errno == EEXIST else {
-                throw TrainingError("\(root): cannot create the output directory: \(String(cString: strerror(errno))) (at \(prefix))")
-            }
-        }
+        if let failure = createDirectories(root) { throw TrainingError("\(root): cannot create the output directory: \(failure)") }
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: root, isDirectory: &isDirectory), isDirectory.boolValue else {
             throw TrainingError("\(root): the output directory is not a directory")
