@@ -159,6 +159,23 @@ final class FineTuneTests: XCTestCase {
         }
     }
 
+    /// A checkpoint whose files are cut short or not what they say is refused on --resume naming the file.
+    func testCorruptCheckpointsAreRefusedOnResume() throws {
+        let workspace = try FineTuneWorkspace()
+        _ = try train(workspace.arguments(epochs: 1))
+        let last = workspace.outputDir + "/" + (try FileManager.default.destinationOfSymbolicLink(atPath: workspace.outputDir + "/last"))
+        for file in ["model.safetensors", "optimizer.safetensors", "trainer_state.json"] {
+            let path = last + "/" + file
+            let original = try Data(contentsOf: URL(fileURLWithPath: path))
+            try original.prefix(100).write(to: URL(fileURLWithPath: path))
+            XCTAssertThrowsError(try FineTuner(workspace.arguments(epochs: 2), resume: true, events: { _ in }), file) { error in
+                XCTAssertTrue("\(error)".contains(path), "\(file): \(error)")
+            }
+            try original.write(to: URL(fileURLWithPath: path))
+        }
+        XCTAssertNoThrow(try FineTuner(workspace.arguments(epochs: 2), resume: true, events: { _ in }))
+    }
+
     /// An earlier run's directory is never replaced unasked: without --resume or --overwrite-output-dir the
     /// run refuses it before touching anything.
     func testAnEarlierRunIsNotOverwrittenUnasked() throws {
