@@ -2,7 +2,6 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import Logging
-import MultipartKit
 import NIOCore
 import ServiceLifecycle
 import ViTMSN
@@ -207,13 +206,7 @@ extension ModelServer {
             .first(where: { $0.lowercased().hasPrefix("boundary=") })?.dropFirst(9).trimmingCharacters(in: CharacterSet(charactersIn: "\"")),
             !boundary.isEmpty
         else { throw RequestError(400, "a multipart/form-data body needs a boundary") }
-        let parser = MultipartParser(boundary: boundary)
-        var parts: [Data] = [], current = Data()
-        parser.onBody = { current.append(contentsOf: $0.readableBytesView) }
-        parser.onPartComplete = { parts.append(current); current = Data() }
-        do { try parser.execute([UInt8](body)) } catch { throw RequestError(400, "the multipart body is malformed: \(error)") }
-        guard let file = parts.first(where: { !$0.isEmpty }) else { throw RequestError(400, "the multipart body has no file part") }
-        return file
+        return try MultipartForm.firstNonEmptyPart(of: body, boundary: boundary)
     }
 
     /// Decodes and preprocesses off the server's threads; the first bad image fails the request with 400.

@@ -54,6 +54,33 @@ final class InferenceProtocolTests: XCTestCase {
         }
     }
 
+    /// The simple endpoints' multipart reader: the first non-empty part, after a preamble and empty parts; any
+    /// header bytes (a header byte of 0xFF trapped MultipartKit, found by fuzz/parsers); malformed forms are 400s.
+    func testMultipartFormsGiveTheirFirstFile() throws {
+        let type = "multipart/form-data; boundary=XyZ"
+        func form(_ text: String, _ file: [UInt8] = Array("PNGDATA".utf8), headers: [UInt8] = Array("Content-Type: image/png".utf8)) -> Data {
+            Data(Array(text.utf8) + Array("--XyZ\r\n".utf8) + headers + Array("\r\n\r\n".utf8) + file + Array("\r\n--XyZ--\r\n".utf8))
+        }
+        XCTAssertEqual(try ModelServer.imageFile(body: form(""), contentType: type), Data("PNGDATA".utf8))
+        XCTAssertEqual(try ModelServer.imageFile(body: form("preamble\r\n--XyZ\r\n\r\n\r\n"), contentType: type), Data("PNGDATA".utf8), "an empty part first")
+        XCTAssertEqual(try ModelServer.imageFile(body: form("", headers: [0x43, 0x6F, 0xFF, 0x3A, 0x20, 0x78]), contentType: type), Data("PNGDATA".utf8))
+        XCTAssertEqual(try ModelServer.imageFile(body: Data("raw".utf8), contentType: "image/png"), Data("raw".utf8))
+        let malformed: [(Data, String, String)] = [
+            (form(""), "multipart/form-data", "needs a boundary"),
+            (Data("no delimiter here".utf8), type, "no '--XyZ' delimiter"),
+            (Data("--XyZ".utf8), type, "no line break after a delimiter"),
+            (Data("--XyZ\r\nContent-Type: image/png\r\n\r\nPNGDATA".utf8), type, "not closed by '--XyZ'"),
+            (Data("--XyZ\r\n".utf8) + Data(repeating: 65, count: 20_000), type, "do not end within"),
+            (Data("--XyZ--\r\n".utf8), type, "no file part"),
+        ]
+        for (body, contentType, reason) in malformed {
+            XCTAssertThrowsError(try ModelServer.imageFile(body: body, contentType: contentType), reason) { error in
+                XCTAssertTrue("\(error)".contains("400") || "\(error)".contains(reason), "\(error)")
+                XCTAssertTrue("\(error)".contains(reason), "expected '\(reason)' in \(error)")
+            }
+        }
+    }
+
     func testMalformedRequestsNameTheProblem() throws {
         let model = try servedModel("base")
         let cases: [(Data, Int?, String)] = [
