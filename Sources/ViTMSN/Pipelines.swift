@@ -6,8 +6,8 @@ import ViTIO
 @_exported import ViTModel
 @_exported import ViTVision
 
-/// An image as the pipelines take it: a file, encoded JPEG/PNG bytes, or decoded pixels. `name` is what
-/// errors call it.
+/// An image as the pipelines take it: a file, encoded bytes (JPEG, PNG, WebP, GIF, BMP, TIFF), or decoded
+/// pixels. `name` is what errors call it.
 public enum ImageInput: Sendable {
     case file(String)
     case encoded(Data, name: String)

@@ -14,7 +14,7 @@ struct Attention: ParsableCommand {
         """)
 
     @OptionGroup var modelOptions: ModelOptions
-    @Argument(help: "JPEG or PNG files.") var images: [String] = []
+    @Argument(help: "Image files (JPEG, PNG, WebP, GIF, BMP, TIFF).") var images: [String] = []
     @Option(help: "Also draw the first N Fashion-MNIST test images.") var fashionMnist = 0
     @Option(help: "PNG file to write.") var output: String
     @Option(help: "Side of each tile in pixels.") var tileSize = 112

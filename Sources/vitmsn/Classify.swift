@@ -9,7 +9,7 @@ struct Classify: ParsableCommand {
     )
 
     @OptionGroup var modelOptions: ModelOptions
-    @Argument(help: "JPEG or PNG files.") var images: [String] = []
+    @Argument(help: "Image files (JPEG, PNG, WebP, GIF, BMP, TIFF).") var images: [String] = []
     @Option(help: "A folder to classify every image (JPEG, PNG, WebP, GIF, BMP, TIFF) below (with a progress bar).") var dir: String?
     @Option(help: "How many labels to print per image.") var topK = 5
     @Option(help: "sigmoid, softmax or none (default: the pipeline's choice for the model).") var functionToApply: String?

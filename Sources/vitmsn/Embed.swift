@@ -17,7 +17,7 @@ struct Embed: ParsableCommand {
     )
 
     @OptionGroup var modelOptions: ModelOptions
-    @Argument(help: "JPEG or PNG files.") var images: [String] = []
+    @Argument(help: "Image files (JPEG, PNG, WebP, GIF, BMP, TIFF).") var images: [String] = []
     @Option(help: "A folder to embed every image (JPEG, PNG, WebP, GIF, BMP, TIFF) below.") var dir: String?
     @Option(help: "File to write.") var output: String
     @Option(help: "cls or mean.") var pooling = "cls"

@@ -4,7 +4,7 @@ import ViTMSN
 
 /// How image files are read, shared by every command that takes images.
 struct ImageOptions: ParsableArguments {
-    @Flag(help: "Ignore the EXIF orientation of JPEGs (applied by default, as transformers' load_image does).")
+    @Flag(help: "Ignore the EXIF orientation of JPEG, PNG and WebP files (applied by default, as transformers' load_image does; a TIFF's is part of loading it, as in Pillow).")
     var noExifTranspose = false
     @Option(help: "Transparency: drop (Pillow's convert(\"RGB\")) or white (composite on white).")
     var alpha: String = "drop"

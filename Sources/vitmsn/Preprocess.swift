@@ -9,7 +9,7 @@ struct Preprocess: ParsableCommand {
     )
 
     @OptionGroup var modelOptions: ModelOptions
-    @Argument(help: "JPEG or PNG files.") var images: [String]
+    @Argument(help: "Image files (JPEG, PNG, WebP, GIF, BMP, TIFF).") var images: [String]
     @Option(help: "Safetensors file to write.") var output: String
     @OptionGroup var imageOptions: ImageOptions
 
