@@ -9,18 +9,22 @@ import ViTVision
 /// its own dimensions and L2-normalised (cyanure's `preprocess`), then L2-regularised multinomial logistic
 /// regression without intercept minimising `Σ CE + (λ/2)‖W‖²`.
 public enum LowShot {
-    /// Which CLS feature to use.
+    /// Which feature of the frozen encoder to use.
     public enum Feature: String, CaseIterable, Sendable {
-        case preNorm = "cls-prenorm"  // output of the last block (the official evaluation)
-        case cls                      // after the final LayerNorm (Transformers' last_hidden_state)
+        case preNorm = "cls-prenorm"             // the CLS token out of the last block (the official evaluation)
+        case cls                                 // the CLS token after the final LayerNorm (Transformers' last_hidden_state)
+        case clsAndPatchMean = "cls+patch-mean"  // `cls` beside the mean of the normed patch tokens (DINO's linear evaluation)
+
+        /// The width of one image's feature for an encoder of `hidden` channels.
+        func width(hidden: Int) -> Int { self == .clsAndPatchMean ? 2 * hidden : hidden }
     }
 
-    /// CLS features (N, D) of the images of `data`, resized to the model's size, in batches: of every image,
+    /// Features (N, width) of the images of `data`, resized to the model's size, in batches: of every image,
     /// or only of the rows `only` (the others left zero). In a data-parallel job each rank computes a slice of
     /// the rows and every rank gets all of them (summed over the ranks, each row non-zero on one only: exact).
     public static func features(_ encoder: ViTMSNModel, data: LabeledImages, processor: ImageProcessor, feature: Feature, only: [Int]? = nil,
                                 batchSize: Int = 256, communicator: Communicator = SingleProcess()) throws -> Tensor {
-        let dim = encoder.config.hiddenSize
+        let dim = feature.width(hidden: encoder.config.hiddenSize)
         let all = only ?? Array(0..<data.count)
         let rows = Array(all[communicator.slice(of: all.count)])
         var values = [Float](repeating: 0, count: data.count * dim)
@@ -29,14 +33,38 @@ public enum LowShot {
             let pixels = Tensor.stacked(try batch.map { i in
                 processor.evaluationPixelValues(try data.image(at: i))
             })
-            let output = try encoder.forward(pixelValues: pixels, outputHiddenStates: feature == .preNorm)
-            let cls = clsTokens(feature == .preNorm ? output.hiddenStates!.last! : output.lastHiddenState).scalars
+            let cls = try featureRows(encoder, pixels: pixels, feature: feature).scalars
             for (b, i) in batch.enumerated() {
                 for j in 0..<dim { values[i * dim + j] = cls[b * dim + j] }
             }
         }
         communicator.allReduceSum(&values, label: "the features of \(all.count) images")
         return Tensor(shape: [data.count, dim], scalars: values)
+    }
+
+    /// The features (B, width) of one batch of pixel values.
+    static func featureRows(_ encoder: ViTMSNModel, pixels: Tensor, feature: Feature) throws -> Tensor {
+        let output = try encoder.forward(pixelValues: pixels, outputHiddenStates: feature == .preNorm)
+        switch feature {
+        case .preNorm: return clsTokens(output.hiddenStates!.last!)
+        case .cls: return clsTokens(output.lastHiddenState)
+        case .clsAndPatchMean: return clsAndPatchMean(output.lastHiddenState)
+        }
+    }
+
+    /// Of a hidden state (B, 1 + P, D): each image's CLS token followed by the mean of its P patch tokens, (B, 2D).
+    static func clsAndPatchMean(_ state: Tensor) -> Tensor {
+        let (batch, sequence, dim) = (state.shape[0], state.shape[1], state.shape[2])
+        var joined = [Float](repeating: 0, count: batch * 2 * dim)
+        state.withUnsafeBufferPointer { x in
+            for b in 0..<batch {
+                let (tokens, row) = (x.baseAddress! + b * sequence * dim, b * 2 * dim)
+                for j in 0..<dim { joined[row + j] = tokens[j] }
+                for t in 1..<sequence { for j in 0..<dim { joined[row + dim + j] += tokens[t * dim + j] } }
+                for j in 0..<dim { joined[row + dim + j] /= Float(sequence - 1) }
+            }
+        }
+        return Tensor(shape: [batch, 2 * dim], scalars: joined)
     }
 
     /// A quick probe for pretraining runs: 1- and 5-shot logistic regression (split 0) on `testCount` test

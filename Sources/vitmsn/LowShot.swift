@@ -10,10 +10,11 @@ import ViTVision
 struct LowShotCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lowshot",
-        abstract: "Low-shot evaluation as the MSN paper runs it: frozen CLS features, logistic regression on k images per class.",
+        abstract: "Low-shot evaluation as the MSN paper runs it: frozen features, logistic regression on k images per class.",
         discussion: """
-        Features are the CLS token before the final LayerNorm (cls-prenorm, the official evaluation) or after \
-        it (cls), each centred and L2-normalised; the classifier is L2-regularised multinomial logistic \
+        Features are the normed CLS token beside the mean of the normed patch tokens (cls+patch-mean, DINO's \
+        linear evaluation; the default), the CLS token alone after the final LayerNorm (cls) or before it \
+        (cls-prenorm, the official MSN evaluation), each centred and L2-normalised; the classifier is L2-regularised multinomial logistic \
         regression (Σ CE + λ/2 ‖W‖², no intercept). Rows: k images per class over seeded splits (mean ± std), \
         a 1 % split, a linear probe on all labels (λ chosen on a held-out tenth of the training set) and k-NN \
         (k = 20). --baselines adds, on the same splits: raw pixels through the same logistic regression and \
@@ -26,7 +27,7 @@ struct LowShotCommand: ParsableCommand {
     @Option(help: "fashion-mnist, or a folder with train/ and val/ (one sub-folder per class each).") var dataset = "fashion-mnist"
     @Option(help: "Images per class, comma-separated.") var shots = "1,2,5"
     @Option(help: "Seeded splits per shot count.") var splits = 3
-    @Option(help: "cls-prenorm or cls.") var feature = "cls-prenorm"
+    @Option(help: "cls+patch-mean, cls or cls-prenorm.") var feature = "cls+patch-mean"
     @Option(help: "L2 regularisation λ.") var lambda = 0.0025
     @Option(help: "The linear probe's candidate λ per training image, comma-separated (chosen on a held-out tenth of the training set).") var probeLambdas = "1e-4,1e-5,1e-6,1e-7"
     @Option(help: "Evaluate on the first N test images only.") var maxTestImages: Int?
@@ -43,7 +44,7 @@ struct LowShotCommand: ParsableCommand {
     }
 
     private func evaluate(communicator: Communicator) throws {
-        guard let feature = LowShot.Feature(rawValue: feature) else { throw CLIError("--feature must be cls-prenorm or cls") }
+        guard let feature = LowShot.Feature(rawValue: feature) else { throw CLIError("--feature must be one of \(LowShot.Feature.allCases.map(\.rawValue).joined(separator: ", "))") }
         let shotCounts = shots.split(separator: ",").compactMap { Int($0) }
         guard !shotCounts.isEmpty, shotCounts.allSatisfy({ $0 > 0 }), splits > 0 else { throw CLIError("--shots needs positive counts, --splits a positive number") }
         let candidates = probeLambdas.split(separator: ",").map { Double($0.trimmingCharacters(in: .whitespaces)) }

@@ -132,6 +132,32 @@ final class LowShotTests: XCTestCase {
         XCTAssertGreaterThanOrEqual(accuracy(predictions, test.labels), 0.9)
     }
 
+    /// Each feature reads the encoder's outputs: cls-prenorm the last block's CLS token, cls the normed one,
+    /// cls+patch-mean the normed CLS token followed by the mean of the normed patch tokens.
+    func testFeaturesReadTheEncoderOutputs() throws {
+        var config = ViTMSNConfig()
+        (config.hiddenSize, config.numHiddenLayers, config.numAttentionHeads, config.intermediateSize) = (8, 2, 2, 16)
+        (config.imageSize, config.patchSize, config.numChannels) = (.square(8), .square(4), 1)
+        let encoder = try ViTMSNModel.randomlyInitialized(config: config, seed: 3)
+        var generator = SeededGenerator(seed: 4)
+        let pixels = Tensor(shape: [3, 1, 8, 8], scalars: (0..<192).map { _ in Float.random(in: -1...1, using: &generator) })
+        let output = try encoder.forward(pixelValues: pixels, outputHiddenStates: true)
+        let (last, prenorm) = (output.lastHiddenState.scalars, output.hiddenStates!.last!.scalars)  // (3, 5, 8) each
+        for (feature, width) in [(LowShot.Feature.preNorm, 8), (.cls, 8), (.clsAndPatchMean, 16)] {
+            let rows = try LowShot.featureRows(encoder, pixels: pixels, feature: feature)
+            XCTAssertEqual(rows.shape, [3, width], feature.rawValue)
+            for b in 0..<3 {
+                for j in 0..<8 {
+                    let token = { (t: Int) in (feature == .preNorm ? prenorm : last)[(b * 5 + t) * 8 + j] }
+                    XCTAssertEqual(rows.scalars[b * width + j], token(0), feature.rawValue)
+                    if feature == .clsAndPatchMean {
+                        XCTAssertEqual(rows.scalars[b * width + 8 + j], (1...4).map(token).reduce(0, +) / 4, accuracy: 1e-6)
+                    }
+                }
+            }
+        }
+    }
+
     func testNearestNeighboursAndClassMeans() {
         // Two tight clusters on the unit circle.
         let train = Tensor(shape: [4, 2], scalars: [1, 0, 0.99, 0.14, 0, 1, 0.14, 0.99])
