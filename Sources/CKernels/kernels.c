@@ -211,8 +211,16 @@ int vitmsn_qgemm_preferred_weight_bits(void) {
 #endif
 }
 
-void vitmsn_quantize_activations(const float *x, size_t ldx, size_t rows, size_t cols, unsigned char *q, size_t ldq, float *scales, int *zero_points) {
-    QGEMM_DISPATCH(quantize_rows_u7, x, ldx, rows, cols, q, ldq, scales, zero_points);
+int vitmsn_qgemm_activation_levels(int b_max) {
+#ifdef HAVE_X86_BUILDS
+    if (qgemm_isa == ISA_AVX2 && b_max > 63) return 127;
+#endif
+    (void)b_max;
+    return 255;
+}
+
+void vitmsn_quantize_activations(const float *x, size_t ldx, size_t rows, size_t cols, unsigned char *q, size_t ldq, float *scales, int *zero_points, int levels) {
+    QGEMM_DISPATCH(quantize_rows_unsigned, x, ldx, rows, cols, q, ldq, scales, zero_points, (float)(levels < 255 ? levels : 255));
 }
 
 size_t vitmsn_qgemm_row_stride(size_t k) { return (k + 7) / 8 * 8; }
@@ -232,13 +240,16 @@ void vitmsn_qgemm_pack_b(const signed char *w, size_t ldw, size_t k, size_t n, s
 }
 
 static int qgemm_arguments_valid(const vitmsn_qgemm_call *call) {
-    return call->n0 % 16 == 0 && call->b_max >= 0 && call->b_max <= 127 && call->m1 <= call->m && call->n1 <= call->n && call->lda % 4 == 0 && call->lda >= vitmsn_qgemm_row_stride(call->k) &&
+    return call->n0 % 16 == 0 && call->b_max >= 0 && call->b_max <= 127 && call->a_max >= 0 && call->a_max <= 255 && call->m1 <= call->m && call->n1 <= call->n && call->lda % 4 == 0 && call->lda >= vitmsn_qgemm_row_stride(call->k) &&
            !(call->epilogue.activation >= 0 && call->epilogue.beta != 0.0f);
 }
 
 int vitmsn_qgemm(const vitmsn_qgemm_call *call) {
     if (call->m0 >= call->m1 || call->n0 >= call->n1) return 0;
     if (!qgemm_arguments_valid(call)) return -1;
+#ifdef HAVE_X86_BUILDS
+    if (qgemm_isa == ISA_AVX2 && 2 * call->a_max * call->b_max > 32767) return -1;  // an int16 pair would saturate
+#endif
     QGEMM_DISPATCH(qgemm, call);
     return 0;
 }

@@ -2,20 +2,21 @@
 // QGEMM_KIND (0 portable, 1 AVX2, 2 AVX-512 VNNI) defined.
 //
 // C = epilogue(sa[r] · sb[c] · Σ_k (qa[r][k] − za[r]) · qb[k][c]): B (weights) symmetric, 8-bit in [-127, 127]
-// or 7-bit in [-63, 63]; A (activations) unsigned 7-bit with a zero point per row, qa in [0, 127]. The sums
-// are exact in int32 (Σ qa·qb − za·Σ qb, the column sums kept with B), so every build gives the same sums.
-// B is packed once per weight into panels of 16 columns, each k-group of four bytes of a column adjacent:
-// [panel][k/4][16 columns][4]. One 4-byte group of an A row, broadcast, meets a whole panel row of groups; K
-// is padded to a multiple of 8 so that groups come in pairs.
+// or 7-bit in [-63, 63]; A (activations) unsigned with a zero point per row, 8-bit (qa in [0, 255]) or 7-bit
+// (qa in [0, 127]). The sums are exact in int32 (Σ qa·qb − za·Σ qb, the column sums kept with B), so every
+// build gives the same sums. B is packed once per weight into panels of 16 columns, each k-group of four
+// bytes of a column adjacent: [panel][k/4][16 columns][4]. One 4-byte group of an A row, broadcast, meets a
+// whole panel row of groups; K is padded to a multiple of 8 so that groups come in pairs.
 //
-// Why 7-bit activations, and 7-bit weights on AVX2: its vpmaddubsw multiplies unsigned × signed bytes and
-// adds pairs into int16 with saturation, and its widening to int32 (vpmaddwd by ones) takes a multiply port
-// too. With qa ≤ 127 and |qb| ≤ 63 a pair is at most 2·127·63 = 16002, so two k-groups add in int16
-// (≤ 32004 < 32767) before one widening: 3 multiplies per 64 products instead of 4. 8-bit weights still
-// never saturate a single pair (2·127·127 = 32258) and widen every group; 8-bit activations could reach
-// 2·255·127 and would. Measured on Zen 3, register-only: 2.1–2.4× the fp32 FMA rate with pairs against
-// 1.4–1.6× for one widening per group and 1.2–1.3× for 8-bit values with a sign trick (|a| × b·sign(a)).
-// VNNI's vpdpbusd sums four products straight into int32 and never saturates, so 8 bits cost it nothing.
+// The bits: VNNI's vpdpbusd sums four products straight into int32 and never saturates, so it and the
+// portable kernel take 8 bits of both. AVX2's vpmaddubsw multiplies unsigned × signed bytes and adds pairs
+// into int16 with saturation, and its widening to int32 (vpmaddwd by ones) takes a multiply port too. So
+// AVX2 runs 7-bit weights: a pair of 8-bit activations is then at most 2·255·63 = 32130 and fits, and each
+// k-group widens on its own. (With 7-bit activations too, a pair is at most 16002 and two groups add in int16
+// before one widening, 3 multiplies per 64 products instead of 4: measured on Zen 3, register-only, 2.1–2.4×
+// the fp32 FMA rate against 1.4–1.6×; but on a Fashion-MNIST classifier 7-bit activations changed 0.57 % of
+// f32's labels, 8-bit ones 0.39 %. The kernel still takes that path when it is given 7-bit values.)
+// 8-bit weights from a VNNI machine's checkpoint meet 7-bit activations on AVX2: 2·127·127 = 32258 fits.
 
 #define QGEMM_NR 16
 
@@ -25,14 +26,14 @@
 #define QGEMM_PANELS 1
 #define QGEMM_MC 16
 // Σ over k of MR rows × 16 columns in 8 ymm accumulators; the 4 × 8 int32 tile goes to `tile`. With 7-bit
-// weights two k-groups at a time: their vpmaddubsw pairs (|each| ≤ 16002) add in int16, then one vpmaddwd
-// by ones widens to int32. With 8-bit weights each group widens on its own.
-QGEMM_TARGET static void KERNEL(qgemm_micro)(size_t k4, const uint8_t *const *rows, const int8_t *restrict b, size_t panels, int b_max, int32_t *restrict tile) {
+// weights and 7-bit activations (`pairs_fit`) two k-groups at a time: their vpmaddubsw pairs (|each| ≤ 16002)
+// add in int16, then one vpmaddwd by ones widens to int32. Otherwise each group widens on its own.
+QGEMM_TARGET static void KERNEL(qgemm_micro)(size_t k4, const uint8_t *const *rows, const int8_t *restrict b, size_t panels, int pairs_fit, int32_t *restrict tile) {
     (void)panels;
     const __m256i ones = _mm256_set1_epi16(1);
     __m256i acc[QGEMM_MR][2];
     for (int i = 0; i < QGEMM_MR; i++) acc[i][0] = acc[i][1] = _mm256_setzero_si256();
-    if (b_max <= 63) {
+    if (pairs_fit) {
         for (size_t g = 0; g < k4; g += 2) {
             const int8_t *bg = b + g * 64;
             __m256i b0 = _mm256_load_si256((const __m256i *)bg), b1 = _mm256_load_si256((const __m256i *)(bg + 32));
@@ -96,8 +97,8 @@ QGEMM_TARGET static inline __attribute__((always_inline)) void KERNEL(qgemm_vnni
         for (size_t j = 0; j < panels; j++) _mm512_storeu_si512((void *)(tile + i * QGEMM_PANELS * QGEMM_NR + j * QGEMM_NR), acc[i][j]);
 }
 
-QGEMM_TARGET static void KERNEL(qgemm_micro)(size_t k4, const uint8_t *const *rows, const int8_t *restrict b, size_t panels, int b_max, int32_t *restrict tile) {
-    (void)b_max;
+QGEMM_TARGET static void KERNEL(qgemm_micro)(size_t k4, const uint8_t *const *rows, const int8_t *restrict b, size_t panels, int pairs_fit, int32_t *restrict tile) {
+    (void)pairs_fit;
     if (panels == 2) KERNEL(qgemm_vnni_tile)(k4, rows, b, 2, tile);
     else KERNEL(qgemm_vnni_tile)(k4, rows, b, 1, tile);
 }
@@ -106,8 +107,8 @@ QGEMM_TARGET static void KERNEL(qgemm_micro)(size_t k4, const uint8_t *const *ro
 #define QGEMM_PANELS 1
 #define QGEMM_MC 16
 // Plain loops over the same layout; the compiler vectorises the 16 columns.
-QGEMM_TARGET static void KERNEL(qgemm_micro)(size_t k4, const uint8_t *const *rows, const int8_t *restrict b, size_t panels, int b_max, int32_t *restrict tile) {
-    (void)panels, (void)b_max;
+QGEMM_TARGET static void KERNEL(qgemm_micro)(size_t k4, const uint8_t *const *rows, const int8_t *restrict b, size_t panels, int pairs_fit, int32_t *restrict tile) {
+    (void)panels, (void)pairs_fit;
     for (int i = 0; i < QGEMM_MR; i++) {
         int32_t acc[QGEMM_NR] = {0};
         for (size_t g = 0; g < k4; g++) {
@@ -141,10 +142,10 @@ QGEMM_TARGET static void KERNEL(quantize_rows)(const float *restrict x, size_t l
     }
 }
 
-// Activations: rows to unsigned 7-bit with a scale and zero point each, x ≈ s·(q − z): s = (max − min) / 127
-// over the row and 0 (so 0 is exact), z = round(−min / s), q = clamp(round(x / s) + z, 0, 127); padded with
-// zeros (B's padding is zero, so padding adds nothing).
-QGEMM_TARGET static void KERNEL(quantize_rows_u7)(const float *restrict x, size_t ldx, size_t rows, size_t cols, uint8_t *restrict q, size_t ldq, float *restrict scales, int32_t *restrict zero_points) {
+// Activations: rows to unsigned integers in [0, L] (L = 255 or 127) with a scale and zero point each,
+// x ≈ s·(q − z): s = (max − min) / L over the row and 0 (so 0 is exact), z = round(−min / s),
+// q = clamp(round(x / s) + z, 0, L); padded with zeros (B's padding is zero, so padding adds nothing).
+QGEMM_TARGET static void KERNEL(quantize_rows_unsigned)(const float *restrict x, size_t ldx, size_t rows, size_t cols, uint8_t *restrict q, size_t ldq, float *restrict scales, int32_t *restrict zero_points, float levels) {
     typedef float vf __attribute__((vector_size(GEMM_VW * 4), aligned(4)));
     typedef int32_t vi __attribute__((vector_size(GEMM_VW * 4)));
     typedef uint8_t vb __attribute__((vector_size(GEMM_VW), aligned(1)));
@@ -160,18 +161,18 @@ QGEMM_TARGET static void KERNEL(quantize_rows_u7)(const float *restrict x, size_
         float lo = 0, hi = 0;
         for (int i = 0; i < GEMM_VW; i++) lo = fminf(lo, lo_v[i]), hi = fmaxf(hi, hi_v[i]);
         for (size_t t = j; t < cols; t++) lo = fminf(lo, xr[t]), hi = fmaxf(hi, xr[t]);
-        float scale = (hi - lo) / 127.0f, inverse = hi > lo ? 127.0f / (hi - lo) : 0.0f;
+        float scale = (hi - lo) / levels, inverse = hi > lo ? levels / (hi - lo) : 0.0f;
         float zero = nearbyintf(-lo * inverse);
         scales[r] = scale;
         zero_points[r] = (int32_t)zero;
         for (j = 0; j + GEMM_VW <= cols; j += GEMM_VW) {
             vf v = __builtin_elementwise_roundeven(*(const vf *)(xr + j) * inverse) + zero;
-            v = __builtin_elementwise_min(__builtin_elementwise_max(v, (vf){0}), (vf){0} + 127.0f);  // NaN becomes 0
+            v = __builtin_elementwise_min(__builtin_elementwise_max(v, (vf){0}), (vf){0} + levels);  // NaN becomes 0
             *(vb *)(qr + j) = __builtin_convertvector(__builtin_convertvector(v, vi), vb);
         }
         for (; j < cols; j++) {
             float v = nearbyintf(xr[j] * inverse) + zero;
-            v = v >= 0.0f ? (v <= 127.0f ? v : 127.0f) : 0.0f;
+            v = v >= 0.0f ? (v <= levels ? v : levels) : 0.0f;
             qr[j] = (uint8_t)(int32_t)v;
         }
         for (j = cols; j < (cols + 7) / 8 * 8; j++) qr[j] = 0;
@@ -234,7 +235,7 @@ QGEMM_TARGET static void KERNEL(qgemm)(const vitmsn_qgemm_call *g) {
                 for (size_t i = 0; i < QGEMM_MR; i++) rows[i] = g->a + (t + (i < height ? i : 0)) * g->lda;
                 float *ct = g->c + t * g->ldc + c0;
                 for (size_t i = 0; i < height; i++) __builtin_prefetch(ct + i * g->ldc, 1, 3);  // C arrives during the sums
-                KERNEL(qgemm_micro)(k4, rows, panel, panels, g->b_max, tile);
+                KERNEL(qgemm_micro)(k4, rows, panel, panels, g->a_max <= 127 && g->b_max <= 63, tile);
                 for (size_t j = 0; j * QGEMM_NR < cols; j++) {
                     size_t c = c0 + j * QGEMM_NR, width = cols - j * QGEMM_NR < QGEMM_NR ? cols - j * QGEMM_NR : QGEMM_NR;
                     KERNEL(qgemm_store)(tile + j * QGEMM_NR, ld_tile, height, width, ct + j * QGEMM_NR, g->ldc, g->a_scale + t, g->a_zero + t,

@@ -63,23 +63,27 @@ public final class QuantizedMatrix: @unchecked Sendable {
     deinit { free(data) }
 }
 
-/// Rows of activations quantised for the int8 GEMM: 7 bits with a scale and zero point per row (per token),
+/// Rows of activations quantised for the int8 GEMM: 8 bits (7 on AVX2) with a scale and zero point per row (per token),
 /// made once and shared by every product that reads the same input (query, key and value).
 package final class QuantizedRows {
     let rows, columns, stride: Int
+    /// The largest value: 255, or 127 where the kernel takes only 7 bits against these weights.
+    let levels: Int32
     let values: UnsafeMutablePointer<UInt8>
     let scales: UnsafeMutablePointer<Float>
     let zeroPoints: UnsafeMutablePointer<Int32>
 
-    package init(_ x: UnsafePointer<Float>, rows: Int, columns: Int, parallelism: Parallelism = .serial) {
+    /// `x` (rows, columns) quantised for products with every one of `weights`.
+    package init(_ x: UnsafePointer<Float>, rows: Int, columns: Int, for weights: [QuantizedMatrix], parallelism: Parallelism = .serial) {
         (self.rows, self.columns, stride) = (rows, columns, vitmsn_qgemm_row_stride(columns))
+        levels = weights.map { vitmsn_qgemm_activation_levels($0.largestMagnitude) }.min() ?? 255
         values = .allocate(capacity: max(rows * stride, 1))
         scales = .allocate(capacity: max(rows, 1))
         zeroPoints = .allocate(capacity: max(rows, 1))
-        let (q, s, z, stride) = (UncheckedSendable(values), UncheckedSendable(scales), UncheckedSendable(zeroPoints), stride)
+        let (q, s, z, stride, levels) = (UncheckedSendable(values), UncheckedSendable(scales), UncheckedSendable(zeroPoints), stride, levels)
         parallelism.forEachChunk(of: rows, minimumChunk: 16) { range in
             vitmsn_quantize_activations(x + range.lowerBound * columns, columns, range.count, columns,
-                                        q.value + range.lowerBound * stride, stride, s.value + range.lowerBound, z.value + range.lowerBound)
+                                        q.value + range.lowerBound * stride, stride, s.value + range.lowerBound, z.value + range.lowerBound, levels)
         }
     }
 
@@ -98,7 +102,7 @@ package func quantizedLinearForward(
     guard x.rows > 0, weight.n > 0 else { return }
     weight.scales.withUnsafeBufferPointer { scales in weight.columnSums.withUnsafeBufferPointer { sums in
         let call = vitmsn_qgemm_call(
-            m: x.rows, n: weight.n, k: weight.k, a: x.values, lda: x.stride, a_scale: x.scales, a_zero: x.zeroPoints,
+            m: x.rows, n: weight.n, k: weight.k, a: x.values, lda: x.stride, a_scale: x.scales, a_zero: x.zeroPoints, a_max: x.levels,
             packed_b: weight.data, b_scale: scales.baseAddress!, b_sum: sums.baseAddress!, b_max: weight.largestMagnitude, c: y, ldc: weight.n,
             epilogue: vitmsn_epilogue(alpha: 1, beta: accumulate ? 1 : 0, bias: bias, activation: activation.map { Int32($0.kernel.rawValue) } ?? -1),
             m0: 0, m1: x.rows, n0: 0, n1: weight.n)

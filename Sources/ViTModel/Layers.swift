@@ -100,7 +100,7 @@ extension NN {
             accumulate: Bool = false, activation: Activation? = nil, parallelism: Parallelism = .serial
         ) {
             if quantizedWeight != nil {
-                return forward(QuantizedRows(x, rows: rows, columns: inFeatures, parallelism: parallelism), into: y,
+                return forward(QuantizedRows(x, rows: rows, columns: inFeatures, for: [quantizedWeight!], parallelism: parallelism), into: y,
                                accumulate: accumulate, activation: activation, parallelism: parallelism)
             }
             let b = bias?.storage.base

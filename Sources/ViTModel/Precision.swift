@@ -7,8 +7,8 @@ import ViTIO
 /// - `bf16`, `f16`: every parameter rounded to half precision (as a half-precision checkpoint holds it) and
 ///   widened to f32 when the GEMM packs it, so the arithmetic stays f32.
 /// - `int8`: dynamic quantisation of the encoder's Linear layers (query, key, value, attention output, fc1,
-///   fc2): weights symmetric per output channel in 8 bits (7 on AVX2, which lets it sum twice as many
-///   products in int16; see CKernels' qgemm_body.h), activations per token at run time in 7 bits, exact int32 sums,
+///   fc2): weights symmetric per output channel in 8 bits (7 on AVX2, whose int16 pairs could saturate; see
+///   CKernels' qgemm_body.h), activations per token at run time in 8 bits with a zero point, exact int32 sums,
 ///   dequantisation, bias, GELU and the residual add in the GEMM's epilogue. LayerNorm, softmax and the
 ///   residual stream stay f32. Left in f32, on purpose: the patch embedding (its input is the pixels, and it
 ///   is 1/(12·L) of the work), the attention products QKᵀ and PV (per-head products of activations with
@@ -34,7 +34,7 @@ public enum Int8Checkpoint {
             "quant_method": method,
             "weight_bits": weightBits,
             "weights": "symmetric per output channel, \(weightBits)-bit in int8 ([-\(bound), \(bound)]): I8 weight (out, in) and F32 weight_scale (out)",
-            "activations": "unsigned 7-bit with a zero point, per token, quantised at run time",
+            "activations": "unsigned 8-bit with a zero point, per token, quantised at run time (7-bit on AVX2 against 8-bit weights)",
             "modules": ViTMSNModel.quantizableLayerNames,
         ]
     }

@@ -235,7 +235,8 @@ public final class ViTMSNSelfAttention: NN.Module {
     func forward(batch: Int, sequence: Int, headMask: [Float]?, attentions: UnsafeMutablePointer<Float>?, workspace w: EncoderWorkspace) {
         let tokens = batch * sequence
         if query.quantizedWeight != nil, key.quantizedWeight != nil, value.quantizedWeight != nil {  // int8: quantise once
-            let normed = QuantizedRows(w.normed.pointer, rows: tokens, columns: query.inFeatures, parallelism: w.parallelism)
+            let normed = QuantizedRows(w.normed.pointer, rows: tokens, columns: query.inFeatures,
+                                       for: [query, key, value].map { $0.quantizedWeight! }, parallelism: w.parallelism)
             query.forward(normed, into: w.query.pointer, parallelism: w.parallelism)
             key.forward(normed, into: w.key.pointer, parallelism: w.parallelism)
             value.forward(normed, into: w.value.pointer, parallelism: w.parallelism)

@@ -86,7 +86,7 @@ struct Bench: ParsableCommand {
                     try c.withUnsafeMutableBufferPointer { c in
                         if int8 {
                             let weight = QuantizedMatrix(quantizing: b.baseAddress!, n: n, k: k)
-                            let rows = QuantizedRows(a.baseAddress!, rows: m, columns: k, parallelism: parallelism)
+                            let rows = QuantizedRows(a.baseAddress!, rows: m, columns: k, for: [weight], parallelism: parallelism)
                             return try medianSeconds {
                                 quantizedLinearForward(x: rows, weight: weight, bias: nil, y: c.baseAddress!, parallelism: parallelism)
                             }

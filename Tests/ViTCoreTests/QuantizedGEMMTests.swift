@@ -31,20 +31,43 @@ final class QuantizedGEMMTests: XCTestCase {
         XCTAssertEqual(again.values, values, "stored int8 weights load without re-quantising")
     }
 
-    func testActivationQuantisationIsSevenBitWithAZeroPoint() {
+    /// 8 bits with a zero point, except where AVX2's int16 pairs need 7 (against 8-bit weights); AVX2
+    /// refuses a product whose pairs could saturate, the portable kernel takes it.
+    func testActivationQuantisationUsesTheKernelsRangeWithAZeroPoint() {
+        let avx2 = String(cString: vitmsn_qgemm_isa()) == "avx2"
+        XCTAssertEqual(vitmsn_qgemm_activation_levels(63), 255)
+        XCTAssertEqual(vitmsn_qgemm_activation_levels(127), avx2 ? 127 : 255)
         let (rows, cols) = (3, 10)
         var x = randomMatrix(rows * cols, seed: 2)
         for j in 0..<cols { x[2 * cols + j] = 0.5 + Float(j) } // an all-positive row still represents 0 exactly
-        var q = [UInt8](repeating: 255, count: rows * 16), scales = [Float](repeating: 0, count: rows), zeros = [Int32](repeating: 0, count: rows)
-        vitmsn_quantize_activations(x, cols, rows, cols, &q, 16, &scales, &zeros)
-        for r in 0..<rows {
-            XCTAssertTrue(q[(r * 16)..<(r * 16 + cols)].allSatisfy { $0 <= 127 })
-            XCTAssertEqual(Array(q[(r * 16 + cols)..<(r * 16 + 16)]), [0, 0, 0, 0, 0, 0], "padding is zero")
-            for j in 0..<cols {
-                XCTAssertEqual(scales[r] * Float(Int32(q[r * 16 + j]) - zeros[r]), x[r * cols + j], accuracy: scales[r] / 2 * 1.001)
+        for levels: Int32 in [255, 127] {
+            var q = [UInt8](repeating: 255, count: rows * 16), scales = [Float](repeating: 0, count: rows), zeros = [Int32](repeating: 0, count: rows)
+            vitmsn_quantize_activations(x, cols, rows, cols, &q, 16, &scales, &zeros, levels)
+            for r in 0..<rows {
+                XCTAssertTrue(q[(r * 16)..<(r * 16 + cols)].allSatisfy { Int32($0) <= levels })
+                XCTAssertTrue(q[(r * 16)..<(r * 16 + cols)].contains { Int32($0) == levels }, "the row maximum takes the top level")
+                XCTAssertEqual(Array(q[(r * 16 + cols)..<(r * 16 + 16)]), [0, 0, 0, 0, 0, 0], "padding is zero")
+                for j in 0..<cols {
+                    XCTAssertEqual(scales[r] * Float(Int32(q[r * 16 + j]) - zeros[r]), x[r * cols + j], accuracy: scales[r] / 2 * 1.001)
+                }
             }
+            XCTAssertEqual(zeros[2], 0)
         }
-        XCTAssertEqual(zeros[2], 0)
+        let weight = randomMatrix(16 * 8, seed: 3).withUnsafeBufferPointer { QuantizedMatrix(quantizing: $0.baseAddress!, n: 16, k: 8, bits: 8) }
+        let (a, scale, zero) = ([UInt8](repeating: 255, count: 8), [Float(1)], [Int32(0)])
+        var c = [Float](repeating: 0, count: 16)
+        a.withUnsafeBufferPointer { a in scale.withUnsafeBufferPointer { scale in zero.withUnsafeBufferPointer { zero in
+            weight.scales.withUnsafeBufferPointer { bs in weight.columnSums.withUnsafeBufferPointer { sums in c.withUnsafeMutableBufferPointer { c in
+                var call = vitmsn_qgemm_call(
+                    m: 1, n: 16, k: 8, a: a.baseAddress!, lda: 8, a_scale: scale.baseAddress!, a_zero: zero.baseAddress!, a_max: 255, packed_b: weight.data,
+                    b_scale: bs.baseAddress!, b_sum: sums.baseAddress!, b_max: weight.largestMagnitude, c: c.baseAddress!, ldc: 16,
+                    epilogue: vitmsn_epilogue(alpha: 1, beta: 0, bias: nil, activation: -1), m0: 0, m1: 1, n0: 0, n1: 16)
+                XCTAssertEqual(vitmsn_qgemm(&call), avx2 ? -1 : 0)
+                XCTAssertEqual(vitmsn_qgemm_portable(&call), 0)
+            } } }
+        } } }
+        XCTAssertEqual(zip(c, weight.values.indices.filter { $0 % 8 == 0 }).map { c, first in
+            c - 255 * weight.scales[first / 8] * Float(weight.values[first..<(first + 8)].reduce(0) { $0 + Int($1) }) }.map(abs).max()!, 0, accuracy: 1e-3)
     }
 
     /// Runs one int8 product (m × k times the n × k weight, transposed) through `kernel`, with `parts` threads.
@@ -54,14 +77,15 @@ final class QuantizedGEMMTests: XCTestCase {
     ) -> [Float] {
         let (k, n) = (weight.k, weight.n)
         let stride = vitmsn_qgemm_row_stride(k)
+        let levels = vitmsn_qgemm_activation_levels(weight.largestMagnitude)
         var q = [UInt8](repeating: 0, count: m * stride), scales = [Float](repeating: 0, count: m), zeros = [Int32](repeating: 0, count: m)
-        vitmsn_quantize_activations(x, k, m, k, &q, stride, &scales, &zeros)
+        vitmsn_quantize_activations(x, k, m, k, &q, stride, &scales, &zeros, levels)
         var c = start ?? [Float](repeating: 0, count: m * n)
         let bias = bias ?? []
         q.withUnsafeBufferPointer { q in bias.withUnsafeBufferPointer { bias in weight.scales.withUnsafeBufferPointer { bs in
             weight.columnSums.withUnsafeBufferPointer { sums in c.withUnsafeMutableBufferPointer { c in
                 let call = vitmsn_qgemm_call(
-                    m: m, n: n, k: k, a: q.baseAddress!, lda: stride, a_scale: scales, a_zero: zeros, packed_b: weight.data,
+                    m: m, n: n, k: k, a: q.baseAddress!, lda: stride, a_scale: scales, a_zero: zeros, a_max: levels, packed_b: weight.data,
                     b_scale: bs.baseAddress!, b_sum: sums.baseAddress!, b_max: weight.largestMagnitude, c: c.baseAddress!, ldc: n,
                     epilogue: vitmsn_epilogue(alpha: 1, beta: beta, bias: bias.isEmpty ? nil : bias.baseAddress, activation: activation),
                     m0: 0, m1: m, n0: 0, n1: n)
@@ -83,7 +107,7 @@ final class QuantizedGEMMTests: XCTestCase {
             // The reference: the same quantised values, dequantised, multiplied in Double.
             let stride = vitmsn_qgemm_row_stride(k)
             var q = [UInt8](repeating: 0, count: m * stride), scales = [Float](repeating: 0, count: m), zeros = [Int32](repeating: 0, count: m)
-            vitmsn_quantize_activations(x, k, m, k, &q, stride, &scales, &zeros)
+            vitmsn_quantize_activations(x, k, m, k, &q, stride, &scales, &zeros, vitmsn_qgemm_activation_levels(weight.largestMagnitude))
             let values = weight.values
             for r in 0..<m {
                 for o in 0..<n {
@@ -121,7 +145,7 @@ final class QuantizedGEMMTests: XCTestCase {
         for (m, n, k) in [(400, 64, 96), (4, 2800, 192)] { // split by rows, then by panels
             let x = randomMatrix(m * k, seed: 10), w = randomMatrix(n * k, seed: 11, std: 0.1)
             let weight = w.withUnsafeBufferPointer { QuantizedMatrix(quantizing: $0.baseAddress!, n: n, k: k) }
-            let call = vitmsn_qgemm_call(m: m, n: n, k: k, a: nil, lda: vitmsn_qgemm_row_stride(k), a_scale: nil, a_zero: nil, packed_b: nil, b_scale: nil, b_sum: nil, b_max: 0,
+            let call = vitmsn_qgemm_call(m: m, n: n, k: k, a: nil, lda: vitmsn_qgemm_row_stride(k), a_scale: nil, a_zero: nil, a_max: 255, packed_b: nil, b_scale: nil, b_sum: nil, b_max: 0,
                                          c: nil, ldc: n, epilogue: vitmsn_epilogue(), m0: 0, m1: m, n0: 0, n1: n)
             XCTAssertEqual(vitmsn_qgemm_parts([call], 3), 3, "\(m)×\(n) is split")
             XCTAssertEqual(product(x: x, weight: weight, m: m, bias: nil), product(x: x, weight: weight, m: m, bias: nil, parts: 3))
@@ -135,7 +159,7 @@ final class QuantizedGEMMTests: XCTestCase {
         let direct = product(x: x, weight: weight, m: rows, bias: bias)
         var y = [Float](repeating: 1, count: rows * n)
         x.withUnsafeBufferPointer { x in bias.withUnsafeBufferPointer { b in
-            let rows = QuantizedRows(x.baseAddress!, rows: rows, columns: k, parallelism: Parallelism(threads: 2))
+            let rows = QuantizedRows(x.baseAddress!, rows: rows, columns: k, for: [weight], parallelism: Parallelism(threads: 2))
             quantizedLinearForward(x: rows, weight: weight, bias: b.baseAddress, y: &y, accumulate: true, parallelism: Parallelism(threads: 2))
         } }
         XCTAssertEqual(y, direct.map { 1 + $0 })

@@ -93,8 +93,9 @@ const char *vitmsn_kernel_isa(void);
 
 /// The int8 product C (M × N) = epilogue(a_scale[r] · b_scale[c] · Σ_k (A(r, k) − a_zero[r]) · B(k, c)) over
 /// the block [m0, m1) × [n0, n1) (n0 a multiple of 16): A's rows from vitmsn_quantize_activations (lda a
-/// multiple of 4, at least vitmsn_qgemm_row_stride(K)), B packed by vitmsn_qgemm_pack_b with its column sums
-/// b_sum and the largest |B| of the matrix in b_max (at most 127; at most 63 lets AVX2 add pairs in int16).
+/// multiple of 4, at least vitmsn_qgemm_row_stride(K)) with the largest value they may hold in a_max (at most
+/// 255), B packed by vitmsn_qgemm_pack_b with its column sums b_sum and the largest |B| of the matrix in b_max
+/// (at most 127). AVX2 needs 2·a_max·b_max ≤ 32767 (an int16 pair; vitmsn_qgemm_activation_levels keeps to it).
 /// The sums are exact in int32, so results depend neither on the block split nor on the instruction set.
 typedef struct {
     size_t m, n, k;
@@ -102,6 +103,7 @@ typedef struct {
     size_t lda;
     const float *a_scale;
     const int *a_zero;
+    int a_max;
     const signed char *packed_b;
     const float *b_scale;
     const int *b_sum;
@@ -124,9 +126,13 @@ void vitmsn_quantize_rows(const float *x, size_t ldx, size_t rows, size_t cols, 
 /// 8 elsewhere.
 int vitmsn_qgemm_preferred_weight_bits(void);
 
-/// Activations, per row (per token) at run time: unsigned 7-bit with a zero point, x ≈ s[r]·(q − z[r]),
-/// q in [0, 127], zero-padded like the weights. (Why 7 bits each: qgemm_body.h.)
-void vitmsn_quantize_activations(const float *x, size_t ldx, size_t rows, size_t cols, unsigned char *q, size_t ldq, float *scales, int *zero_points);
+/// The largest quantised activation the dispatched kernel takes against weights whose largest |q| is b_max:
+/// 255 (8 bits), except on AVX2 with 8-bit weights, 127, as an int16 pair must hold 2·255·63 (qgemm_body.h).
+int vitmsn_qgemm_activation_levels(int b_max);
+
+/// Activations, per row (per token) at run time: unsigned with a zero point, x ≈ s[r]·(q − z[r]), q in
+/// [0, levels] (at most 255), zero-padded like the weights.
+void vitmsn_quantize_activations(const float *x, size_t ldx, size_t rows, size_t cols, unsigned char *q, size_t ldq, float *scales, int *zero_points, int levels);
 
 /// Bytes the packed form of an int8 B takes, and the packing of rows [p0·16, p1·16) of w (N × K, row-major,
 /// ldw per row: a quantised nn.Linear weight (out, in)) as B = wᵀ.
