@@ -29,6 +29,7 @@ VARIANTS = {
     "base-6ep": (6, {}),
     "base-12ep": (12, {}),  # 53 min at the Xeon's 228 images/s
     "base-18ep": (18, {}),  # about the 2-hour budget on two cores
+    "lr1e-3-12ep": (12, {"optimization.lr": 0.001}),  # against base-12ep
 }
 
 
