@@ -58,15 +58,21 @@ extension ImageFolder {
     /// A dataset folder's one layout, the official MSN code's ImageNet layout, for pretraining, its probe and
     /// `lowshot`: `FOLDER/train` and, optionally, `FOLDER/val`, each with one sub-folder per class.
     public static func splits(of folder: String, grayscale: Bool = false) throws -> (train: ImageFolder, validation: ImageFolder?) {
-        let isFolder = { (path: String) -> Bool in
-            var isDirectory: ObjCBool = false
-            return FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) && isDirectory.boolValue
-        }
+        let train = try trainingSplit(of: folder, grayscale: grayscale)
+        return (train, isFolder(folder + "/val") ? try ImageFolder(root: folder + "/val", grayscale: grayscale) : nil)
+    }
+
+    /// `FOLDER/train` alone, for pretraining, which never reads `val`.
+    public static func trainingSplit(of folder: String, grayscale: Bool = false) throws -> ImageFolder {
         guard isFolder(folder + "/train") else {
             throw TrainingError("\(folder): expected the layout FOLDER/train (one sub-folder per class) and optionally FOLDER/val, but there is no \(folder)/train")
         }
-        let validation = isFolder(folder + "/val") ? try ImageFolder(root: folder + "/val", grayscale: grayscale) : nil
-        return (try ImageFolder(root: folder + "/train", grayscale: grayscale), validation)
+        return try ImageFolder(root: folder + "/train", grayscale: grayscale)
+    }
+
+    private static func isFolder(_ path: String) -> Bool {
+        var isDirectory: ObjCBool = false
+        return FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) && isDirectory.boolValue
     }
 }
 

@@ -285,7 +285,7 @@ public final class Pretrainer {
         let channels = model.encoder.config.numChannels
         var data: LabeledImages = config.dataset == "fashion-mnist"
             ? try FashionMNIST.load(train: true, grayscale: channels == 1)
-            : try ImageFolder.splits(of: config.dataset, grayscale: channels == 1).train
+            : try ImageFolder.trainingSplit(of: config.dataset, grayscale: channels == 1)
         if let limit = config.maxImages, limit < data.count { data = Subset(data, indices: Array(0..<limit)) }
         let rand = MSNViewAugmentation(processor: processor, size: config.randSize, scale: config.randScale, colorJitter: config.colorJitter)
         let focal = MSNViewAugmentation(processor: processor, size: config.focalSize, scale: config.focalScale, colorJitter: config.colorJitter)
