@@ -2,6 +2,7 @@
 // KERNEL(name), the GEMM tile macros and the int8 kernel's QGEMM_TARGET and QGEMM_KIND, which are cleared again for the next.
 #include "kernels_body.h"
 #include "gemm_body.h"
+#include "attention_body.h"
 #include "qgemm_body.h"
 #undef KERNEL_TARGET
 #undef KERNEL

@@ -100,6 +100,14 @@ void vitmsn_online_softmax(float *x, size_t rows, size_t cols, float *row_max, f
 }
 void vitmsn_erf(const float *x, float *y, size_t n) { DISPATCH(erf, x, y, n); }
 
+size_t vitmsn_attention_scratch_count(size_t s, size_t hd) { return hd == 0 || hd > GEMM_KC ? 0 : DISPATCH(attention_scratch_count, s, hd); }
+
+int vitmsn_attention_head(const float *q, const float *k, const float *v, float *out, size_t ld, size_t s, size_t hd, float scale, float mask, float *scratch) {
+    if (hd == 0 || hd > GEMM_KC) return -1;
+    if (s > 0) DISPATCH(attention_head, q, k, v, out, ld, s, hd, scale, mask, scratch);
+    return 0;
+}
+
 size_t vitmsn_gemm_panel_width(void) { return GEMM_CONSTANT(8, 16, 32); }
 size_t vitmsn_gemm_row_tile(void) { return GEMM_CONSTANT(4, 6, 12); }
 size_t vitmsn_gemm_packed_count(size_t k, size_t n) { return DISPATCH(gemm_packed_count, k, n); }

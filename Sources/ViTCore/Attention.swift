@@ -7,9 +7,17 @@ package let queryBlock = 64
 /// softmax across them, so a query block's scores stay in the L2 cache.
 let keyBlockLimit = 512
 
-/// Floats of scratch `multiHeadAttention` needs without returned probabilities: one query block's scores
-/// per thread.
-package func attentionScratchCount(sequence: Int, threads: Int) -> Int { threads * min(queryBlock, sequence) * sequence }
+/// Floats of scratch `multiHeadAttention` needs per thread without returned probabilities: the fused kernel's
+/// packed keys, values and one row tile's scores, or (key blocks) one query block's scores.
+func attentionThreadScratch(sequence: Int, headDim: Int) -> Int {
+    let fused = keyBlocks(sequence: sequence).count == 1 ? vitmsn_attention_scratch_count(sequence, headDim) : 0
+    return fused > 0 ? fused : min(queryBlock, sequence) * sequence
+}
+
+/// Floats of scratch `multiHeadAttention` needs without returned probabilities, for `threads` threads.
+package func attentionScratchCount(sequence: Int, headDim: Int, threads: Int) -> Int {
+    threads * attentionThreadScratch(sequence: sequence, headDim: headDim)
+}
 
 /// The key blocks of a sequence: as even as possible, each starting at a multiple of 32 (a packed panel).
 func keyBlocks(sequence: Int) -> [Range<Int>] {
@@ -24,10 +32,11 @@ func keyBlocks(sequence: Int) -> [Range<Int>] {
 /// For every (batch, head): `P = softmax(scale · Q Kᵀ)` (S×S), `P *= headMask[head]`, `context = P V`, with
 /// K and V packed once per head.
 /// - probabilities: if given, (B, heads, S, S) receives `P` (after the head mask), as Transformers' eager
-///   attention returns it. Otherwise queries go in blocks of `queryBlock` rows, and keys in blocks of at
-///   most `keyBlockLimit` with an online softmax (running row maximum and sum, the context rescaled as the
-///   maximum grows), so `scratch` needs only `queryBlock`·S floats per thread: memory linear in the
-///   sequence length, and scores that stay in cache.
+///   attention returns it. Otherwise a sequence of one key block runs the fused kernel (scores, softmax and
+///   context per tile of query rows, in L1; the same sums in the same order), and a longer one goes in
+///   query blocks of `queryBlock` rows and keys in blocks of at most `keyBlockLimit` with an online softmax
+///   (running row maximum and sum, the context rescaled as the maximum grows): memory linear in the
+///   sequence length, and scores that stay in cache. `scratch` holds `attentionScratchCount` floats.
 /// The (batch, head) pairs are split across `parallelism`.
 package func multiHeadAttention(
     query: UnsafePointer<Float>, key: UnsafePointer<Float>, value: UnsafePointer<Float>,
@@ -40,8 +49,20 @@ package func multiHeadAttention(
 ) {
     let width = heads * headDim
     let blocks = probabilities == nil ? keyBlocks(sequence: sequence) : [0..<sequence]
+    let perThread = attentionThreadScratch(sequence: sequence, headDim: headDim)
+    if probabilities == nil, blocks.count == 1, vitmsn_attention_scratch_count(sequence, headDim) > 0 {
+        parallelism.forEachChunk(of: batch * heads) { chunk, pairs in
+            for pair in pairs {
+                let offset = (pair / heads) * sequence * width + (pair % heads) * headDim
+                let status = vitmsn_attention_head(query + offset, key + offset, value + offset, context + offset, width, sequence, headDim,
+                                                   scale, headMask?[pair % heads] ?? 1, scratch + chunk * perThread)
+                precondition(status == 0, "the attention kernel refused a head of \(headDim)")
+            }
+        }
+        return
+    }
     parallelism.forEachChunk(of: batch * heads) { chunk, pairs in
-        let threadScratch = scratch + chunk * min(queryBlock, sequence) * sequence
+        let threadScratch = scratch + chunk * perThread
         let queryRows = probabilities == nil ? queryBlock : sequence
         var (rowMaximum, rowSum, rescale) = ([Float](repeating: 0, count: queryRows), [Float](repeating: 0, count: queryRows), [Float](repeating: 0, count: queryRows))
         for pair in pairs {

@@ -194,7 +194,7 @@ public final class ViTMSNEmbeddings: NN.Module {
 final class EncoderWorkspace {
     let normed, query, key, value, context: Buffer // (B·S, D) each
     let intermediate: Buffer                        // (B·S, I)
-    let scores: Buffer                              // (threads, queryBlock, S), or unused when attentions are returned
+    let scores: Buffer                              // attentionScratchCount floats, or unused when attentions are returned
     let parallelism: Parallelism
     /// (B·S, D): a residual branch's output before dropout, or its gradient after (training only).
     lazy var branch = Buffer(normed.count)
@@ -207,7 +207,7 @@ final class EncoderWorkspace {
             Buffer(tokens * config.hiddenSize), Buffer(tokens * config.hiddenSize)
         )
         intermediate = Buffer(tokens * config.intermediateSize)
-        scores = Buffer(scoreCount ?? attentionScratchCount(sequence: sequence, threads: parallelism.threads))
+        scores = Buffer(scoreCount ?? attentionScratchCount(sequence: sequence, headDim: config.headDim, threads: parallelism.threads))
     }
 }
 

@@ -134,6 +134,22 @@ final class KernelTests: XCTestCase {
         }
     }
 
+    /// `multiHeadAttention`'s contexts for one set of inputs (B, S, heads·headDim), head mask [1, 0.5]: without
+    /// probabilities (fused or key-blocked, on 2 threads) and with them.
+    private func attentionContexts(_ q: [Float], _ k: [Float], _ v: [Float], batch: Int, sequence: Int, heads: Int, headDim: Int)
+        -> (withoutProbabilities: [Float], withProbabilities: [Float]) {
+        let count = batch * sequence * heads * headDim
+        let scale = 1 / Float(headDim).squareRoot(), mask: [Float] = [1, 0.5]
+        var scratch = [Float](repeating: .nan, count: attentionScratchCount(sequence: sequence, headDim: headDim, threads: 2))
+        var without = [Float](repeating: .nan, count: count), with = without
+        var probabilities = [Float](repeating: 0, count: batch * heads * sequence * sequence)
+        multiHeadAttention(query: q, key: k, value: v, context: &without, batch: batch, sequence: sequence, heads: heads, headDim: headDim,
+                           scale: scale, headMask: mask, probabilities: nil, scratch: &scratch, parallelism: Parallelism(threads: 2))
+        multiHeadAttention(query: q, key: k, value: v, context: &with, batch: batch, sequence: sequence, heads: heads, headDim: headDim,
+                           scale: scale, headMask: mask, probabilities: &probabilities, scratch: &scratch)
+        return (without, with)
+    }
+
     /// Long sequences split keys into blocks with an online softmax; the result matches softmax(QKᵀ)V over
     /// all keys, with and without returned probabilities, head mask included.
     func testBlockedAttentionMatchesTheFullSoftmax() {
@@ -142,13 +158,7 @@ final class KernelTests: XCTestCase {
         let width = heads * headDim, count = batch * sequence * width
         let q = random(count, seed: 11, scale: 2), k = random(count, seed: 12, scale: 2), v = random(count, seed: 13)
         let scale = 1 / Float(headDim).squareRoot(), mask: [Float] = [1, 0.5]
-        var scratch = [Float](repeating: 0, count: attentionScratchCount(sequence: sequence, threads: 2))
-        var blocked = [Float](repeating: .nan, count: count), full = blocked
-        var probabilities = [Float](repeating: 0, count: batch * heads * sequence * sequence)
-        multiHeadAttention(query: q, key: k, value: v, context: &blocked, batch: batch, sequence: sequence, heads: heads, headDim: headDim,
-                           scale: scale, headMask: mask, probabilities: nil, scratch: &scratch, parallelism: Parallelism(threads: 2))
-        multiHeadAttention(query: q, key: k, value: v, context: &full, batch: batch, sequence: sequence, heads: heads, headDim: headDim,
-                           scale: scale, headMask: mask, probabilities: &probabilities, scratch: &scratch)
+        let (blocked, full) = attentionContexts(q, k, v, batch: batch, sequence: sequence, heads: heads, headDim: headDim)
         for h in 0..<heads {
             for i in stride(from: 0, to: sequence, by: 37) {
                 let scores = (0..<sequence).map { j in (0..<headDim).reduce(0.0) { $0 + Double(q[i * width + h * headDim + $1]) * Double(k[j * width + h * headDim + $1]) } * Double(scale) }
@@ -159,6 +169,18 @@ final class KernelTests: XCTestCase {
                     XCTAssertEqual(Double(full[i * width + h * headDim + d]), exact, accuracy: 1e-5, "full, head \(h) query \(i)")
                 }
             }
+        }
+    }
+
+    /// The fused inference kernel (no probabilities returned, one key block) runs the same sums in the same
+    /// order as the path that returns probabilities: the contexts agree bit for bit, over ragged query tiles,
+    /// head sizes that are not a whole panel, a head mask and sequences past one K block of the GEMM (384).
+    func testFusedAttentionMatchesTheProbabilitiesPath() {
+        for (sequence, headDim) in [(5, 3), (13, 20), (33, 40), (197, 64), (450, 16)] {
+            let count = 2 * sequence * 2 * headDim
+            let q = random(count, seed: 21, scale: 2), k = random(count, seed: 22, scale: 2), v = random(count, seed: 23)
+            let (fused, full) = attentionContexts(q, k, v, batch: 2, sequence: sequence, heads: 2, headDim: headDim)
+            XCTAssertEqual(fused, full, "S \(sequence), head size \(headDim)")
         }
     }
 
@@ -301,7 +323,7 @@ final class BackwardKernelTests: XCTestCase {
         let width = heads * headDim, count = batch * sequence * width
         let q = random(count, seed: 7), k = random(count, seed: 8), v = random(count, seed: 9), upstream = random(count, seed: 10)
         let scale = 1 / Float(headDim).squareRoot()
-        var scratch = [Float](repeating: 0, count: sequence * sequence)
+        var scratch = [Float](repeating: 0, count: max(sequence * sequence, attentionScratchCount(sequence: sequence, headDim: headDim, threads: 1)))
         func forward(_ q: [Float], _ k: [Float], _ v: [Float], probabilities: UnsafeMutablePointer<Float>? = nil) -> [Float] {
             var context = [Float](repeating: 0, count: count)
             multiHeadAttention(query: q, key: k, value: v, context: &context, batch: batch, sequence: sequence, heads: heads, headDim: headDim,

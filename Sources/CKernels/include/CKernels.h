@@ -21,6 +21,13 @@ void vitmsn_activation_backward(vitmsn_activation kind, const float *x, float *g
 /// Softmax over each row of `cols` floats, in place (row maximum subtracted first).
 void vitmsn_softmax_rows(float *x, size_t rows, size_t cols);
 
+/// Inference attention for one (batch, head): out = mask · softmax(scale · q kᵀ) v, where q, k, v and out
+/// are S rows of hd floats, ld floats apart (a head's columns of token rows). `scratch` holds
+/// vitmsn_attention_scratch_count(S, hd) floats, which is 0 where the kernel does not run: hd 0 or above 384
+/// (it then returns -1 and computes nothing).
+size_t vitmsn_attention_scratch_count(size_t s, size_t hd);
+int vitmsn_attention_head(const float *q, const float *k, const float *v, float *out, size_t ld, size_t s, size_t hd, float scale, float mask, float *scratch);
+
 /// One key block of an online softmax: rows' running maximum and sum updated with the block's scores, the
 /// scores replaced by exp(s − new maximum), rescale[r] = exp(old − new maximum) (0 when `first`).
 void vitmsn_online_softmax(float *x, size_t rows, size_t cols, float *row_max, float *row_sum, float *rescale, int first);
