@@ -7,11 +7,18 @@ package let queryBlock = 64
 /// softmax across them, so a query block's scores stay in the L2 cache.
 let keyBlockLimit = 512
 
-/// Floats of scratch `multiHeadAttention` needs per thread without returned probabilities: the fused kernel's
-/// packed keys, values and one row tile's scores, or (key blocks) one query block's scores.
+/// Floats of scratch the fused kernel needs per thread (packed keys, values and one row tile's scores), or nil
+/// where it does not run: a sequence of several key blocks, or a head above 384.
+func fusedAttentionScratch(sequence: Int, headDim: Int) -> Int? {
+    guard keyBlocks(sequence: sequence).count == 1 else { return nil }
+    let count = vitmsn_attention_scratch_count(sequence, headDim)
+    return count > 0 ? count : nil
+}
+
+/// Floats of scratch `multiHeadAttention` needs per thread without returned probabilities: the fused kernel's,
+/// or (key blocks) one query block's scores.
 func attentionThreadScratch(sequence: Int, headDim: Int) -> Int {
-    let fused = keyBlocks(sequence: sequence).count == 1 ? vitmsn_attention_scratch_count(sequence, headDim) : 0
-    return fused > 0 ? fused : min(queryBlock, sequence) * sequence
+    fusedAttentionScratch(sequence: sequence, headDim: headDim) ?? min(queryBlock, sequence) * sequence
 }
 
 /// Floats of scratch `multiHeadAttention` needs without returned probabilities, for `threads` threads.
@@ -48,9 +55,7 @@ package func multiHeadAttention(
     parallelism: Parallelism = .serial
 ) {
     let width = heads * headDim
-    let blocks = probabilities == nil ? keyBlocks(sequence: sequence) : [0..<sequence]
-    let perThread = attentionThreadScratch(sequence: sequence, headDim: headDim)
-    if probabilities == nil, blocks.count == 1, vitmsn_attention_scratch_count(sequence, headDim) > 0 {
+    if probabilities == nil, let perThread = fusedAttentionScratch(sequence: sequence, headDim: headDim) {
         parallelism.forEachChunk(of: batch * heads) { chunk, pairs in
             for pair in pairs {
                 let offset = (pair / heads) * sequence * width + (pair % heads) * headDim
@@ -61,6 +66,8 @@ package func multiHeadAttention(
         }
         return
     }
+    let blocks = probabilities == nil ? keyBlocks(sequence: sequence) : [0..<sequence]
+    let perThread = min(queryBlock, sequence) * sequence
     parallelism.forEachChunk(of: batch * heads) { chunk, pairs in
         let threadScratch = scratch + chunk * perThread
         let queryRows = probabilities == nil ? queryBlock : sequence
