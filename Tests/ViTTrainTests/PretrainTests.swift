@@ -177,7 +177,7 @@ final class PretrainTests: XCTestCase {
         XCTAssertEqual(fashion.dataset, "fashion-mnist")
         XCTAssertEqual(fashion.architecture["patch_size"], 7)
         let quick = try PretrainConfig(path: configs + "/fashion_mnist_msn_quick.json")  // the same recipe, shorter
-        XCTAssertEqual([quick.epochs, fashion.epochs], [7, 24])
+        XCTAssertEqual([quick.epochs, fashion.epochs], [3, 18])
         XCTAssertEqual(quick.architecture, fashion.architecture)
     }
 
