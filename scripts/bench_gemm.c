@@ -147,7 +147,7 @@ int main(int argc, char **argv) {
     int threads = atoi(argv[2]);
     double seconds = atof(argv[3]);
     if (strcmp(library, "peak") == 0) {
-        printf("peak %.2f\n", vitmsn_fma_peak_gflops(threads));
+        printf("peak %.2f\n", vitmsn_fma_peak_gflops(threads, 40000000));
         return 0;
     }
     runner run = 0;

@@ -141,34 +141,52 @@ int vitmsn_gemm_packed(const vitmsn_gemm_call *call) {
     return 0;
 }
 
-static void *fma_peak_thread(void *flops) {
+static volatile float fma_peak_sink;  // stores of the loops' results, so that an inlined loop stays
+static volatile int32_t int8_peak_sink;
+
+// Each thread's job: the loop's iterations in, the operations done out.
+static void *fma_peak_thread(void *job) {
     float sink;
-    *(double *)flops = DISPATCH(fma_peak_loop, 40000000, &sink);
+    *(double *)job = DISPATCH(fma_peak_loop, (size_t)*(double *)job, &sink);
+    fma_peak_sink = sink;
     return 0;
 }
 
-double vitmsn_fma_peak_gflops(int threads) {
+static void *int8_peak_thread(void *job) {
+    int32_t sink;
+    *(double *)job = QGEMM_DISPATCH(int8_peak_loop, (size_t)*(double *)job, &sink);
+    int8_peak_sink = sink;
+    return 0;
+}
+
+// The rate (G operations/s) of `iterations` of `loop` on `threads` threads at once, the best of five rounds.
+static double peak_rate(void *(*loop)(void *), int threads, size_t iterations) {
     enum { most = 64 };
     threads = threads < 1 ? 1 : threads > most ? most : threads;
     double best = 0;
     for (int round = 0; round < 5; round++) {
-        double flops[most];
+        double ops[most];
+        for (int t = 0; t < threads; t++) ops[t] = (double)iterations;
         pthread_t workers[most];
         struct timespec t0, t1;
         clock_gettime(CLOCK_MONOTONIC, &t0);
         int started = 1;
         for (; started < threads; started++)
-            if (pthread_create(&workers[started], 0, fma_peak_thread, &flops[started]) != 0) break;
-        fma_peak_thread(&flops[0]);
+            if (pthread_create(&workers[started], 0, loop, &ops[started]) != 0) break;
+        loop(&ops[0]);
         for (int t = 1; t < started; t++) pthread_join(workers[t], 0);
         clock_gettime(CLOCK_MONOTONIC, &t1);
         double total = 0;
-        for (int t = 0; t < started; t++) total += flops[t];
+        for (int t = 0; t < started; t++) total += ops[t];
         double rate = total / ((t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9) / 1e9;
         if (rate > best) best = rate;
     }
     return best;
 }
+
+double vitmsn_fma_peak_gflops(int threads, size_t iterations) { return peak_rate(fma_peak_thread, threads, iterations); }
+
+double vitmsn_int8_peak_gops(int threads, size_t iterations) { return peak_rate(int8_peak_thread, threads, iterations); }
 
 // The thread split of a block: by rows (in row tiles) when it has more rows than columns, else by panels
 // (a batch of one image), so that no thread re-reads the larger operand.

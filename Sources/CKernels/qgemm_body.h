@@ -69,6 +69,27 @@ QGEMM_TARGET static void KERNEL(qgemm_micro)(size_t k4, const uint8_t *const *ro
         _mm256_storeu_si256((__m256i *)(tile + i * QGEMM_NR + 8), acc[i][1]);
     }
 }
+
+// The register-only rate of the mix above at 8-bit activations (what the kernel runs by default): 4 rows ×
+// 2 columns of independent chains, vpmaddubsw, vpmaddwd by ones and vpaddd, no memory traffic. Returns the
+// operations done (2 a product).
+QGEMM_TARGET static double KERNEL(int8_peak_loop)(size_t iterations, int32_t *sink) {
+    const __m256i ones = _mm256_set1_epi16(1), b0 = _mm256_set1_epi8(3), b1 = _mm256_set1_epi8(-5);
+    __m256i acc[QGEMM_MR][2], a[QGEMM_MR];
+    for (int i = 0; i < QGEMM_MR; i++) acc[i][0] = acc[i][1] = _mm256_setzero_si256(), a[i] = _mm256_set1_epi32(0x01020304 + i);
+    for (size_t it = 0; it < iterations; it++) {
+#pragma clang loop unroll(full)
+        for (int i = 0; i < QGEMM_MR; i++) {
+            acc[i][0] = _mm256_add_epi32(acc[i][0], _mm256_madd_epi16(_mm256_maddubs_epi16(a[i], b0), ones));
+            acc[i][1] = _mm256_add_epi32(acc[i][1], _mm256_madd_epi16(_mm256_maddubs_epi16(a[i], b1), ones));
+        }
+        __asm__ volatile("" : "+x"(a[0]), "+x"(a[1]), "+x"(a[2]), "+x"(a[3]));  // a fresh broadcast each time, as in the kernel
+    }
+    int32_t total = 0;
+    for (int i = 0; i < QGEMM_MR; i++) total += _mm256_extract_epi32(_mm256_add_epi32(acc[i][0], acc[i][1]), 0);
+    *sink = total;
+    return 2.0 * QGEMM_MR * 2 * 32 * (double)iterations;
+}
 #elif QGEMM_KIND == 2
 #include <immintrin.h>
 #define QGEMM_MR 12
@@ -102,6 +123,25 @@ QGEMM_TARGET static void KERNEL(qgemm_micro)(size_t k4, const uint8_t *const *ro
     if (panels == 2) KERNEL(qgemm_vnni_tile)(k4, rows, b, 2, tile);
     else KERNEL(qgemm_vnni_tile)(k4, rows, b, 1, tile);
 }
+
+// The register-only rate of the tile's vpdpbusd chains (MR rows × two panels), no memory traffic. Returns the
+// operations done (2 a product).
+QGEMM_TARGET static double KERNEL(int8_peak_loop)(size_t iterations, int32_t *sink) {
+    const __m512i b0 = _mm512_set1_epi8(3), b1 = _mm512_set1_epi8(-5);
+    __m512i acc[QGEMM_MR][2], a[QGEMM_MR];
+    for (int i = 0; i < QGEMM_MR; i++) acc[i][0] = acc[i][1] = _mm512_setzero_si512(), a[i] = _mm512_set1_epi32(0x01020304 + i);
+    for (size_t it = 0; it < iterations; it++) {
+#pragma clang loop unroll(full)
+        for (int i = 0; i < QGEMM_MR; i++) {
+            acc[i][0] = _mm512_dpbusd_epi32(acc[i][0], a[i], b0);
+            acc[i][1] = _mm512_dpbusd_epi32(acc[i][1], a[i], b1);
+        }
+    }
+    int32_t total = 0;
+    for (int i = 0; i < QGEMM_MR; i++) total += _mm512_reduce_add_epi32(_mm512_add_epi32(acc[i][0], acc[i][1]));
+    *sink = total;
+    return 2.0 * QGEMM_MR * 2 * 64 * (double)iterations;
+}
 #else
 #define QGEMM_MR 4
 #define QGEMM_PANELS 1
@@ -119,6 +159,30 @@ QGEMM_TARGET static void KERNEL(qgemm_micro)(size_t k4, const uint8_t *const *ro
         }
         memcpy(tile + i * QGEMM_NR, acc, sizeof acc);
     }
+}
+
+// The register-only rate of int32 multiply-adds in the vectors the compiler makes of the loop above: 16
+// chains of a·x + y, with x made opaque each iteration so that none folds away. Returns the operations done
+// (2 a product).
+QGEMM_TARGET static double KERNEL(int8_peak_loop)(size_t iterations, int32_t *sink) {
+    typedef uint32_t vu __attribute__((vector_size(64)));
+    enum { chains = 16 };
+    vu acc[chains];
+    const vu y = (vu){0} + 1;
+    uint32_t multiplier = 3;
+    for (int i = 0; i < chains; i++) acc[i] = (vu){0} + (uint32_t)i;
+    for (size_t it = 0; it < iterations; it++) {
+        __asm__ volatile("" : "+r"(multiplier));
+        const vu x = (vu){0} + multiplier;
+#pragma clang loop unroll(full)
+        for (int i = 0; i < chains; i++) acc[i] = acc[i] * x + y;
+    }
+    vu total = (vu){0};
+    for (int i = 0; i < chains; i++) total += acc[i];
+    uint32_t lanes = 0;
+    for (int j = 0; j < 16; j++) lanes += total[j];
+    *sink = (int32_t)lanes;
+    return 2.0 * chains * 16 * (double)iterations;
 }
 #endif
 

@@ -42,7 +42,14 @@ public enum VectorMath {
 
     /// The measured FMA peak (GFLOP/s) of `threads` cores at the dispatched vector width: register-only FMA
     /// chains on every thread at once.
-    public static func fmaPeakGFLOPs(threads: Int) -> Double { vitmsn_fma_peak_gflops(Int32(threads)) }
+    public static func fmaPeakGFLOPs(threads: Int, iterations: Int = 40_000_000) -> Double {
+        vitmsn_fma_peak_gflops(Int32(threads), iterations)
+    }
+    /// The measured peak (G operations/s, 2 a product) of `threads` cores for the int8 kernel's instructions:
+    /// register-only chains of the mix it runs.
+    public static func int8PeakGOPs(threads: Int, iterations: Int = 20_000_000) -> Double {
+        vitmsn_int8_peak_gops(Int32(threads), iterations)
+    }
 
     public static func exp(_ x: [Float]) -> [Float] { map(x, vitmsn_exp) }
     public static func erf(_ x: [Float]) -> [Float] { map(x, vitmsn_erf) }

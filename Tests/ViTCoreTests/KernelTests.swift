@@ -35,6 +35,17 @@ final class VectorMathTests: XCTestCase {
         XCTAssertEqual(VectorMath.instructionSet, expected)
     }
 
+    /// The benchmarks' peaks count work a core can do: at most a few hundred GFLOP/s (5 GHz × two 16-lane FMAs
+    /// is 320), and int8 at most 4× that (vpdpbusd's 4 products a lane). An optimised build once folded the
+    /// portable FMA loop away and reported 128 million GFLOP/s (caught with `swift test -c release`).
+    func testPeakLoopsMeasureRealWork() {
+        let fma = VectorMath.fmaPeakGFLOPs(threads: 1, iterations: 100_000), int8 = VectorMath.int8PeakGOPs(threads: 1, iterations: 50_000)
+        XCTAssertGreaterThan(fma, 0.1)
+        XCTAssertLessThan(fma, 400, "\(VectorMath.instructionSet)")
+        XCTAssertGreaterThan(int8, 0.1)
+        XCTAssertLessThan(int8, 1600, "\(VectorMath.int8InstructionSet)")
+    }
+
     func testActivationsAgainstTheirDefinitions() {
         let xs: [Float] = (0..<37).map { Float($0) * 0.37 - 6.5 } + [-100, 100, 0]
         let definitions: [Activation: (Double) -> Double] = [

@@ -79,9 +79,14 @@ vitmsn_gemm_call vitmsn_gemm_part(const vitmsn_gemm_call *call, size_t part, siz
 /// Runs one call; returns 0, or -1 for arguments out of range, -2 when scratch memory is short.
 int vitmsn_gemm_packed(const vitmsn_gemm_call *call);
 
-/// The FMA peak in GFLOP/s of `threads` threads at once (register-only FMA chains at the dispatched vector
-/// width, the best of five rounds of about 0.1 s).
-double vitmsn_fma_peak_gflops(int threads);
+/// The FMA peak in GFLOP/s of `threads` threads at once: register-only FMA chains at the dispatched vector
+/// width, `iterations` of twelve FMAs on each thread (4·10⁷ take about 0.1 s), the best of five rounds.
+double vitmsn_fma_peak_gflops(int threads, size_t iterations);
+
+/// The int8 kernel's peak in G operations/s (2 a product) of `threads` threads at once: register-only chains
+/// of its own instructions (AVX2: vpmaddubsw, vpmaddwd and vpaddd at 8-bit activations; VNNI: vpdpbusd),
+/// `iterations` of one step of every chain on each thread (2·10⁷ take about 0.1 s), the best of five rounds.
+double vitmsn_int8_peak_gops(int threads, size_t iterations);
 
 /// One chunk of a parallel job.
 typedef void (*vitmsn_task)(void *context, size_t chunk);
