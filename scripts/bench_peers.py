@@ -4,7 +4,8 @@ machine noise hits all alike. Prints images/s (median over rounds) and Swift's r
 
 With --int8, the dynamic-quantisation peers instead: `vitmsn bench --dtype int8` (and its f32 for the
 ratio to itself), PyTorch's `torch.ao.quantization.quantize_dynamic` (qint8 Linear layers, the x86
-engine) and ONNX Runtime's `quantize_dynamic` (QInt8 weights, per channel; its default activations).
+engine) and ONNX Runtime's `quantize_dynamic` (QInt8 weights, per channel; its default activations;
+`reduce_range`, 7-bit weights, on CPUs without VNNI, as its documentation advises for them).
 
     .venv/bin/python scripts/bench_peers.py --preset small --batch 8 --seconds 8 --rounds 3
     .venv/bin/python scripts/bench_peers.py --int8 --preset small --preset base --batch 1 --batch 8
@@ -43,14 +44,21 @@ def onnx_session(model, path):
     return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
+def cpu_has_vnni():
+    flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").exists() else []
+    return "avx512_vnni" in flags or "avx_vnni" in flags
+
+
 def onnx_int8_session(model, path):
     """ONNX Runtime's dynamic quantisation of the exported model: int8 weights per channel, activations
     quantised at run time (MatMulInteger / DynamicQuantizeLinear)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
-    quantized = path.with_suffix(".int8.onnx")
+    reduce_range = not cpu_has_vnni()
+    quantized = path.with_suffix(".int8-reduced.onnx" if reduce_range else ".int8.onnx")
     if not quantized.exists():
         onnx_session(model, path)
-        quantize_dynamic(str(path), str(quantized), weight_type=QuantType.QInt8, per_channel=True)
+        quantize_dynamic(str(path), str(quantized), weight_type=QuantType.QInt8, per_channel=True,
+                         reduce_range=reduce_range)
     return onnxruntime.InferenceSession(str(quantized), providers=["CPUExecutionProvider"])
 
 
