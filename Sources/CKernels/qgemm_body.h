@@ -252,11 +252,17 @@ QGEMM_TARGET static void KERNEL(qgemm_store)(
 #pragma clang fp contract(off)
     typedef KERNEL(vf) vf;
     typedef int32_t vi __attribute__((vector_size(GEMM_VW * 4), aligned(4)));
-    float scale[QGEMM_NR], offset[QGEMM_NR];
-    int32_t sum[QGEMM_NR];
-    for (size_t j = 0; j < QGEMM_NR; j++) {  // columns past `cols` repeat the first, and are not written
-        size_t jj = j < cols ? j : 0;
-        scale[j] = b_scale[jj], sum[j] = b_sum[jj], offset[j] = bias ? bias[jj] : 0.0f;
+    static const float no_bias[QGEMM_NR];
+    float short_scale[QGEMM_NR], short_offset[QGEMM_NR];
+    int32_t short_sum[QGEMM_NR];
+    const float *scale = b_scale, *offset = bias ? bias : no_bias;
+    const int32_t *sum = b_sum;
+    if (cols < QGEMM_NR) {  // columns past `cols` repeat the first, and are not written
+        for (size_t j = 0; j < QGEMM_NR; j++) {
+            size_t jj = j < cols ? j : 0;
+            short_scale[j] = b_scale[jj], short_sum[j] = b_sum[jj], short_offset[j] = bias ? bias[jj] : 0.0f;
+        }
+        scale = short_scale, sum = short_sum, offset = short_offset;
     }
     const int gelu = ep->activation == VITMSN_GELU;
     for (size_t r = 0; r < rows; r++) {
