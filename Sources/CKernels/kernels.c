@@ -141,21 +141,27 @@ int vitmsn_gemm_packed(const vitmsn_gemm_call *call) {
     return 0;
 }
 
-static volatile float fma_peak_sink;  // stores of the loops' results, so that an inlined loop stays
-static volatile int32_t int8_peak_sink;
+// One thread's share of a peak measurement: the loop's iterations in, the operations it did out.
+typedef struct {
+    size_t iterations;
+    double ops;
+} peak_job;
 
-// Each thread's job: the loop's iterations in, the operations done out.
-static void *fma_peak_thread(void *job) {
+static volatile double peak_sink;  // every loop's result is stored here, so that an inlined loop is not folded away
+
+static void *fma_peak_thread(void *context) {
+    peak_job *job = context;
     float sink;
-    *(double *)job = DISPATCH(fma_peak_loop, (size_t)*(double *)job, &sink);
-    fma_peak_sink = sink;
+    job->ops = DISPATCH(fma_peak_loop, job->iterations, &sink);
+    peak_sink = sink;
     return 0;
 }
 
-static void *int8_peak_thread(void *job) {
+static void *int8_peak_thread(void *context) {
+    peak_job *job = context;
     int32_t sink;
-    *(double *)job = QGEMM_DISPATCH(int8_peak_loop, (size_t)*(double *)job, &sink);
-    int8_peak_sink = sink;
+    job->ops = QGEMM_DISPATCH(int8_peak_loop, job->iterations, &sink);
+    peak_sink = sink;
     return 0;
 }
 
@@ -165,19 +171,19 @@ static double peak_rate(void *(*loop)(void *), int threads, size_t iterations) {
     threads = threads < 1 ? 1 : threads > most ? most : threads;
     double best = 0;
     for (int round = 0; round < 5; round++) {
-        double ops[most];
-        for (int t = 0; t < threads; t++) ops[t] = (double)iterations;
+        peak_job jobs[most];
+        for (int t = 0; t < threads; t++) jobs[t] = (peak_job){iterations, 0};
         pthread_t workers[most];
         struct timespec t0, t1;
         clock_gettime(CLOCK_MONOTONIC, &t0);
         int started = 1;
         for (; started < threads; started++)
-            if (pthread_create(&workers[started], 0, loop, &ops[started]) != 0) break;
-        loop(&ops[0]);
+            if (pthread_create(&workers[started], 0, loop, &jobs[started]) != 0) break;
+        loop(&jobs[0]);
         for (int t = 1; t < started; t++) pthread_join(workers[t], 0);
         clock_gettime(CLOCK_MONOTONIC, &t1);
         double total = 0;
-        for (int t = 0; t < started; t++) total += ops[t];
+        for (int t = 0; t < started; t++) total += jobs[t].ops;
         double rate = total / ((t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9) / 1e9;
         if (rate > best) best = rate;
     }

@@ -82,8 +82,8 @@ QGEMM_TARGET static double KERNEL(int8_peak_loop)(size_t iterations, int32_t *si
         for (int i = 0; i < QGEMM_MR; i++) {
             acc[i][0] = _mm256_add_epi32(acc[i][0], _mm256_madd_epi16(_mm256_maddubs_epi16(a[i], b0), ones));
             acc[i][1] = _mm256_add_epi32(acc[i][1], _mm256_madd_epi16(_mm256_maddubs_epi16(a[i], b1), ones));
+            __asm__ volatile("" : "+x"(a[i]));  // an unknown row each time, as the kernel's broadcasts are
         }
-        __asm__ volatile("" : "+x"(a[0]), "+x"(a[1]), "+x"(a[2]), "+x"(a[3]));  // a fresh broadcast each time, as in the kernel
     }
     int32_t total = 0;
     for (int i = 0; i < QGEMM_MR; i++) total += _mm256_extract_epi32(_mm256_add_epi32(acc[i][0], acc[i][1]), 0);
