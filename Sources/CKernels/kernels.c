@@ -231,8 +231,78 @@ vitmsn_qgemm_call vitmsn_qgemm_part(const vitmsn_qgemm_call *call, size_t part, 
     return p;
 }
 
+// The k offsets (in a block of 8) of one int16 lane when AVX2 adds two k-groups' pairs: {h, h+1, h+4, h+5}.
+static const size_t lane_offsets[2][4] = {{0, 1, 4, 5}, {2, 3, 6, 7}};
+enum { LANE_LIMIT = 32767 / 255 };  // 128: a lane of 8-bit activations holds 255 · 128
+// A row is fitted at whichever of 63 … 48 levels leaves the least error (fewer levels, a coarser scale, fit
+// with fewer weights lowered); fitting may add at most 10 % to the weight's rms error, or it stays as rounded.
+enum { FIT_FEWEST_LEVELS = 48 };
+static const double FIT_ERROR_LIMIT = 1.10;
+
+// The larger same-sign |sum| of row r's lane (block, h), with which (if `pick`) of its values to lower: of the
+// `sign`-signed ones, the one whose rounding went furthest away from zero.
+static int lane_sum(const signed char *qr, const float *xr, float scale, size_t cols, size_t block, int h, int sign, int *pick) {
+    int total = 0;
+    float furthest = -INFINITY;
+    for (int i = 0; i < 4; i++) {
+        size_t j = block + lane_offsets[h][i];
+        int v = j < cols ? sign * qr[j] : 0;
+        if (v <= 0) continue;
+        total += v;
+        float excess = pick ? (float)v - sign * xr[j] / scale : 0.0f;
+        if (pick && excess > furthest) furthest = excess, *pick = (int)j;
+    }
+    return total;
+}
+
+// Row x at `levels` (scale max|x| / levels) into q, then fitted to the lanes; returns Σ (s·q − x)², and in
+// `lowered` how many levels the fitting took.
+static double quantize_fitted_row(const float *x, size_t cols, signed char *q, float *scale, float levels, int *lowered) {
+    QGEMM_DISPATCH(quantize_rows, x, cols, 1, cols, q, cols, scale, levels);
+    *lowered = 0;
+    for (size_t block = 0; block < cols; block += 8)
+        for (int h = 0; h < 2; h++)
+            for (int sign = -1; sign <= 1; sign += 2) {
+                int pick = 0;
+                while (lane_sum(q, x, *scale, cols, block, h, sign, &pick) > LANE_LIMIT) q[pick] -= sign, ++*lowered;
+            }
+    double error = 0;
+    for (size_t j = 0; j < cols; j++) error += ((double)*scale * q[j] - x[j]) * ((double)*scale * q[j] - x[j]);
+    return error;
+}
+
 void vitmsn_quantize_rows(const float *x, size_t ldx, size_t rows, size_t cols, signed char *q, size_t ldq, float *scales, int bits) {
     QGEMM_DISPATCH(quantize_rows, x, ldx, rows, cols, q, ldq, scales, bits == 7 ? 63.0f : 127.0f);
+    signed char *candidate = bits == 7 && rows > 0 ? malloc(ldq) : NULL;
+    if (!candidate) return;
+    double plain = 0, fitted = 0;
+    for (size_t r = 0; r < rows; r++) {
+        const float *xr = x + r * ldx;
+        for (size_t j = 0; j < cols; j++) plain += ((double)scales[r] * q[r * ldq + j] - xr[j]) * ((double)scales[r] * q[r * ldq + j] - xr[j]);
+        double best = INFINITY;
+        for (int levels = 63; levels >= FIT_FEWEST_LEVELS; levels--) {
+            float scale;
+            int lowered;
+            double error = quantize_fitted_row(xr, cols, candidate, &scale, (float)levels, &lowered);
+            if (error < best) best = error, scales[r] = scale, memcpy(q + r * ldq, candidate, (cols + 7) / 8 * 8);
+            if (lowered == 0 && levels == 63) break;  // it fits as rounded
+        }
+        fitted += best;
+    }
+    free(candidate);
+    if (fitted > FIT_ERROR_LIMIT * FIT_ERROR_LIMIT * plain) QGEMM_DISPATCH(quantize_rows, x, ldx, rows, cols, q, ldq, scales, 63.0f);
+}
+
+int vitmsn_qgemm_lane_sum(const signed char *w, size_t ldw, size_t k, size_t n) {
+    int largest = 0;
+    for (size_t r = 0; r < n; r++)
+        for (size_t block = 0; block < k; block += 8)
+            for (int h = 0; h < 2; h++)
+                for (int sign = -1; sign <= 1; sign += 2) {
+                    int total = lane_sum(w + r * ldw, NULL, 1.0f, k, block, h, sign, NULL);
+                    largest = total > largest ? total : largest;
+                }
+    return largest;
 }
 
 int vitmsn_qgemm_preferred_weight_bits(void) {
@@ -272,7 +342,7 @@ void vitmsn_qgemm_pack_b(const signed char *w, size_t ldw, size_t k, size_t n, s
 }
 
 static int qgemm_arguments_valid(const vitmsn_qgemm_call *call) {
-    return call->n0 % 16 == 0 && call->b_max >= 0 && call->b_max <= 127 && call->a_max >= 0 && call->a_max <= 255 && call->m1 <= call->m && call->n1 <= call->n && call->lda % 4 == 0 && call->lda >= vitmsn_qgemm_row_stride(call->k) &&
+    return call->n0 % 16 == 0 && call->b_max >= 0 && call->b_max <= 127 && call->b_lane_sum >= 0 && call->b_lane_sum <= 4 * call->b_max && call->a_max >= 0 && call->a_max <= 255 && call->m1 <= call->m && call->n1 <= call->n && call->lda % 4 == 0 && call->lda >= vitmsn_qgemm_row_stride(call->k) &&
            !(call->epilogue.activation >= 0 && call->epilogue.beta != 0.0f);
 }
 

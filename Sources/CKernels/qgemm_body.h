@@ -11,11 +11,13 @@
 // The bits: VNNI's vpdpbusd sums four products straight into int32 and never saturates, so it and the
 // portable kernel take 8 bits of both. AVX2's vpmaddubsw multiplies unsigned × signed bytes and adds pairs
 // into int16 with saturation, and its widening to int32 (vpmaddwd by ones) takes a multiply port too. So
-// AVX2 runs 7-bit weights: a pair of 8-bit activations is then at most 2·255·63 = 32130 and fits, and each
-// k-group widens on its own. (With 7-bit activations too, a pair is at most 16002 and two groups add in int16
-// before one widening, 3 multiplies per 64 products instead of 4: measured on Zen 3, register-only, 2.1–2.4×
-// the fp32 FMA rate against 1.4–1.6×; but on a Fashion-MNIST classifier 7-bit activations changed 0.57 % of
-// f32's labels, 8-bit ones 0.39 %. The kernel still takes that path when it is given 7-bit values.)
+// AVX2 runs 7-bit weights: a pair of 8-bit activations is then at most 2·255·63 = 32130 and fits. Two
+// k-groups' pairs then add in int16 before one widening, 3 multiplies per 64 products instead of 4, when the
+// four weights of each int16 lane (k ≡ {0, 1, 4, 5} or {2, 3, 6, 7} mod 8 of a column) have same-sign sums
+// of at most 128 (a "lane sum", so the lane holds at most 255 · 128 = 32640): the 7-bit quantiser fits every
+// lane to that, moving a few weights by a level (vitmsn_quantize_rows). Weights that do not fit (8-bit ones,
+// or a 7-bit checkpoint from before) widen each group on its own. 7-bit activations would make every 7-bit
+// lane fit, but changed 0.57 % of a Fashion-MNIST classifier's labels against 0.39 % for 8-bit ones.
 // 8-bit weights from a VNNI machine's checkpoint meet 7-bit activations on AVX2: 2·127·127 = 32258 fits.
 
 #define QGEMM_NR 16
@@ -25,9 +27,9 @@
 #define QGEMM_MR 4
 #define QGEMM_PANELS 1
 #define QGEMM_MC 16
-// Σ over k of MR rows × 16 columns in 8 ymm accumulators; the 4 × 8 int32 tile goes to `tile`. With 7-bit
-// weights and 7-bit activations (`pairs_fit`) two k-groups at a time: their vpmaddubsw pairs (|each| ≤ 16002)
-// add in int16, then one vpmaddwd by ones widens to int32. Otherwise each group widens on its own.
+// Σ over k of MR rows × 16 columns in 8 ymm accumulators; the 4 × 8 int32 tile goes to `tile`. Where the
+// lanes fit (`pairs_fit`), two k-groups at a time: their vpmaddubsw pairs add in int16, then one vpmaddwd by
+// ones widens to int32. Otherwise each group widens on its own.
 QGEMM_TARGET static void KERNEL(qgemm_micro)(size_t k4, const uint8_t *const *rows, const int8_t *restrict b, size_t panels, int pairs_fit, int32_t *restrict tile) {
     (void)panels;
     const __m256i ones = _mm256_set1_epi16(1);
@@ -70,25 +72,28 @@ QGEMM_TARGET static void KERNEL(qgemm_micro)(size_t k4, const uint8_t *const *ro
     }
 }
 
-// The register-only rate of the mix above at 8-bit activations (what the kernel runs by default): 4 rows ×
-// 2 columns of independent chains, vpmaddubsw, vpmaddwd by ones and vpaddd, no memory traffic. Returns the
-// operations done (2 a product).
+// The register-only rate of the paired mix above (what the kernel runs on fitted 7-bit weights): 4 rows × 2
+// columns of independent chains, two vpmaddubsw, a vpaddw, a vpmaddwd by ones and a vpaddd per 64 products,
+// no memory traffic. Returns the operations done (2 a product).
 QGEMM_TARGET static double KERNEL(int8_peak_loop)(size_t iterations, int32_t *sink) {
     const __m256i ones = _mm256_set1_epi16(1), b0 = _mm256_set1_epi8(3), b1 = _mm256_set1_epi8(-5);
+    const __m256i b2 = _mm256_set1_epi8(7), b3 = _mm256_set1_epi8(-2);
     __m256i acc[QGEMM_MR][2], a[QGEMM_MR];
     for (int i = 0; i < QGEMM_MR; i++) acc[i][0] = acc[i][1] = _mm256_setzero_si256(), a[i] = _mm256_set1_epi32(0x01020304 + i);
     for (size_t it = 0; it < iterations; it++) {
 #pragma clang loop unroll(full)
         for (int i = 0; i < QGEMM_MR; i++) {
-            acc[i][0] = _mm256_add_epi32(acc[i][0], _mm256_madd_epi16(_mm256_maddubs_epi16(a[i], b0), ones));
-            acc[i][1] = _mm256_add_epi32(acc[i][1], _mm256_madd_epi16(_mm256_maddubs_epi16(a[i], b1), ones));
+            __m256i p0 = _mm256_add_epi16(_mm256_maddubs_epi16(a[i], b0), _mm256_maddubs_epi16(a[i], b2));
+            __m256i p1 = _mm256_add_epi16(_mm256_maddubs_epi16(a[i], b1), _mm256_maddubs_epi16(a[i], b3));
+            acc[i][0] = _mm256_add_epi32(acc[i][0], _mm256_madd_epi16(p0, ones));
+            acc[i][1] = _mm256_add_epi32(acc[i][1], _mm256_madd_epi16(p1, ones));
             __asm__ volatile("" : "+x"(a[i]));  // an unknown row each time, as the kernel's broadcasts are
         }
     }
     int32_t total = 0;
     for (int i = 0; i < QGEMM_MR; i++) total += _mm256_extract_epi32(_mm256_add_epi32(acc[i][0], acc[i][1]), 0);
     *sink = total;
-    return 2.0 * QGEMM_MR * 2 * 32 * (double)iterations;
+    return 2.0 * QGEMM_MR * 2 * 64 * (double)iterations;
 }
 #elif QGEMM_KIND == 2
 #include <immintrin.h>
@@ -305,7 +310,7 @@ QGEMM_TARGET static void KERNEL(qgemm)(const vitmsn_qgemm_call *g) {
                 for (size_t i = 0; i < QGEMM_MR; i++) rows[i] = g->a + (t + (i < height ? i : 0)) * g->lda;
                 float *ct = g->c + t * g->ldc + c0;
                 for (size_t i = 0; i < height; i++) __builtin_prefetch(ct + i * g->ldc, 1, 3);  // C arrives during the sums
-                KERNEL(qgemm_micro)(k4, rows, panel, panels, g->a_max <= 127 && g->b_max <= 63, tile);
+                KERNEL(qgemm_micro)(k4, rows, panel, panels, g->a_max * g->b_lane_sum <= 32767, tile);
                 for (size_t j = 0; j * QGEMM_NR < cols; j++) {
                     size_t c = c0 + j * QGEMM_NR, width = cols - j * QGEMM_NR < QGEMM_NR ? cols - j * QGEMM_NR : QGEMM_NR;
                     KERNEL(qgemm_store)(tile + j * QGEMM_NR, ld_tile, height, width, ct + j * QGEMM_NR, g->ldc, g->a_scale + t, g->a_zero + t,

@@ -23,12 +23,45 @@ final class QuantizedGEMMTests: XCTestCase {
         XCTAssertTrue(values.allSatisfy { (-levels...levels).contains(Int($0)) })
         for o in 0..<n {
             let row = weight[(o * k)..<((o + 1) * k)]
-            XCTAssertEqual(matrix.scales[o], row.map(abs).max()! / Float(levels), accuracy: 1e-7)
-            XCTAssertEqual(values[(o * k)..<((o + 1) * k)].map { abs(Int($0)) }.max(), levels, "each channel uses its full range")
-            for i in 0..<k { XCTAssertEqual(Float(values[o * k + i]) * matrix.scales[o], weight[o * k + i], accuracy: matrix.scales[o] / 2 * 1.0001) }
+            let largest = row.map(abs).max()!
+            if bits == 8 {
+                XCTAssertEqual(matrix.scales[o], largest / Float(levels), accuracy: 1e-7)
+                XCTAssertEqual(values[(o * k)..<((o + 1) * k)].map { abs(Int($0)) }.max(), levels, "each channel uses its full range")
+            } else {  // fitted to AVX2's lanes at 48 to 63 levels
+                let channelLevels = largest / matrix.scales[o]
+                XCTAssertEqual(channelLevels, channelLevels.rounded(), accuracy: 1e-4)
+                XCTAssertTrue((48...63).contains(Int(channelLevels.rounded())), "channel \(o) at \(channelLevels) levels")
+            }
+            for i in 0..<k {
+                let level = weight[o * k + i] / matrix.scales[o], value = Float(values[o * k + i])
+                if bits == 8 { XCTAssertEqual(value, level, accuracy: 0.5001) }
+                else { XCTAssertTrue(abs(value - level) <= 0.5001 || (abs(value) < abs(level) && value * level >= 0), "only lowered towards 0") }
+            }
+        }
+        if bits == 7 {
+            XCTAssertLessThanOrEqual(matrix.laneSum, 128, "every lane fits")
+            let plainScales = (0..<n).map { o in weight[(o * k)..<((o + 1) * k)].map(abs).max()! / 63 }
+            let error = { (scale: (Int) -> Float, value: (Int) -> Float) in
+                (0..<(n * k)).reduce(0.0) { sum, i in let e = Double(scale(i / k) * value(i) - weight[i]); return sum + e * e } }
+            let fitted = error({ matrix.scales[$0] }, { Float(values[$0]) })
+            let rounded = error({ plainScales[$0] }, { (weight[$0] / plainScales[$0 / k]).rounded(.toNearestOrEven) })
+            XCTAssertLessThanOrEqual(fitted, 1.1 * 1.1 * rounded, "fitting costs at most 10 % of the rms rounding error")
         }
         let again = QuantizedMatrix(values: values, stride: k, scales: matrix.scales, n: n, k: k)
         XCTAssertEqual(again.values, values, "stored int8 weights load without re-quantising")
+        XCTAssertEqual(again.laneSum, matrix.laneSum)
+    }
+
+    /// The four values of a row at k ≡ {0, 1, 4, 5} or {2, 3, 6, 7} (mod 8) share a lane; its sum is the larger
+    /// same-sign |sum|.
+    func testLaneSumsGroupTheValuesAVX2PairsTogether() {
+        var values = [Int8](repeating: 0, count: 2 * 16)
+        values[0] = 60; values[1] = 50; values[4] = -70; values[5] = 40  // lane {0, 1, 4, 5}: 150 positive, 70 negative
+        values[2] = 63; values[3] = 63; values[6] = 63  // lane {2, 3, 6, 7}: 189
+        values[16 + 8] = -63; values[16 + 9] = -63; values[16 + 12] = -63; values[16 + 13] = -63  // row 1, second block: 252
+        XCTAssertEqual(vitmsn_qgemm_lane_sum(values, 16, 16, 1), 189)
+        XCTAssertEqual(vitmsn_qgemm_lane_sum(values, 16, 16, 2), 252)
+        XCTAssertEqual(vitmsn_qgemm_lane_sum(values, 16, 6, 1), 150, "values past k are not read")
     }
 
     /// 8 bits with a zero point, except where AVX2's int16 pairs need 7 (against 8-bit weights); AVX2
@@ -60,7 +93,7 @@ final class QuantizedGEMMTests: XCTestCase {
             weight.scales.withUnsafeBufferPointer { bs in weight.columnSums.withUnsafeBufferPointer { sums in c.withUnsafeMutableBufferPointer { c in
                 var call = vitmsn_qgemm_call(
                     m: 1, n: 16, k: 8, a: a.baseAddress!, lda: 8, a_scale: scale.baseAddress!, a_zero: zero.baseAddress!, a_max: 255, packed_b: weight.data,
-                    b_scale: bs.baseAddress!, b_sum: sums.baseAddress!, b_max: weight.largestMagnitude, c: c.baseAddress!, ldc: 16,
+                    b_scale: bs.baseAddress!, b_sum: sums.baseAddress!, b_max: weight.largestMagnitude, b_lane_sum: weight.laneSum, c: c.baseAddress!, ldc: 16,
                     epilogue: vitmsn_epilogue(alpha: 1, beta: 0, bias: nil, activation: -1), m0: 0, m1: 1, n0: 0, n1: 16)
                 XCTAssertEqual(vitmsn_qgemm(&call), avx2 ? -1 : 0)
                 XCTAssertEqual(vitmsn_qgemm_portable(&call), 0)
@@ -86,7 +119,7 @@ final class QuantizedGEMMTests: XCTestCase {
             weight.columnSums.withUnsafeBufferPointer { sums in c.withUnsafeMutableBufferPointer { c in
                 let call = vitmsn_qgemm_call(
                     m: m, n: n, k: k, a: q.baseAddress!, lda: stride, a_scale: scales, a_zero: zeros, a_max: levels, packed_b: weight.data,
-                    b_scale: bs.baseAddress!, b_sum: sums.baseAddress!, b_max: weight.largestMagnitude, c: c.baseAddress!, ldc: n,
+                    b_scale: bs.baseAddress!, b_sum: sums.baseAddress!, b_max: weight.largestMagnitude, b_lane_sum: weight.laneSum, c: c.baseAddress!, ldc: n,
                     epilogue: vitmsn_epilogue(alpha: 1, beta: beta, bias: bias.isEmpty ? nil : bias.baseAddress, activation: activation),
                     m0: 0, m1: m, n0: 0, n1: n)
                 let count = vitmsn_qgemm_parts([call], parts)
@@ -130,7 +163,17 @@ final class QuantizedGEMMTests: XCTestCase {
         let (m, k) = (45, 131)
         let x = randomMatrix(m * k, seed: 6), w = randomMatrix(n * k, seed: 7, std: 0.1), bias = randomMatrix(n, seed: 8)
         let start = randomMatrix(m * n, seed: 9)
-        let weight = w.withUnsafeBufferPointer { QuantizedMatrix(quantizing: $0.baseAddress!, n: n, k: k, bits: bits) }
+        let fitted = w.withUnsafeBufferPointer { QuantizedMatrix(quantizing: $0.baseAddress!, n: n, k: k, bits: bits) }
+        if bits == 7 { XCTAssertLessThanOrEqual(fitted.laneSum, 128, "7-bit weights run AVX2's paired groups") }
+        // The same values with one lane over 128, as a 7-bit checkpoint from before the fitting may hold: unpaired.
+        var values = fitted.values
+        if bits == 7 { for i in [0, 1, 4, 5] { values[i] = 63 } }
+        let unfitted = QuantizedMatrix(values: values, stride: k, scales: fitted.scales, n: n, k: k)
+        for weight in bits == 7 ? [fitted, unfitted] : [fitted] { checkDispatchedAgainstPortable(x: x, weight: weight, m: m, bias: bias, start: start, bits: bits) }
+    }
+
+    func checkDispatchedAgainstPortable(x: [Float], weight: QuantizedMatrix, m: Int, bias: [Float], start: [Float], bits: Int) {
+        let n = weight.n
         let portable = { (call: UnsafePointer<vitmsn_qgemm_call>) in vitmsn_qgemm_portable(call) }
         XCTAssertEqual(product(x: x, weight: weight, m: m, bias: bias), product(x: x, weight: weight, m: m, bias: bias, kernel: portable), "n \(n), \(bits) bits")
         XCTAssertEqual(product(x: x, weight: weight, m: m, bias: nil, beta: 1, start: start),
@@ -141,11 +184,24 @@ final class QuantizedGEMMTests: XCTestCase {
         XCTAssertLessThan(zip(gelu, geluPortable).map { abs($0 - $1) }.max()!, 1e-5)
     }
 
+    /// Lanes at the limit (same-sign sums of 128) against activations at 255: the paired int16 sums are 255 · 128.
+    func testPairedLanesHoldTheirLargestSums() {
+        var values = [Int8](repeating: 0, count: 16 * 8)
+        for o in 0..<16 { (values[o * 8], values[o * 8 + 1], values[o * 8 + 4]) = (63, 63, 2); (values[o * 8 + 2], values[o * 8 + 3], values[o * 8 + 7]) = (-63, -63 + Int8(o % 2), -2) }
+        let weight = QuantizedMatrix(values: values, stride: 8, scales: [Float](repeating: 0.01, count: 16), n: 16, k: 8)
+        XCTAssertEqual(weight.laneSum, 128)
+        let x = [Float](repeating: 1, count: 5 * 8)  // quantised to 255 with a zero point of 0
+        let portable = product(x: x, weight: weight, m: 5, bias: nil) { vitmsn_qgemm_portable($0) }
+        XCTAssertEqual(product(x: x, weight: weight, m: 5, bias: nil), portable)
+        XCTAssertEqual(portable[0], 0.01 * Float(128 - 128), accuracy: 1e-6)
+        XCTAssertEqual(portable[1], 0.01 * Float(128 - 127), accuracy: 1e-6)
+    }
+
     func testInt8ProductIsBitIdenticalAcrossThreadSplits() {
         for (m, n, k) in [(400, 64, 96), (4, 2800, 192)] { // split by rows, then by panels
             let x = randomMatrix(m * k, seed: 10), w = randomMatrix(n * k, seed: 11, std: 0.1)
             let weight = w.withUnsafeBufferPointer { QuantizedMatrix(quantizing: $0.baseAddress!, n: n, k: k) }
-            let call = vitmsn_qgemm_call(m: m, n: n, k: k, a: nil, lda: vitmsn_qgemm_row_stride(k), a_scale: nil, a_zero: nil, a_max: 255, packed_b: nil, b_scale: nil, b_sum: nil, b_max: 0,
+            let call = vitmsn_qgemm_call(m: m, n: n, k: k, a: nil, lda: vitmsn_qgemm_row_stride(k), a_scale: nil, a_zero: nil, a_max: 255, packed_b: nil, b_scale: nil, b_sum: nil, b_max: 0, b_lane_sum: 0,
                                          c: nil, ldc: n, epilogue: vitmsn_epilogue(), m0: 0, m1: m, n0: 0, n1: n)
             XCTAssertEqual(vitmsn_qgemm_parts([call], 3), 3, "\(m)×\(n) is split")
             XCTAssertEqual(product(x: x, weight: weight, m: m, bias: nil), product(x: x, weight: weight, m: m, bias: nil, parts: 3))
