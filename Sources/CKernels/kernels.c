@@ -255,6 +255,16 @@ static int lane_sum(const signed char *qr, const float *xr, float scale, size_t 
     return total;
 }
 
+// Σ (s·q − x)² over one row: the rounding error a fitting is judged by.
+static double row_squared_error(const float *x, const signed char *q, float scale, size_t cols) {
+    double error = 0;
+    for (size_t j = 0; j < cols; j++) {
+        double e = (double)scale * q[j] - x[j];
+        error += e * e;
+    }
+    return error;
+}
+
 // Row x at `levels` (scale max|x| / levels) into q, then fitted to the lanes; returns Σ (s·q − x)², and in
 // `lowered` how many levels the fitting took.
 static double quantize_fitted_row(const float *x, size_t cols, signed char *q, float *scale, float levels, int *lowered) {
@@ -266,9 +276,7 @@ static double quantize_fitted_row(const float *x, size_t cols, signed char *q, f
                 int pick = 0;
                 while (lane_sum(q, x, *scale, cols, block, h, sign, &pick) > LANE_LIMIT) q[pick] -= sign, ++*lowered;
             }
-    double error = 0;
-    for (size_t j = 0; j < cols; j++) error += ((double)*scale * q[j] - x[j]) * ((double)*scale * q[j] - x[j]);
-    return error;
+    return row_squared_error(x, q, *scale, cols);
 }
 
 void vitmsn_quantize_rows(const float *x, size_t ldx, size_t rows, size_t cols, signed char *q, size_t ldq, float *scales, int bits) {
@@ -278,7 +286,7 @@ void vitmsn_quantize_rows(const float *x, size_t ldx, size_t rows, size_t cols, 
     double plain = 0, fitted = 0;
     for (size_t r = 0; r < rows; r++) {
         const float *xr = x + r * ldx;
-        for (size_t j = 0; j < cols; j++) plain += ((double)scales[r] * q[r * ldq + j] - xr[j]) * ((double)scales[r] * q[r * ldq + j] - xr[j]);
+        plain += row_squared_error(xr, q + r * ldq, scales[r], cols);
         double best = INFINITY;
         for (int levels = 63; levels >= FIT_FEWEST_LEVELS; levels--) {
             float scale;
