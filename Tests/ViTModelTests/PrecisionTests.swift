@@ -44,6 +44,9 @@ final class PrecisionTests: XCTestCase {
         XCTAssertNil(model.vit.embeddings.patchEmbeddings.projection.quantizedWeight)
         XCTAssertNil(model.classifier!.quantizedWeight)
         XCTAssertFalse(model.namedParameters.contains { $0.name.hasSuffix("query.weight") }, "an int8 weight is not a float parameter")
+        XCTAssertTrue(try load(.f32).namedParameters.contains { $0.tensor.storage.isFileMapped }, "the fixture loads mapped")
+        XCTAssertFalse(model.namedParameters.contains { $0.tensor.storage.isFileMapped },
+                       "f32 parameters left in the mapped checkpoint keep its pages around them resident")
     }
 
     func testInt8DirectoryReloadsWithoutRequantising() throws {
