@@ -239,8 +239,8 @@ enum { LANE_LIMIT = 32767 / 255 };  // 128: a lane of 8-bit activations holds 25
 enum { FIT_FEWEST_LEVELS = 48 };
 static const double FIT_ERROR_LIMIT = 1.10;
 
-// The larger same-sign |sum| of row r's lane (block, h), with which (if `pick`) of its values to lower: of the
-// `sign`-signed ones, the one whose rounding went furthest away from zero.
+// The |sum| of the `sign`-signed values of row lane (block, h), and in `pick` which of them to lower: the one
+// whose rounding went furthest away from zero.
 static int lane_sum(const signed char *qr, const float *xr, float scale, size_t cols, size_t block, int h, int sign, int *pick) {
     int total = 0;
     float furthest = -INFINITY;
@@ -249,10 +249,24 @@ static int lane_sum(const signed char *qr, const float *xr, float scale, size_t 
         int v = j < cols ? sign * qr[j] : 0;
         if (v <= 0) continue;
         total += v;
-        float excess = pick ? (float)v - sign * xr[j] / scale : 0.0f;
-        if (pick && excess > furthest) furthest = excess, *pick = (int)j;
+        float excess = (float)v - sign * xr[j] / scale;
+        if (excess > furthest) furthest = excess, *pick = (int)j;
     }
     return total;
+}
+
+// The largest same-sign |sum| in the two lanes of the `count` (≤ 8) values of a block at q: one branch-free
+// pass, so the fitting searches only the rare lanes over the limit.
+static int block_lane_sum(const signed char *q, size_t count) {
+    int positive[2] = {0, 0}, negative[2] = {0, 0};
+    for (size_t o = 0; o < count; o++) {
+        int v = q[o], h = (o >> 1) & 1;  // o in {0, 1, 4, 5} is lane 0, {2, 3, 6, 7} lane 1
+        positive[h] += v > 0 ? v : 0, negative[h] += v < 0 ? -v : 0;
+    }
+    int largest = positive[0];
+    largest = positive[1] > largest ? positive[1] : largest;
+    largest = negative[0] > largest ? negative[0] : largest;
+    return negative[1] > largest ? negative[1] : largest;
 }
 
 // Σ (s·q − x)² over one row: the rounding error a fitting is judged by. Eight partial sums in f32 (each
@@ -274,17 +288,6 @@ static double row_squared_error(const float *x, const signed char *q, float scal
     return total;
 }
 
-// Whether any lane of the 8 values at q (zero-padded past the row) has a same-sign sum over LANE_LIMIT: one
-// branch-free pass, so the rare lanes that need fitting are the only ones searched.
-static int block_exceeds(const signed char *q) {
-    int positive[2] = {0, 0}, negative[2] = {0, 0};
-    for (int o = 0; o < 8; o++) {
-        int v = q[o], h = (o >> 1) & 1;  // o in {0, 1, 4, 5} is lane 0, {2, 3, 6, 7} lane 1
-        positive[h] += v > 0 ? v : 0, negative[h] += v < 0 ? -v : 0;
-    }
-    return (positive[0] > LANE_LIMIT) | (positive[1] > LANE_LIMIT) | (negative[0] > LANE_LIMIT) | (negative[1] > LANE_LIMIT);
-}
-
 // Row x at `levels` (scale max|x| / levels) into q, then fitted to the lanes; returns Σ (s·q − x)², and in
 // `lowered` how many levels the fitting took. Fitting only moves values away from their nearest level, so a
 // row whose plain rounding already errs by `bound` or more is left unfitted and returns INFINITY.
@@ -294,7 +297,7 @@ static double quantize_fitted_row(const float *x, size_t cols, signed char *q, f
     double rounded = row_squared_error(x, q, *scale, cols);
     if (rounded >= bound) return INFINITY;
     for (size_t block = 0; block < cols; block += 8) {
-        if (!block_exceeds(q + block)) continue;
+        if (block_lane_sum(q + block, cols - block < 8 ? cols - block : 8) <= LANE_LIMIT) continue;
         for (int h = 0; h < 2; h++)
             for (int sign = -1; sign <= 1; sign += 2) {
                 int pick = 0;
@@ -329,12 +332,10 @@ void vitmsn_quantize_rows(const float *x, size_t ldx, size_t rows, size_t cols, 
 int vitmsn_qgemm_lane_sum(const signed char *w, size_t ldw, size_t k, size_t n) {
     int largest = 0;
     for (size_t r = 0; r < n; r++)
-        for (size_t block = 0; block < k; block += 8)
-            for (int h = 0; h < 2; h++)
-                for (int sign = -1; sign <= 1; sign += 2) {
-                    int total = lane_sum(w + r * ldw, NULL, 1.0f, k, block, h, sign, NULL);
-                    largest = total > largest ? total : largest;
-                }
+        for (size_t block = 0; block < k; block += 8) {
+            int total = block_lane_sum(w + r * ldw + block, k - block < 8 ? k - block : 8);
+            largest = total > largest ? total : largest;
+        }
     return largest;
 }
 

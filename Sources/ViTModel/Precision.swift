@@ -122,7 +122,7 @@ private func convert(_ module: NN.Module, backbone: ViTMSNModel, to precision: W
     case .f32: break
     case .bf16: module.roundParameters(to: .BF16)
     case .f16: module.roundParameters(to: .F16)
-    case .int8:  // the layers in parallel: fitting AVX2's 7-bit lanes makes quantising a ViT-B take about 1 s of CPU
+    case .int8:  // the layers in parallel: quantising, with AVX2's lane fitting, is most of an int8 load's time
         let layers = backbone.quantizableLinears.map(\.layer).filter { $0.quantizedWeight == nil }
         Parallelism().forEachChunk(of: layers.count) { range in for i in range { layers[i].quantize() } }
         // The f32 rest (biases, LayerNorms, embeddings, the classifier: a few MB) moves out of a mapped
@@ -130,7 +130,7 @@ private func convert(_ module: NN.Module, backbone: ViTMSNModel, to precision: W
         module.visitParameters { _, tensor in
             guard tensor.storage.isFileMapped else { return }
             let mapped = tensor.storage
-            tensor.withUnsafeMutableBufferPointer { _ in }  // copies borrowed storage
+            _ = tensor.uniqueBaseAddress()  // copies borrowed storage
             mapped.releaseResidentPages()
         }
     }
