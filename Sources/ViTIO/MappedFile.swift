@@ -26,6 +26,11 @@ public final class MappedFile: @unchecked Sendable {
         guard let address, address != MAP_FAILED else {
             throw CheckpointError(path, "cannot map \(size) bytes: \(String(cString: strerror(errno)))")
         }
+        #if os(Linux)
+        // Without this, a page cache of large folios (ext4 on Linux 6.x) gets PMD-mapped, 2 MB at a time, and
+        // giving back a tensor's pages (`releaseMappedPages`) leaves the rest of each 2 MB resident.
+        _ = madvise(address, size, MADV_NOHUGEPAGE)
+        #endif
         bytes = UnsafeRawBufferPointer(start: address, count: size)
     }
 
