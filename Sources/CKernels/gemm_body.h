@@ -7,31 +7,7 @@
 // sliver by one panel in registers. Every element of C sums its K block in k order in one accumulator and
 // the K blocks in order, whatever part of C a call computes: results do not depend on the thread split.
 
-typedef float KERNEL(vf) __attribute__((vector_size(GEMM_VW * 4), aligned(4)));
-
 #define GEMM_NV (GEMM_NR / GEMM_VW)
-
-// Exact-erf GELU on a vector: activate's scalar steps (Abramowitz & Stegun erf, Cephes exp) lane by lane,
-// so the fused epilogue need not call back per row.
-__attribute__((always_inline)) KERNEL_TARGET static inline KERNEL(vf) KERNEL(gelu_vector)(KERNEL(vf) v) {
-#pragma clang fp contract(fast)
-    typedef KERNEL(vf) vf;
-    typedef int32_t vi __attribute__((vector_size(GEMM_VW * 4)));
-    const vf zero = (vf){0};
-    vf z = v * 0.70710678118654752f;
-    vf ax = __builtin_elementwise_abs(z);
-    vf t = 1.0f / (1.0f + 0.3275911f * ax);
-    vf poly = ERF_POLYNOMIAL(t);
-    vf x = __builtin_elementwise_max(-ax * ax, zero - 87.3f);
-    vf shifted = x * 1.44269504f + 12582912.0f;
-    vf n = shifted - 12582912.0f;
-    vf r = x - n * 0.693359375f;
-    r = r - n * -2.12194440e-4f;
-    vf er = EXP_POLYNOMIAL(r) * r * r + r + 1.0f;
-    vi bits = ((vi)shifted - 0x4B400000 + 127) << 23;
-    vf erf = __builtin_elementwise_copysign(1.0f - poly * t * (er * (vf)bits), z);
-    return 0.5f * v * (1.0f + erf);
-}
 
 // Σ_k op(A)(i, k) · b[k][0..NR) for the MR rows of one tile, op(A)(i, k) = a[i·rs + k·ks] (a packed sliver,
 // or A's rows read in place), into registers. A whole tile with a plain start (no beta) goes straight to C

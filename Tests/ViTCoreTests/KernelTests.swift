@@ -64,6 +64,14 @@ final class VectorMathTests: XCTestCase {
             }
         }
     }
+
+    /// GELU's rational erf is clamped so that the tails are exact and NaN stays NaN.
+    func testGELUTailsAreExact() {
+        var ys: [Float] = [-1e30, -100, -5.7, 5.7, 100, 1e30, .nan]
+        ys.withUnsafeMutableBufferPointer { Activation.gelu.apply($0.baseAddress!, count: $0.count) }
+        XCTAssertEqual(Array(ys[..<6]), [0, 0, 0, 5.7, 100, 1e30])
+        XCTAssertTrue(ys[6].isNaN)
+    }
 }
 
 final class KernelTests: XCTestCase {
