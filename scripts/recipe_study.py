@@ -36,6 +36,7 @@ VARIANTS = {
     "focal10-12ep": (12, {"data.focal_views": 10}),  # the paper's 10 focal views, against base-12ep
     "focal10-18ep": (18, {"data.focal_views": 10}),  # focal10-12ep's recipe at the 2-hour budget
     "ema98-12ep": (12, {**FOUR, "optimization.ema": [0.98, 1.0]}),  # faster EMA start, against base-12ep
+    "focal10-ema98-18ep": (18, {"data.focal_views": 10, "optimization.ema": [0.98, 1.0]}),  # both gains, 18 epochs as shipped
 }
 
 
