@@ -2,16 +2,16 @@
 // attribute) and KERNEL(name) (a name suffix) defined. Plain scalar loops: the compiler vectorises them
 // for the target; the reductions opt into reassociation explicitly.
 
-// The polynomials shared by the scalar kernels here and the vector GELU of gemm_body.h, written once for a
-// float or a vector of floats: Cephes' e^r − 1 − r over r² for |r| ≤ ln 2 / 2, and Abramowitz & Stegun 7.1.26's
-// erf polynomial in t = 1 / (1 + 0.3275911·|x|).
+// The polynomials of the scalar exp and erf here (Cephes' e^r − 1 − r over r² for |r| ≤ ln 2 / 2, and
+// Abramowitz & Stegun 7.1.26's erf polynomial in t = 1 / (1 + 0.3275911·|x|)) and of the vector GELU's
+// rational erf below.
 #ifndef VITMSN_POLYNOMIALS
 #define VITMSN_POLYNOMIALS
 #define EXP_POLYNOMIAL(r) \
     (((((1.9875691500e-4f * (r) + 1.3981999507e-3f) * (r) + 8.3334519073e-3f) * (r) + 4.1665795894e-2f) * (r) + 1.6666665459e-1f) * (r) + 5.0000001201e-1f)
 #define ERF_POLYNOMIAL(t) ((((1.061405429f * (t) - 1.453152027f) * (t) + 1.421413741f) * (t) - 0.284496736f) * (t) + 0.254829592f)
 // GELU's erf(z) = z·N(z²)/D(z²) on |z| ≤ 4 (scripts/fit_gelu_erf.py: a minimax fit, largest error 3.7e-7
-// evaluated in f32 with FMA and 4.3e-7 without, against 5.3e-7 for A&S above), with no exp: the A&S GELU
+// evaluated in f32 with FMA and 4.3e-7 without, against 5.6e-7 for erf_one's A&S), with no exp: the A&S GELU
 // epilogue was 7 % of an int8 ViT-S forward. z is clamped to ±4, where the ratio rounds to at least 1 with
 // or without FMA, and the ratio to [-1, 1]: GELU is exactly 0 below x = -4√2 and exactly x above 4√2.
 #define GELU_ERF_NUMERATOR(s) \
