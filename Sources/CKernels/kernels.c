@@ -231,21 +231,24 @@ vitmsn_qgemm_call vitmsn_qgemm_part(const vitmsn_qgemm_call *call, size_t part, 
     return p;
 }
 
-// The k offsets (in a block of 8) of one int16 lane when AVX2 adds two k-groups' pairs: {h, h+1, h+4, h+5}.
-static const size_t lane_offsets[2][4] = {{0, 1, 4, 5}, {2, 3, 6, 7}};
+// AVX2 adds the vpmaddubsw pairs of up to three k-groups in int16 before widening (qgemm_body.h): the six
+// values of a row at k ≡ {h, h+1, h+4, h+5, h+8, h+9} (mod 12), h = 0 or 2, share an int16 lane; with two
+// groups, the four at k ≡ {h, h+1, h+4, h+5} (mod 8). The weights are fitted to the three-group lanes, or
+// the two-group ones where that costs too much.
 enum { LANE_LIMIT = 32767 / 255 };  // 128: a lane of 8-bit activations holds 255 · 128
 // A row is fitted at whichever of 63 … 48 levels leaves the least error (fewer levels, a coarser scale, fit
-// with fewer weights lowered); fitting may add at most 10 % to the weight's rms error, or it stays as rounded.
+// with fewer weights lowered); fitting may add at most 20 % to the weight's rms error (three-group lanes cost
+// 8–12 % on Gaussian weights, two-group ones under 2 %).
 enum { FIT_FEWEST_LEVELS = 48 };
-static const double FIT_ERROR_LIMIT = 1.10;
+static const double FIT_ERROR_LIMIT = 1.20;
 
-// The |sum| of the `sign`-signed values of row lane (block, h), and in `pick` which of them to lower: the one
-// whose rounding went furthest away from zero.
-static int lane_sum(const signed char *qr, const float *xr, float scale, size_t cols, size_t block, int h, int sign, int *pick) {
+// The |sum| of the `sign`-signed values of lane h (0 or 2) of the block of `width` values at `block`, and in
+// `pick` which of them to lower: the one whose rounding went furthest away from zero.
+static int lane_sum(const signed char *qr, const float *xr, float scale, size_t cols, size_t block, size_t width, int h, int sign, int *pick) {
     int total = 0;
     float furthest = -INFINITY;
-    for (int i = 0; i < 4; i++) {
-        size_t j = block + lane_offsets[h][i];
+    for (size_t o = (size_t)h; o < width; o += (o & 1) ? 3 : 1) {  // h, h+1, h+4, h+5, …
+        size_t j = block + o;
         int v = j < cols ? sign * qr[j] : 0;
         if (v <= 0) continue;
         total += v;
@@ -255,12 +258,12 @@ static int lane_sum(const signed char *qr, const float *xr, float scale, size_t 
     return total;
 }
 
-// The largest same-sign |sum| in the two lanes of the `count` (≤ 8) values of a block at q: one branch-free
-// pass, so the fitting searches only the rare lanes over the limit.
+// The largest same-sign |sum| in the two lanes of the `count` (at most 12) values of a block at q: one
+// branch-free pass, so the fitting searches only the rare lanes over the limit.
 static int block_lane_sum(const signed char *q, size_t count) {
     int positive[2] = {0, 0}, negative[2] = {0, 0};
     for (size_t o = 0; o < count; o++) {
-        int v = q[o], h = (o >> 1) & 1;  // o in {0, 1, 4, 5} is lane 0, {2, 3, 6, 7} lane 1
+        int v = q[o], h = (o >> 1) & 1;  // o ≡ 0 or 1 (mod 4) is lane 0, 2 or 3 lane 1
         positive[h] += v > 0 ? v : 0, negative[h] += v < 0 ? -v : 0;
     }
     int largest = positive[0];
@@ -288,52 +291,66 @@ static double row_squared_error(const float *x, const signed char *q, float scal
     return total;
 }
 
-// Row x at `levels` (scale max|x| / levels) into q, then fitted to the lanes; returns Σ (s·q − x)², and in
-// `lowered` how many levels the fitting took. Fitting only moves values away from their nearest level, so a
-// row whose plain rounding already errs by `bound` or more is left unfitted and returns INFINITY.
-static double quantize_fitted_row(const float *x, size_t cols, signed char *q, float *scale, float levels, double bound, int *lowered) {
+// Row x at `levels` (scale max|x| / levels) into q, then fitted to the lanes of `groups` groups; returns
+// Σ (s·q − x)², and in `lowered` how many levels the fitting took. Fitting only moves values away from their
+// nearest level, so a row whose plain rounding already errs by `bound` or more is left unfitted and returns
+// INFINITY.
+static double quantize_fitted_row(const float *x, size_t cols, signed char *q, float *scale, float levels, int groups, double bound, int *lowered) {
     QGEMM_DISPATCH(quantize_rows, x, cols, 1, cols, q, cols, scale, levels);
     *lowered = 0;
     double rounded = row_squared_error(x, q, *scale, cols);
     if (rounded >= bound) return INFINITY;
-    for (size_t block = 0; block < cols; block += 8) {
-        if (block_lane_sum(q + block, cols - block < 8 ? cols - block : 8) <= LANE_LIMIT) continue;
-        for (int h = 0; h < 2; h++)
+    const size_t width = 4 * (size_t)groups;
+    for (size_t block = 0; block < cols; block += width) {
+        if (block_lane_sum(q + block, cols - block < width ? cols - block : width) <= LANE_LIMIT) continue;
+        for (int h = 0; h <= 2; h += 2)
             for (int sign = -1; sign <= 1; sign += 2) {
                 int pick = 0;
-                while (lane_sum(q, x, *scale, cols, block, h, sign, &pick) > LANE_LIMIT) q[pick] -= sign, ++*lowered;
+                while (lane_sum(q, x, *scale, cols, block, width, h, sign, &pick) > LANE_LIMIT) q[pick] -= sign, ++*lowered;
             }
     }
     return *lowered ? row_squared_error(x, q, *scale, cols) : rounded;
+}
+
+// Every row fitted to the lanes of `groups` groups (into q and scales), each at its best levels; returns their
+// total Σ (s·q − x)².
+static double fit_rows(const float *x, size_t ldx, size_t rows, size_t cols, signed char *q, size_t ldq, float *scales, int groups, signed char *candidate) {
+    double total = 0;
+    for (size_t r = 0; r < rows; r++) {
+        const float *xr = x + r * ldx;
+        double best = INFINITY;
+        for (int levels = 63; levels >= FIT_FEWEST_LEVELS; levels--) {
+            float scale;
+            int lowered;
+            double error = quantize_fitted_row(xr, cols, candidate, &scale, (float)levels, groups, best, &lowered);
+            if (error < best) best = error, scales[r] = scale, memcpy(q + r * ldq, candidate, (cols + 7) / 8 * 8);
+            if (lowered == 0 && levels == 63) break;  // it fits as rounded
+        }
+        total += best;
+    }
+    return total;
 }
 
 void vitmsn_quantize_rows(const float *x, size_t ldx, size_t rows, size_t cols, signed char *q, size_t ldq, float *scales, int bits) {
     QGEMM_DISPATCH(quantize_rows, x, ldx, rows, cols, q, ldq, scales, bits == 7 ? 63.0f : 127.0f);
     signed char *candidate = bits == 7 && rows > 0 ? malloc((cols + 7) / 8 * 8) : NULL;
     if (!candidate) return;
-    double plain = 0, fitted = 0;
-    for (size_t r = 0; r < rows; r++) {
-        const float *xr = x + r * ldx;
-        plain += row_squared_error(xr, q + r * ldq, scales[r], cols);
-        double best = INFINITY;
-        for (int levels = 63; levels >= FIT_FEWEST_LEVELS; levels--) {
-            float scale;
-            int lowered;
-            double error = quantize_fitted_row(xr, cols, candidate, &scale, (float)levels, best, &lowered);
-            if (error < best) best = error, scales[r] = scale, memcpy(q + r * ldq, candidate, (cols + 7) / 8 * 8);
-            if (lowered == 0 && levels == 63) break;  // it fits as rounded
-        }
-        fitted += best;
-    }
+    double plain = 0;
+    for (size_t r = 0; r < rows; r++) plain += row_squared_error(x + r * ldx, q + r * ldq, scales[r], cols);
+    int fitted = 0;  // the most groups whose fitting stays within the limit: three, else two, else as rounded
+    for (int groups = 3; groups >= 2 && !fitted; groups--)
+        fitted = fit_rows(x, ldx, rows, cols, q, ldq, scales, groups, candidate) <= FIT_ERROR_LIMIT * FIT_ERROR_LIMIT * plain;
     free(candidate);
-    if (fitted > FIT_ERROR_LIMIT * FIT_ERROR_LIMIT * plain) QGEMM_DISPATCH(quantize_rows, x, ldx, rows, cols, q, ldq, scales, 63.0f);
+    if (!fitted) QGEMM_DISPATCH(quantize_rows, x, ldx, rows, cols, q, ldq, scales, 63.0f);
 }
 
-int vitmsn_qgemm_lane_sum(const signed char *w, size_t ldw, size_t k, size_t n) {
+int vitmsn_qgemm_lane_sum(const signed char *w, size_t ldw, size_t k, size_t n, int groups) {
+    if (groups < 1 || groups > 3) return -1;
+    const size_t width = 4 * (size_t)groups;
     int largest = 0;
     for (size_t r = 0; r < n; r++)
-        for (size_t block = 0; block < k; block += 8) {
-            int total = block_lane_sum(w + r * ldw + block, k - block < 8 ? k - block : 8);
+        for (size_t block = 0; block < k; block += width) {
+            int total = block_lane_sum(w + r * ldw + block, k - block < width ? k - block : width);
             largest = total > largest ? total : largest;
         }
     return largest;
@@ -376,7 +393,7 @@ void vitmsn_qgemm_pack_b(const signed char *w, size_t ldw, size_t k, size_t n, s
 }
 
 static int qgemm_arguments_valid(const vitmsn_qgemm_call *call) {
-    return call->n0 % 16 == 0 && call->b_max >= 0 && call->b_max <= 127 && call->b_lane_sum >= 0 && call->b_lane_sum <= 4 * call->b_max && call->a_max >= 0 && call->a_max <= 255 && call->m1 <= call->m && call->n1 <= call->n && call->lda % 4 == 0 && call->lda >= vitmsn_qgemm_row_stride(call->k) &&
+    return call->n0 % 16 == 0 && call->b_max >= 0 && call->b_max <= 127 && call->b_pair_lane_sum >= 0 && call->b_pair_lane_sum <= 4 * call->b_max && call->b_triple_lane_sum >= 0 && call->b_triple_lane_sum <= 6 * call->b_max && call->a_max >= 0 && call->a_max <= 255 && call->m1 <= call->m && call->n1 <= call->n && call->lda % 4 == 0 && call->lda >= vitmsn_qgemm_row_stride(call->k) &&
            !(call->epilogue.activation >= 0 && call->epilogue.beta != 0.0f);
 }
 

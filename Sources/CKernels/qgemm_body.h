@@ -11,13 +11,15 @@
 // The bits: VNNI's vpdpbusd sums four products straight into int32 and never saturates, so it and the
 // portable kernel take 8 bits of both. AVX2's vpmaddubsw multiplies unsigned × signed bytes and adds pairs
 // into int16 with saturation, and its widening to int32 (vpmaddwd by ones) takes a multiply port too. So
-// AVX2 runs 7-bit weights: a pair of 8-bit activations is then at most 2·255·63 = 32130 and fits. Two
-// k-groups' pairs then add in int16 before one widening, 3 multiplies per 64 products instead of 4, when the
-// four weights of each int16 lane (k ≡ {0, 1, 4, 5} or {2, 3, 6, 7} mod 8 of a column) have same-sign sums
-// of at most 128 (a "lane sum", so the lane holds at most 255 · 128 = 32640): the 7-bit quantiser fits every
-// lane to that, moving a few weights by a level (vitmsn_quantize_rows). Weights that do not fit (8-bit ones,
-// or a 7-bit checkpoint from before) widen each group on its own. 7-bit activations would make every 7-bit
-// lane fit, but changed 0.57 % of a Fashion-MNIST classifier's labels against 0.39 % for 8-bit ones.
+// AVX2 runs 7-bit weights: a pair of 8-bit activations is then at most 2·255·63 = 32130 and fits. Three
+// k-groups' pairs then add in int16 before one widening, 4 multiplies per 96 products (pairs take 4.5, single groups 6), when the
+// six weights of each int16 lane (k ≡ {h, h+1, h+4, h+5, h+8, h+9} mod 12 of a column, h = 0 or 2) have
+// same-sign sums of at most 128 (a "lane sum", so the lane holds at most 255 · 128 = 32640): the 7-bit
+// quantiser fits every lane to that, moving a few weights by a level (vitmsn_quantize_rows). A 7-bit
+// checkpoint fitted to two-group lanes (k ≡ {h, h+1, h+4, h+5} mod 8, before the three) adds pairs of groups;
+// weights that fit neither (8-bit ones, or 7-bit ones from before any fitting) widen each group on its own.
+// 7-bit activations would make every two-group lane fit, but changed 0.57 % of a Fashion-MNIST classifier's
+// labels against 0.39 % for 8-bit ones.
 // 8-bit weights from a VNNI machine's checkpoint meet 7-bit activations on AVX2: 2·127·127 = 32258 fits.
 
 #define QGEMM_NR 16
@@ -27,73 +29,72 @@
 #define QGEMM_MR 4
 #define QGEMM_PANELS 1
 #define QGEMM_MC 16
-// Σ over k of MR rows × 16 columns in 8 ymm accumulators; the 4 × 8 int32 tile goes to `tile`. Where the
-// lanes fit (`pairs_fit`), two k-groups at a time: their vpmaddubsw pairs add in int16, then one vpmaddwd by
-// ones widens to int32. Otherwise each group widens on its own.
-QGEMM_TARGET static void KERNEL(qgemm_micro)(size_t k4, const uint8_t *const *rows, const int8_t *restrict b, size_t panels, int pairs_fit, int32_t *restrict tile) {
-    (void)panels;
+// Adds `count` (1 to 3, a constant once inlined) k-groups from g on to MR rows × 16 columns: their vpmaddubsw
+// pairs add in int16, then one vpmaddwd by ones widens the sum to int32.
+QGEMM_TARGET static inline __attribute__((always_inline)) void KERNEL(qgemm_groups)(
+    __m256i acc[QGEMM_MR][2], const uint8_t *const *rows, const int8_t *restrict b, size_t g, int count
+) {
     const __m256i ones = _mm256_set1_epi16(1);
+    __m256i bv[3][2];
+    for (int s = 0; s < count; s++)
+        bv[s][0] = _mm256_load_si256((const __m256i *)(b + (g + s) * 64)), bv[s][1] = _mm256_load_si256((const __m256i *)(b + (g + s) * 64 + 32));
+#pragma clang loop unroll(full)
+    for (int i = 0; i < QGEMM_MR; i++) {
+        __m256i p[2];
+        for (int s = 0; s < count; s++) {
+            int32_t group;
+            memcpy(&group, rows[i] + 4 * (g + s), 4);
+            const __m256i a = _mm256_set1_epi32(group);
+            for (int h = 0; h < 2; h++) {
+                const __m256i product = _mm256_maddubs_epi16(a, bv[s][h]);
+                p[h] = s == 0 ? product : _mm256_add_epi16(p[h], product);
+            }
+        }
+        acc[i][0] = _mm256_add_epi32(acc[i][0], _mm256_madd_epi16(p[0], ones));
+        acc[i][1] = _mm256_add_epi32(acc[i][1], _mm256_madd_epi16(p[1], ones));
+    }
+}
+
+// Σ over k of MR rows × 16 columns in 8 ymm accumulators; the 4 × 8 int32 tile goes to `tile`. `span` k-groups
+// (1 to 3, as the lanes allow) add in int16 before each widening; a remainder of fewer goes last.
+QGEMM_TARGET static void KERNEL(qgemm_micro)(size_t k4, const uint8_t *const *rows, const int8_t *restrict b, size_t panels, int span, int32_t *restrict tile) {
+    (void)panels;
     __m256i acc[QGEMM_MR][2];
     for (int i = 0; i < QGEMM_MR; i++) acc[i][0] = acc[i][1] = _mm256_setzero_si256();
-    if (pairs_fit) {
-        for (size_t g = 0; g < k4; g += 2) {
-            const int8_t *bg = b + g * 64;
-            __m256i b0 = _mm256_load_si256((const __m256i *)bg), b1 = _mm256_load_si256((const __m256i *)(bg + 32));
-            __m256i b2 = _mm256_load_si256((const __m256i *)(bg + 64)), b3 = _mm256_load_si256((const __m256i *)(bg + 96));
-#pragma clang loop unroll(full)
-            for (int i = 0; i < QGEMM_MR; i++) {
-                int32_t first, second;
-                memcpy(&first, rows[i] + 4 * g, 4);
-                memcpy(&second, rows[i] + 4 * g + 4, 4);
-                __m256i a0 = _mm256_set1_epi32(first), a1 = _mm256_set1_epi32(second);
-                __m256i p0 = _mm256_add_epi16(_mm256_maddubs_epi16(a0, b0), _mm256_maddubs_epi16(a1, b2));
-                __m256i p1 = _mm256_add_epi16(_mm256_maddubs_epi16(a0, b1), _mm256_maddubs_epi16(a1, b3));
-                acc[i][0] = _mm256_add_epi32(acc[i][0], _mm256_madd_epi16(p0, ones));
-                acc[i][1] = _mm256_add_epi32(acc[i][1], _mm256_madd_epi16(p1, ones));
-            }
-        }
-    } else {
-        for (size_t g = 0; g < k4; g++) {
-            const int8_t *bg = b + g * 64;
-            __m256i b0 = _mm256_load_si256((const __m256i *)bg), b1 = _mm256_load_si256((const __m256i *)(bg + 32));
-#pragma clang loop unroll(full)
-            for (int i = 0; i < QGEMM_MR; i++) {
-                int32_t group;
-                memcpy(&group, rows[i] + 4 * g, 4);
-                __m256i a = _mm256_set1_epi32(group);
-                acc[i][0] = _mm256_add_epi32(acc[i][0], _mm256_madd_epi16(_mm256_maddubs_epi16(a, b0), ones));
-                acc[i][1] = _mm256_add_epi32(acc[i][1], _mm256_madd_epi16(_mm256_maddubs_epi16(a, b1), ones));
-            }
-        }
-    }
+    size_t g = 0;
+    if (span == 3)
+        for (; g + 3 <= k4; g += 3) KERNEL(qgemm_groups)(acc, rows, b, g, 3);
+    if (span >= 2)
+        for (; g + 2 <= k4; g += 2) KERNEL(qgemm_groups)(acc, rows, b, g, 2);
+    for (; g < k4; g++) KERNEL(qgemm_groups)(acc, rows, b, g, 1);
     for (int i = 0; i < QGEMM_MR; i++) {
         _mm256_storeu_si256((__m256i *)(tile + i * QGEMM_NR), acc[i][0]);
         _mm256_storeu_si256((__m256i *)(tile + i * QGEMM_NR + 8), acc[i][1]);
     }
 }
 
-// The register-only rate of the paired mix above (what the kernel runs on fitted 7-bit weights): 4 rows × 2
-// columns of independent chains, two vpmaddubsw, a vpaddw, a vpmaddwd by ones and a vpaddd per 64 products,
-// no memory traffic. Returns the operations done (2 a product).
+// The register-only rate of the three-group mix above (what the kernel runs on fitted 7-bit weights): 4 rows ×
+// 2 columns of independent chains, three vpmaddubsw, two vpaddw, a vpmaddwd by ones and a vpaddd per 96
+// products, no memory traffic. Returns the operations done (2 a product).
 QGEMM_TARGET static double KERNEL(int8_peak_loop)(size_t iterations, int32_t *sink) {
-    const __m256i ones = _mm256_set1_epi16(1), b0 = _mm256_set1_epi8(3), b1 = _mm256_set1_epi8(-5);
-    const __m256i b2 = _mm256_set1_epi8(7), b3 = _mm256_set1_epi8(-2);
+    const __m256i ones = _mm256_set1_epi16(1);
+    const __m256i b[3][2] = {{_mm256_set1_epi8(3), _mm256_set1_epi8(-5)}, {_mm256_set1_epi8(7), _mm256_set1_epi8(-2)}, {_mm256_set1_epi8(9), _mm256_set1_epi8(-11)}};
     __m256i acc[QGEMM_MR][2], a[QGEMM_MR];
     for (int i = 0; i < QGEMM_MR; i++) acc[i][0] = acc[i][1] = _mm256_setzero_si256(), a[i] = _mm256_set1_epi32(0x01020304 + i);
     for (size_t it = 0; it < iterations; it++) {
 #pragma clang loop unroll(full)
         for (int i = 0; i < QGEMM_MR; i++) {
-            __m256i p0 = _mm256_add_epi16(_mm256_maddubs_epi16(a[i], b0), _mm256_maddubs_epi16(a[i], b2));
-            __m256i p1 = _mm256_add_epi16(_mm256_maddubs_epi16(a[i], b1), _mm256_maddubs_epi16(a[i], b3));
-            acc[i][0] = _mm256_add_epi32(acc[i][0], _mm256_madd_epi16(p0, ones));
-            acc[i][1] = _mm256_add_epi32(acc[i][1], _mm256_madd_epi16(p1, ones));
+            for (int h = 0; h < 2; h++) {
+                __m256i p = _mm256_add_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(a[i], b[0][h]), _mm256_maddubs_epi16(a[i], b[1][h])), _mm256_maddubs_epi16(a[i], b[2][h]));
+                acc[i][h] = _mm256_add_epi32(acc[i][h], _mm256_madd_epi16(p, ones));
+            }
             __asm__ volatile("" : "+x"(a[i]));  // an unknown row each time, as the kernel's broadcasts are
         }
     }
     int32_t total = 0;
     for (int i = 0; i < QGEMM_MR; i++) total += _mm256_extract_epi32(_mm256_add_epi32(acc[i][0], acc[i][1]), 0);
     *sink = total;
-    return 2.0 * QGEMM_MR * 2 * 64 * (double)iterations;
+    return 2.0 * QGEMM_MR * 3 * 64 * (double)iterations;
 }
 #elif QGEMM_KIND == 2
 #include <immintrin.h>
@@ -123,8 +124,8 @@ QGEMM_TARGET static inline __attribute__((always_inline)) void KERNEL(qgemm_vnni
         for (size_t j = 0; j < panels; j++) _mm512_storeu_si512((void *)(tile + i * QGEMM_PANELS * QGEMM_NR + j * QGEMM_NR), acc[i][j]);
 }
 
-QGEMM_TARGET static void KERNEL(qgemm_micro)(size_t k4, const uint8_t *const *rows, const int8_t *restrict b, size_t panels, int pairs_fit, int32_t *restrict tile) {
-    (void)pairs_fit;
+QGEMM_TARGET static void KERNEL(qgemm_micro)(size_t k4, const uint8_t *const *rows, const int8_t *restrict b, size_t panels, int span, int32_t *restrict tile) {
+    (void)span;
     if (panels == 2) KERNEL(qgemm_vnni_tile)(k4, rows, b, 2, tile);
     else KERNEL(qgemm_vnni_tile)(k4, rows, b, 1, tile);
 }
@@ -152,8 +153,8 @@ QGEMM_TARGET static double KERNEL(int8_peak_loop)(size_t iterations, int32_t *si
 #define QGEMM_PANELS 1
 #define QGEMM_MC 16
 // Plain loops over the same layout; the compiler vectorises the 16 columns.
-QGEMM_TARGET static void KERNEL(qgemm_micro)(size_t k4, const uint8_t *const *rows, const int8_t *restrict b, size_t panels, int pairs_fit, int32_t *restrict tile) {
-    (void)panels, (void)pairs_fit;
+QGEMM_TARGET static void KERNEL(qgemm_micro)(size_t k4, const uint8_t *const *rows, const int8_t *restrict b, size_t panels, int span, int32_t *restrict tile) {
+    (void)panels, (void)span;
     for (int i = 0; i < QGEMM_MR; i++) {
         int32_t acc[QGEMM_NR] = {0};
         for (size_t g = 0; g < k4; g++) {
@@ -298,6 +299,7 @@ QGEMM_TARGET static void KERNEL(qgemm)(const vitmsn_qgemm_call *g) {
     const size_t p_begin = g->n0 / QGEMM_NR, p_end = (g->n1 + QGEMM_NR - 1) / QGEMM_NR;
     const size_t ld_tile = QGEMM_PANELS * QGEMM_NR;
     int32_t tile[QGEMM_MR * QGEMM_PANELS * QGEMM_NR] __attribute__((aligned(64)));
+    const int span = g->a_max * g->b_triple_lane_sum <= 32767 ? 3 : g->a_max * g->b_pair_lane_sum <= 32767 ? 2 : 1;
     for (size_t r0 = g->m0; r0 < g->m1; r0 += QGEMM_MC) {
         size_t r1 = g->m1 - r0 < QGEMM_MC ? g->m1 : r0 + QGEMM_MC;
         for (size_t p = p_begin; p < p_end; p += QGEMM_PANELS) {
@@ -310,7 +312,7 @@ QGEMM_TARGET static void KERNEL(qgemm)(const vitmsn_qgemm_call *g) {
                 for (size_t i = 0; i < QGEMM_MR; i++) rows[i] = g->a + (t + (i < height ? i : 0)) * g->lda;
                 float *ct = g->c + t * g->ldc + c0;
                 for (size_t i = 0; i < height; i++) __builtin_prefetch(ct + i * g->ldc, 1, 3);  // C arrives during the sums
-                KERNEL(qgemm_micro)(k4, rows, panel, panels, g->a_max * g->b_lane_sum <= 32767, tile);
+                KERNEL(qgemm_micro)(k4, rows, panel, panels, span, tile);
                 for (size_t j = 0; j * QGEMM_NR < cols; j++) {
                     size_t c = c0 + j * QGEMM_NR, width = cols - j * QGEMM_NR < QGEMM_NR ? cols - j * QGEMM_NR : QGEMM_NR;
                     KERNEL(qgemm_store)(tile + j * QGEMM_NR, ld_tile, height, width, ct + j * QGEMM_NR, g->ldc, g->a_scale + t, g->a_zero + t,

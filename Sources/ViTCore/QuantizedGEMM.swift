@@ -17,9 +17,10 @@ public final class QuantizedMatrix: @unchecked Sendable {
     let columnSums: [Int32]
     /// The largest |q|: 127 at 8 bits, 63 at 7 (0 for a zero matrix).
     let largestMagnitude: Int32
-    /// The largest same-sign sum of the four values sharing an int16 lane in AVX2's paired k-groups: at most
-    /// 128 for weights this build quantised to 7 bits, which AVX2 then runs 3 multiplies per 64 products.
-    let laneSum: Int32
+    /// The largest same-sign sum of the values sharing an int16 lane when AVX2 adds two or three k-groups in
+    /// int16 (`vitmsn_qgemm_lane_sum`): the three-group sum is at most 128 for weights this build quantised to 7
+    /// bits, which AVX2 then runs with 4 multiplies per 96 products.
+    let pairLaneSum, tripleLaneSum: Int32
     let data: UnsafeMutablePointer<Int8>
 
     /// 8 or 7: the bits the values span (a matrix within [-63, 63] counts as 7).
@@ -44,7 +45,8 @@ public final class QuantizedMatrix: @unchecked Sendable {
         (self.k, self.n, self.scales) = (k, n, scales)
         columnSums = (0..<n).map { o in values[(o * stride)..<(o * stride + k)].reduce(Int32(0)) { $0 + Int32($1) } }
         largestMagnitude = values.reduce(Int32(0)) { max($0, abs(Int32($1))) }
-        laneSum = vitmsn_qgemm_lane_sum(values, stride, k, n)
+        pairLaneSum = vitmsn_qgemm_lane_sum(values, stride, k, n, 2)
+        tripleLaneSum = vitmsn_qgemm_lane_sum(values, stride, k, n, 3)
         var memory: UnsafeMutableRawPointer?
         guard posix_memalign(&memory, 64, max(vitmsn_qgemm_packed_bytes(k, n), 64)) == 0, let memory else {
             fatalError("out of memory packing a \(n)×\(k) int8 matrix")
@@ -107,7 +109,7 @@ package func quantizedLinearForward(
     weight.scales.withUnsafeBufferPointer { scales in weight.columnSums.withUnsafeBufferPointer { sums in
         let call = vitmsn_qgemm_call(
             m: x.rows, n: weight.n, k: weight.k, a: x.values, lda: x.stride, a_scale: x.scales, a_zero: x.zeroPoints, a_max: x.levels,
-            packed_b: weight.data, b_scale: scales.baseAddress!, b_sum: sums.baseAddress!, b_max: weight.largestMagnitude, b_lane_sum: weight.laneSum, c: y, ldc: weight.n,
+            packed_b: weight.data, b_scale: scales.baseAddress!, b_sum: sums.baseAddress!, b_max: weight.largestMagnitude, b_pair_lane_sum: weight.pairLaneSum, b_triple_lane_sum: weight.tripleLaneSum, c: y, ldc: weight.n,
             epilogue: vitmsn_epilogue(alpha: 1, beta: accumulate ? 1 : 0, bias: bias, activation: activation.map { Int32($0.kernel.rawValue) } ?? -1),
             m0: 0, m1: x.rows, n0: 0, n1: weight.n)
         let parts = vitmsn_qgemm_parts([call], parallelism.threads)

@@ -39,29 +39,34 @@ final class QuantizedGEMMTests: XCTestCase {
             }
         }
         if bits == 7 {
-            XCTAssertLessThanOrEqual(matrix.laneSum, 128, "every lane fits")
+            XCTAssertTrue(matrix.tripleLaneSum <= 128 || matrix.pairLaneSum <= 128, "every lane fits, of three groups or else two")
             let plainScales = (0..<n).map { o in weight[(o * k)..<((o + 1) * k)].map(abs).max()! / 63 }
             let error = { (scale: (Int) -> Float, value: (Int) -> Float) in
                 (0..<(n * k)).reduce(0.0) { sum, i in let e = Double(scale(i / k) * value(i) - weight[i]); return sum + e * e } }
             let fitted = error({ matrix.scales[$0] }, { Float(values[$0]) })
             let rounded = error({ plainScales[$0] }, { (weight[$0] / plainScales[$0 / k]).rounded(.toNearestOrEven) })
-            XCTAssertLessThanOrEqual(fitted, 1.1 * 1.1 * rounded, "fitting costs at most 10 % of the rms rounding error")
+            XCTAssertLessThanOrEqual(fitted, 1.2 * 1.2 * rounded, "fitting costs at most 20 % of the rms rounding error")
         }
         let again = QuantizedMatrix(values: values, stride: k, scales: matrix.scales, n: n, k: k)
         XCTAssertEqual(again.values, values, "stored int8 weights load without re-quantising")
-        XCTAssertEqual(again.laneSum, matrix.laneSum)
+        XCTAssertEqual([again.pairLaneSum, again.tripleLaneSum], [matrix.pairLaneSum, matrix.tripleLaneSum])
     }
 
-    /// The four values of a row at k ≡ {0, 1, 4, 5} or {2, 3, 6, 7} (mod 8) share a lane; its sum is the larger
-    /// same-sign |sum|.
-    func testLaneSumsGroupTheValuesAVX2PairsTogether() {
+    /// Within each block of 4·groups values of a row, those at k ≡ 0, 1 (mod 4) share a lane, and those at k ≡ 2,
+    /// 3 the other; a lane's sum is the larger same-sign |sum|.
+    func testLaneSumsGroupTheValuesAVX2AddInInt16() {
         var values = [Int8](repeating: 0, count: 2 * 16)
         values[0] = 60; values[1] = 50; values[4] = -70; values[5] = 40  // lane {0, 1, 4, 5}: 150 positive, 70 negative
         values[2] = 63; values[3] = 63; values[6] = 63  // lane {2, 3, 6, 7}: 189
-        values[16 + 8] = -63; values[16 + 9] = -63; values[16 + 12] = -63; values[16 + 13] = -63  // row 1, second block: 252
-        XCTAssertEqual(vitmsn_qgemm_lane_sum(values, 16, 16, 1), 189)
-        XCTAssertEqual(vitmsn_qgemm_lane_sum(values, 16, 16, 2), 252)
-        XCTAssertEqual(vitmsn_qgemm_lane_sum(values, 16, 6, 1), 150, "values past k are not read")
+        values[16 + 8] = -63; values[16 + 9] = -63; values[16 + 12] = -63; values[16 + 13] = -63  // row 1: one 8-block, two 12-blocks
+        XCTAssertEqual(vitmsn_qgemm_lane_sum(values, 16, 16, 1, 2), 189)
+        XCTAssertEqual(vitmsn_qgemm_lane_sum(values, 16, 16, 2, 2), 252)
+        XCTAssertEqual(vitmsn_qgemm_lane_sum(values, 16, 6, 1, 2), 150, "values past k are not read")
+        XCTAssertEqual(vitmsn_qgemm_lane_sum(values, 16, 16, 1, 1), 126, "one group: {2, 3}")
+        XCTAssertEqual(vitmsn_qgemm_lane_sum(Array(values[16...]), 16, 16, 1, 3), 126, "{8, 9} and {12, 13} are in different 12-blocks")
+        values[8] = 40  // lane {0, 1, 4, 5, 8, 9}: 190
+        XCTAssertEqual(vitmsn_qgemm_lane_sum(values, 16, 16, 2, 3), 190)
+        XCTAssertEqual(vitmsn_qgemm_lane_sum(values, 16, 16, 1, 4), -1)
     }
 
     /// 8 bits with a zero point, except where AVX2's int16 pairs need 7 (against 8-bit weights); AVX2
@@ -93,7 +98,7 @@ final class QuantizedGEMMTests: XCTestCase {
             weight.scales.withUnsafeBufferPointer { bs in weight.columnSums.withUnsafeBufferPointer { sums in c.withUnsafeMutableBufferPointer { c in
                 var call = vitmsn_qgemm_call(
                     m: 1, n: 16, k: 8, a: a.baseAddress!, lda: 8, a_scale: scale.baseAddress!, a_zero: zero.baseAddress!, a_max: 255, packed_b: weight.data,
-                    b_scale: bs.baseAddress!, b_sum: sums.baseAddress!, b_max: weight.largestMagnitude, b_lane_sum: weight.laneSum, c: c.baseAddress!, ldc: 16,
+                    b_scale: bs.baseAddress!, b_sum: sums.baseAddress!, b_max: weight.largestMagnitude, b_pair_lane_sum: weight.pairLaneSum, b_triple_lane_sum: weight.tripleLaneSum, c: c.baseAddress!, ldc: 16,
                     epilogue: vitmsn_epilogue(alpha: 1, beta: 0, bias: nil, activation: -1), m0: 0, m1: 1, n0: 0, n1: 16)
                 XCTAssertEqual(vitmsn_qgemm(&call), avx2 ? -1 : 0)
                 XCTAssertEqual(vitmsn_qgemm_portable(&call), 0)
@@ -119,7 +124,7 @@ final class QuantizedGEMMTests: XCTestCase {
             weight.columnSums.withUnsafeBufferPointer { sums in c.withUnsafeMutableBufferPointer { c in
                 let call = vitmsn_qgemm_call(
                     m: m, n: n, k: k, a: q.baseAddress!, lda: stride, a_scale: scales, a_zero: zeros, a_max: levels, packed_b: weight.data,
-                    b_scale: bs.baseAddress!, b_sum: sums.baseAddress!, b_max: weight.largestMagnitude, b_lane_sum: weight.laneSum, c: c.baseAddress!, ldc: n,
+                    b_scale: bs.baseAddress!, b_sum: sums.baseAddress!, b_max: weight.largestMagnitude, b_pair_lane_sum: weight.pairLaneSum, b_triple_lane_sum: weight.tripleLaneSum, c: c.baseAddress!, ldc: n,
                     epilogue: vitmsn_epilogue(alpha: 1, beta: beta, bias: bias.isEmpty ? nil : bias.baseAddress, activation: activation),
                     m0: 0, m1: m, n0: 0, n1: n)
                 let count = vitmsn_qgemm_parts([call], parts)
@@ -154,22 +159,33 @@ final class QuantizedGEMMTests: XCTestCase {
         } }
     }
 
-    /// With 8- and 7-bit weights (AVX2's two loops), and widths that end on a pair of panels, a lone one and a part of one.
+    /// With 8- and 7-bit weights (AVX2's loops over three, two and single groups), K leaving one group after
+    /// the threes (131) and two (125), and widths that end on a pair of panels, a lone one and a part of one.
     func testDispatchedKernelEqualsThePortableOneBitForBit() {
-        for (n, bits) in [(50, 8), (50, 7), (64, 8), (80, 8), (13, 7)] { checkDispatchedAgainstPortable(n: n, bits: bits) }
+        for (n, bits) in [(50, 8), (50, 7), (64, 8), (80, 8), (13, 7)] { for k in [131, 125] { checkDispatchedAgainstPortable(n: n, k: k, bits: bits) } }
     }
 
-    func checkDispatchedAgainstPortable(n: Int, bits: Int) {
-        let (m, k) = (45, 131)
-        let x = randomMatrix(m * k, seed: 6), w = randomMatrix(n * k, seed: 7, std: 0.1), bias = randomMatrix(n, seed: 8)
+    func checkDispatchedAgainstPortable(n: Int, k: Int, bits: Int) {
+        let m = 45
+        let x = randomMatrix(m * k, seed: 6), bias = randomMatrix(n, seed: 8)
+        var w = randomMatrix(n * k, seed: 7, std: 0.1)
+        for o in 0..<n { w[o * k + o % k] = 0.5 }  // an outlier per channel, as trained weights have: Gaussian rows at small K fit only two groups
         let start = randomMatrix(m * n, seed: 9)
         let fitted = w.withUnsafeBufferPointer { QuantizedMatrix(quantizing: $0.baseAddress!, n: n, k: k, bits: bits) }
-        if bits == 7 { XCTAssertLessThanOrEqual(fitted.laneSum, 128, "7-bit weights run AVX2's paired groups") }
-        // The same values with one lane over 128, as a 7-bit checkpoint from before the fitting may hold: unpaired.
+        guard bits == 7 else { return checkDispatchedAgainstPortable(x: x, weight: fitted, m: m, bias: bias, start: start, bits: bits) }
+        XCTAssertLessThanOrEqual(fitted.tripleLaneSum, 128, "7-bit weights run AVX2's three-group sums")
+        // Small values with one three-group lane over 128, as a checkpoint fitted to two-group lanes may hold: pairs.
+        var generator = SeededGenerator(seed: 10)
+        var small = (0..<(n * k)).map { _ in Int8(generator.next() % 41) - 20 }
+        for i in [0, 1, 8, 9] { small[i] = 40 }
+        let pairsOnly = QuantizedMatrix(values: small, stride: k, scales: fitted.scales, n: n, k: k)
+        XCTAssertGreaterThan(pairsOnly.tripleLaneSum, 128)
+        XCTAssertLessThanOrEqual(pairsOnly.pairLaneSum, 128)
+        // The fitted values with one two-group lane over 128, as a 7-bit checkpoint from before any fitting may hold: single groups.
         var values = fitted.values
-        if bits == 7 { for i in [0, 1, 4, 5] { values[i] = 63 } }
+        for i in [0, 1, 4, 5] { values[i] = 63 }
         let unfitted = QuantizedMatrix(values: values, stride: k, scales: fitted.scales, n: n, k: k)
-        for weight in bits == 7 ? [fitted, unfitted] : [fitted] { checkDispatchedAgainstPortable(x: x, weight: weight, m: m, bias: bias, start: start, bits: bits) }
+        for weight in [fitted, pairsOnly, unfitted] { checkDispatchedAgainstPortable(x: x, weight: weight, m: m, bias: bias, start: start, bits: bits) }
     }
 
     func checkDispatchedAgainstPortable(x: [Float], weight: QuantizedMatrix, m: Int, bias: [Float], start: [Float], bits: Int) {
@@ -184,24 +200,30 @@ final class QuantizedGEMMTests: XCTestCase {
         XCTAssertLessThan(zip(gelu, geluPortable).map { abs($0 - $1) }.max()!, 1e-5)
     }
 
-    /// Lanes at the limit (same-sign sums of 128) against activations at 255: the paired int16 sums are 255 · 128.
-    func testPairedLanesHoldTheirLargestSums() {
-        var values = [Int8](repeating: 0, count: 16 * 8)
-        for o in 0..<16 { (values[o * 8], values[o * 8 + 1], values[o * 8 + 4]) = (63, 63, 2); (values[o * 8 + 2], values[o * 8 + 3], values[o * 8 + 7]) = (-63, -63 + Int8(o % 2), -2) }
-        let weight = QuantizedMatrix(values: values, stride: 8, scales: [Float](repeating: 0.01, count: 16), n: 16, k: 8)
-        XCTAssertEqual(weight.laneSum, 128)
-        let x = [Float](repeating: 1, count: 5 * 8)  // quantised to 255 with a zero point of 0
-        let portable = product(x: x, weight: weight, m: 5, bias: nil) { vitmsn_qgemm_portable($0) }
-        XCTAssertEqual(product(x: x, weight: weight, m: 5, bias: nil), portable)
-        XCTAssertEqual(portable[0], 0.01 * Float(128 - 128), accuracy: 1e-6)
-        XCTAssertEqual(portable[1], 0.01 * Float(128 - 127), accuracy: 1e-6)
+    /// Lanes at the limit (same-sign sums of 128) against activations at 255: the int16 sums are 255 · 128, over
+    /// two groups (K = 8) and three (K = 12).
+    func testInt16LanesHoldTheirLargestSums() {
+        for k in [8, 12] {
+            var values = [Int8](repeating: 0, count: 16 * k)
+            for o in 0..<16 {
+                (values[o * k], values[o * k + 1], values[o * k + k - 4]) = (63, 63, 2)
+                (values[o * k + 2], values[o * k + 3], values[o * k + k - 1]) = (-63, -63 + Int8(o % 2), -2)
+            }
+            let weight = QuantizedMatrix(values: values, stride: k, scales: [Float](repeating: 0.01, count: 16), n: 16, k: k)
+            XCTAssertEqual(weight.tripleLaneSum, 128)
+            let x = [Float](repeating: 1, count: 5 * k)  // quantised to 255 with a zero point of 0
+            let portable = product(x: x, weight: weight, m: 5, bias: nil) { vitmsn_qgemm_portable($0) }
+            XCTAssertEqual(product(x: x, weight: weight, m: 5, bias: nil), portable, "K \(k)")
+            XCTAssertEqual(portable[0], 0.01 * Float(128 - 128), accuracy: 1e-6)
+            XCTAssertEqual(portable[1], 0.01 * Float(128 - 127), accuracy: 1e-6)
+        }
     }
 
     func testInt8ProductIsBitIdenticalAcrossThreadSplits() {
         for (m, n, k) in [(400, 64, 96), (4, 2800, 192)] { // split by rows, then by panels
             let x = randomMatrix(m * k, seed: 10), w = randomMatrix(n * k, seed: 11, std: 0.1)
             let weight = w.withUnsafeBufferPointer { QuantizedMatrix(quantizing: $0.baseAddress!, n: n, k: k) }
-            let call = vitmsn_qgemm_call(m: m, n: n, k: k, a: nil, lda: vitmsn_qgemm_row_stride(k), a_scale: nil, a_zero: nil, a_max: 255, packed_b: nil, b_scale: nil, b_sum: nil, b_max: 0, b_lane_sum: 0,
+            let call = vitmsn_qgemm_call(m: m, n: n, k: k, a: nil, lda: vitmsn_qgemm_row_stride(k), a_scale: nil, a_zero: nil, a_max: 255, packed_b: nil, b_scale: nil, b_sum: nil, b_max: 0, b_pair_lane_sum: 0, b_triple_lane_sum: 0,
                                          c: nil, ldc: n, epilogue: vitmsn_epilogue(), m0: 0, m1: m, n0: 0, n1: n)
             XCTAssertEqual(vitmsn_qgemm_parts([call], 3), 3, "\(m)×\(n) is split")
             XCTAssertEqual(product(x: x, weight: weight, m: m, bias: nil), product(x: x, weight: weight, m: m, bias: nil, parts: 3))

@@ -107,8 +107,10 @@ const char *vitmsn_kernel_isa(void);
 /// the block [m0, m1) × [n0, n1) (n0 a multiple of 16): A's rows from vitmsn_quantize_activations (lda a
 /// multiple of 4, at least vitmsn_qgemm_row_stride(K)) with the largest value they may hold in a_max (at most
 /// 255), B packed by vitmsn_qgemm_pack_b with its column sums b_sum, the largest |B| of the matrix in b_max
-/// (at most 127) and its vitmsn_qgemm_lane_sum in b_lane_sum. AVX2 needs 2·a_max·b_max ≤ 32767 (an int16 pair;
-/// vitmsn_qgemm_activation_levels keeps to it), and adds two pairs in int16 where a_max·b_lane_sum ≤ 32767.
+/// (at most 127) and its vitmsn_qgemm_lane_sum over two and three groups in b_pair_lane_sum and
+/// b_triple_lane_sum. AVX2 needs 2·a_max·b_max ≤ 32767 (an int16 pair; vitmsn_qgemm_activation_levels keeps
+/// to it), and adds three k-groups' pairs in int16 where a_max·b_triple_lane_sum ≤ 32767, else two where
+/// a_max·b_pair_lane_sum ≤ 32767.
 /// The sums are exact in int32, so results depend neither on the block split nor on the instruction set.
 typedef struct {
     size_t m, n, k;
@@ -121,7 +123,7 @@ typedef struct {
     const float *b_scale;
     const int *b_sum;
     int b_max;
-    int b_lane_sum;
+    int b_pair_lane_sum, b_triple_lane_sum;
     float *c;
     size_t ldc;
     vitmsn_epilogue epilogue;
@@ -133,18 +135,19 @@ size_t vitmsn_qgemm_row_stride(size_t k);
 
 /// Weights: symmetric rows of `bits` bits (7 or 8), q[r][j] = round(x[r][j] / s[r]) in [-L, L] with L = 63 or
 /// 127, s[r] = max_j |x[r][j]| / L, each row zero-padded to vitmsn_qgemm_row_stride(cols) (ldq at least that):
-/// per output channel for a weight (out, in). At 7 bits the rows are then fitted to AVX2's paired lanes
-/// (vitmsn_qgemm_lane_sum at most 128, so that 8-bit activations pair exactly): in a lane over that, the value
-/// rounded furthest away from zero gives up a level, one at a time, until it fits. If that adds more than 10 %
-/// to the rows' rms rounding error (small K, where a row's values span more of the levels), they stay as
-/// rounded, and AVX2 runs them unpaired.
+/// per output channel for a weight (out, in). At 7 bits the rows are then fitted to AVX2's three-group lanes
+/// (vitmsn_qgemm_lane_sum over 3 groups at most 128, so that 8-bit activations add in int16 exactly): in a
+/// lane over that, the value rounded furthest away from zero gives up a level, one at a time, until it fits.
+/// If that adds more than 20 % to the rows' rms rounding error (small K, where a row's values span more of
+/// the levels), they stay as rounded, and AVX2 adds fewer groups in int16 (as their lane sums allow).
 void vitmsn_quantize_rows(const float *x, size_t ldx, size_t rows, size_t cols, signed char *q, size_t ldq, float *scales, int bits);
 
-/// The largest of B's lane sums, w (N × K, row-major, ldw per row) as a quantised weight: the four values of a
-/// row at k ≡ {0, 1, 4, 5} or {2, 3, 6, 7} (mod 8) share an int16 lane when AVX2 pairs two k-groups, and a
-/// lane's sum is the larger of its positive values' sum and its negative values' |sum|. Its products with
-/// activations in [0, a_max] stay within ±a_max times it.
-int vitmsn_qgemm_lane_sum(const signed char *w, size_t ldw, size_t k, size_t n);
+/// The largest of B's lane sums, w (N × K, row-major, ldw per row) as a quantised weight, when AVX2 adds
+/// `groups` (1 to 3) k-groups' vpmaddubsw pairs in one int16 lane: the values of a row at k ≡ h, h+1 (mod 4)
+/// for h = 0 or 2 within each block of 4·groups share a lane, and a lane's sum is the larger of its positive
+/// values' sum and its negative values' |sum|. Its products with activations in [0, a_max] stay within ±a_max
+/// times it. -1 for another `groups`.
+int vitmsn_qgemm_lane_sum(const signed char *w, size_t ldw, size_t k, size_t n, int groups);
 
 /// The weight bits the dispatched kernel runs fastest with at no loss: 7 on AVX2 (int16 pairs, qgemm_body.h),
 /// 8 elsewhere.
