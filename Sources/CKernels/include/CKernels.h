@@ -139,7 +139,8 @@ size_t vitmsn_qgemm_row_stride(size_t k);
 /// (vitmsn_qgemm_lane_sum over 3 groups at most 128, so that 8-bit activations add in int16 exactly): in a
 /// lane over that, the value rounded furthest away from zero gives up a level, one at a time, until it fits.
 /// If that adds more than 20 % to the rows' rms rounding error (small K, where a row's values span more of
-/// the levels), they stay as rounded, and AVX2 adds fewer groups in int16 (as their lane sums allow).
+/// the levels), they are fitted to two-group lanes instead, and past 20 % again stay as rounded; AVX2 adds as
+/// many groups in int16 as their lane sums allow.
 void vitmsn_quantize_rows(const float *x, size_t ldx, size_t rows, size_t cols, signed char *q, size_t ldq, float *scales, int bits);
 
 /// The largest of B's lane sums, w (N × K, row-major, ldw per row) as a quantised weight, when AVX2 adds
