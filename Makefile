@@ -33,7 +33,8 @@ demo: build
 	@mkdir -p out
 	$(CLI) attention --model $(DEMO_MODEL) --fashion-mnist 8 --output out/attention.png
 
-# Pretrains the default model again (18 epochs: 115 min on the Xeon's two cores, about 127 on the Zen 3 VM) into out/msn-fashion-mnist.
+# Pretrains the default model again into out/msn-fashion-mnist (18 epochs: 115 min on the Xeon's two cores,
+# about 127 on the Zen 3 VM).
 default-model: build
 	@scripts/install_system_deps.sh dataset-fashion-mnist
 	$(CLI) pretrain --config configs/fashion_mnist_msn.json

@@ -13,8 +13,8 @@
 // into int16 with saturation, and its widening to int32 (vpmaddwd by ones) takes a multiply port too. So
 // AVX2 runs 7-bit weights: a pair of 8-bit activations is then at most 2·255·63 = 32130 and fits. Three
 // k-groups' pairs then add in int16 before one widening, 4 multiplies per 96 products (two groups take 4.5,
-// single ones 6), when the six weights of each int16 lane (k ≡ {h, h+1, h+4, h+5, h+8, h+9} mod 12 of a column, h = 0 or 2) have
-// same-sign sums of at most 128 (a "lane sum", so the lane holds at most 255 · 128 = 32640): the 7-bit
+// single ones 6), when the six weights of each int16 lane (k ≡ {h, h+1, h+4, h+5, h+8, h+9} mod 12 of a
+// column, h = 0 or 2) have same-sign sums of at most 128 (a "lane sum", so the lane holds at most 255 · 128 = 32640): the 7-bit
 // quantiser fits every lane to that, moving a few weights by a level (vitmsn_quantize_rows). A 7-bit
 // checkpoint fitted to two-group lanes (k ≡ {h, h+1, h+4, h+5} mod 8, before the three) adds pairs of groups;
 // weights that fit neither (8-bit ones, or 7-bit ones from before any fitting) widen each group on its own.
