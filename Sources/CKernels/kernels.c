@@ -108,6 +108,18 @@ int vitmsn_attention_head(const float *q, const float *k, const float *v, float 
     return 0;
 }
 
+size_t vitmsn_attention_int8_scratch_bytes(size_t s, size_t hd) {
+    qattention_scratch pieces;
+    return hd == 0 ? 0 : qattention_layout(s, hd, 0, &pieces) + 63;  // and room to align the start
+}
+
+int vitmsn_attention_head_int8(const float *q, const float *k, const float *v, float *out, size_t ld, size_t s, size_t hd, float scale, float mask, void *scratch) {
+    if (hd == 0) return -1;
+    char *aligned = (char *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);  // the packed operands are read aligned
+    if (s > 0) QGEMM_DISPATCH(qattention_head, q, k, v, out, ld, s, hd, scale, mask, aligned);
+    return 0;
+}
+
 size_t vitmsn_gemm_panel_width(void) { return GEMM_CONSTANT(8, 16, 32); }
 size_t vitmsn_gemm_row_tile(void) { return GEMM_CONSTANT(4, 6, 12); }
 size_t vitmsn_gemm_packed_count(size_t k, size_t n) { return DISPATCH(gemm_packed_count, k, n); }
@@ -361,6 +373,14 @@ int vitmsn_qgemm_preferred_weight_bits(void) {
     return qgemm_isa == ISA_AVX2 ? 7 : 8;
 #else
     return 8;
+#endif
+}
+
+int vitmsn_qgemm_attention_pays(void) {
+#ifdef HAVE_X86_BUILDS
+    return qgemm_isa == ISA_AVX512;
+#else
+    return 0;
 #endif
 }
 

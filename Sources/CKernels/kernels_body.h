@@ -111,8 +111,7 @@ KERNEL_TARGET static inline float KERNEL(exp_below_maximum)(float *restrict row,
     vf mv = (vf){0} + *maximum;
     size_t j = 0;
     for (; j + GEMM_VW <= cols; j += GEMM_VW) mv = __builtin_elementwise_max(mv, *(const vf *)(row + j));
-    float m = *maximum;
-    for (int lane = 0; lane < GEMM_VW; lane++) m = fmaxf(m, mv[lane]);
+    float m = __builtin_reduce_max(mv);
     for (; j < cols; j++) m = fmaxf(m, row[j]);
     float total = 0.0f;
     {

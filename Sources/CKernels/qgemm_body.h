@@ -229,8 +229,7 @@ QGEMM_TARGET static void KERNEL(quantize_rows_unsigned)(const float *restrict x,
             vf v = *(const vf *)(xr + j);
             lo_v = __builtin_elementwise_min(lo_v, v), hi_v = __builtin_elementwise_max(hi_v, v);
         }
-        float lo = 0, hi = 0;
-        for (int i = 0; i < GEMM_VW; i++) lo = fminf(lo, lo_v[i]), hi = fmaxf(hi, hi_v[i]);
+        float lo = __builtin_reduce_min(lo_v), hi = __builtin_reduce_max(hi_v);  // the lanes started at 0, so both include it
         for (size_t t = j; t < cols; t++) lo = fminf(lo, xr[t]), hi = fmaxf(hi, xr[t]);
         float scale = (hi - lo) / levels, inverse = hi > lo ? levels / (hi - lo) : 0.0f;
         float zero = nearbyintf(-lo * inverse);
@@ -280,15 +279,14 @@ QGEMM_TARGET static void KERNEL(qgemm_store)(
         for (size_t j = 0; j < QGEMM_NR; j += GEMM_VW) {
             vi corrected = *(const vi *)(tile + r * ld_tile + j) - z * *(const vi *)(sum + j);
             vf value = __builtin_convertvector(corrected, vf) * (s * *(const vf *)(scale + j)) + *(const vf *)(offset + j);
-            *(vf *)(v + j) = gelu ? KERNEL(gelu_vector)(value) : value;
-        }
-        if (cols == QGEMM_NR) {  // whole vectors (a loop of `cols` would become a memcpy call)
-            for (size_t j = 0; j < QGEMM_NR; j += GEMM_VW) {
+            value = gelu ? KERNEL(gelu_vector)(value) : value;
+            if (cols == QGEMM_NR) {  // whole vectors straight to C (a loop of `cols` would become a memcpy call)
                 vf *cv = (vf *)(cr + j);
-                *cv = ep->beta != 0.0f ? ep->beta * *cv + *(const vf *)(v + j) : *(const vf *)(v + j);
-            }
-        } else if (ep->beta != 0.0f) for (size_t j = 0; j < cols; j++) cr[j] = ep->beta * cr[j] + v[j];
-        else for (size_t j = 0; j < cols; j++) cr[j] = v[j];
+                *cv = ep->beta != 0.0f ? ep->beta * *cv + value : value;
+            } else *(vf *)(v + j) = value;
+        }
+        if (cols < QGEMM_NR && ep->beta != 0.0f) for (size_t j = 0; j < cols; j++) cr[j] = ep->beta * cr[j] + v[j];
+        else if (cols < QGEMM_NR) for (size_t j = 0; j < cols; j++) cr[j] = v[j];
         if (ep->activation >= 0 && !gelu) KERNEL(activate)((vitmsn_activation)ep->activation, cr, cols);
     }
 }
@@ -324,6 +322,182 @@ QGEMM_TARGET static void KERNEL(qgemm)(const vitmsn_qgemm_call *g) {
     }
 }
 
+// Inference attention for one (batch, head) on this int8 kernel, as dynamic quantisation treats a Linear: each
+// product's right operand is quantised symmetric per output column (a key's hd values for the scores, a head
+// channel's S values for the context) and its left one unsigned per row (a query; a row of probabilities).
+// The probabilities go in as levels round(255 · exp(s − max)), the largest exactly 255, so a row's resolution
+// is 1/255 of its own largest entry; dividing by the levels' sum (and the head mask) joins the row's scale.
+#ifndef QATTENTION_ROWS
+#define QATTENTION_ROWS 24  // query rows scored at a time (two VNNI tiles): their scores stay in L1
+
+// The scratch of one head, carved from `base` in 64-byte pieces (base 0 only measures); returns its bytes.
+typedef struct {
+    int8_t *k_row, *k_packed, *v_packed;  // one key quantised; K and V quantised and packed
+    float *v_inverse, *k_scale, *v_scale, *q_scale, *scores, *p_scale;
+    int32_t *k_sum, *v_sum, *q_zero, *p_zero;
+    uint8_t *q_raw, *p_raw;                        // Q's rows, and a block's probability rows, quantised
+} qattention_scratch;
+
+static size_t qattention_layout(size_t s, size_t hd, char *base, qattention_scratch *t) {
+    const size_t hs = vitmsn_qgemm_row_stride(hd), ss = vitmsn_qgemm_row_stride(s), rows = QATTENTION_ROWS;
+    size_t used = 0;
+#define QATTENTION_PIECE(field, count) \
+    (t->field = (void *)(base ? base + used : 0), used += ((count) * sizeof *t->field + 63) / 64 * 64)
+    QATTENTION_PIECE(k_row, hs);
+    QATTENTION_PIECE(k_packed, vitmsn_qgemm_packed_bytes(hd, s));
+    QATTENTION_PIECE(v_inverse, hd);
+    QATTENTION_PIECE(v_packed, vitmsn_qgemm_packed_bytes(s, hd));
+    QATTENTION_PIECE(k_scale, s);
+    QATTENTION_PIECE(v_scale, hd);
+    QATTENTION_PIECE(k_sum, s);
+    QATTENTION_PIECE(v_sum, hd);
+    QATTENTION_PIECE(q_raw, s * hs);
+    QATTENTION_PIECE(q_scale, s);
+    QATTENTION_PIECE(q_zero, s);
+    QATTENTION_PIECE(scores, rows * s);
+    QATTENTION_PIECE(p_raw, rows * ss);
+    QATTENTION_PIECE(p_scale, rows);
+    QATTENTION_PIECE(p_zero, rows);
+#undef QATTENTION_PIECE
+    return used;
+}
+#endif
+
+typedef int32_t KERNEL(vi) __attribute__((vector_size(GEMM_VW * 4), aligned(4)));
+
+// Symmetric quantisation of a vector of floats at 1/inverse per level, clamped to ±levels (NaN to -levels).
+QGEMM_TARGET static inline KERNEL(vi) KERNEL(qattention_round)(KERNEL(vf) x, KERNEL(vf) inverse, float levels) {
+    typedef KERNEL(vf) vf;
+    vf v = __builtin_elementwise_roundeven(x * inverse);
+    v = __builtin_elementwise_min(__builtin_elementwise_max(v, (vf){0} - levels), (vf){0} + levels);
+    return __builtin_convertvector(v, KERNEL(vi));
+}
+
+// K (S rows of hd, ld apart) as the scores' right operand: a scale per key (its largest |value| / levels),
+// straight into vitmsn_qgemm_pack_b's layout ([key/16][dim/4][key%16][4]), and each key's Σq.
+QGEMM_TARGET static void KERNEL(qattention_pack_keys)(
+    const float *k, size_t ld, size_t s, size_t hd, float levels, int8_t *packed, float *scales, int32_t *sums, int8_t *row
+) {
+    typedef KERNEL(vf) vf;
+    const size_t k4 = vitmsn_qgemm_row_stride(hd) / 4;
+    memset(packed, 0, vitmsn_qgemm_packed_bytes(hd, s));
+    memset(row, 0, 4 * k4);
+    for (size_t j = 0; j < s; j++) {
+        const float *x = k + j * ld;
+        vf largest_v = (vf){0};
+        size_t d = 0;
+        for (; d + GEMM_VW <= hd; d += GEMM_VW) largest_v = __builtin_elementwise_max(largest_v, __builtin_elementwise_abs(*(const vf *)(x + d)));
+        float largest = __builtin_reduce_max(largest_v);
+        for (; d < hd; d++) largest = fmaxf(largest, fabsf(x[d]));
+        const float inverse = largest > 0 ? levels / largest : 0.0f;
+        scales[j] = largest / levels;
+        KERNEL(vi) total_v = (KERNEL(vi)){0};
+        for (d = 0; d + GEMM_VW <= hd; d += GEMM_VW) {
+            KERNEL(vi) q = KERNEL(qattention_round)(*(const vf *)(x + d), (vf){0} + inverse, levels);
+            total_v += q;
+            typedef int8_t vb __attribute__((vector_size(GEMM_VW), aligned(1)));
+            *(vb *)(row + d) = __builtin_convertvector(q, vb);
+        }
+        int32_t total = __builtin_reduce_add(total_v);
+        for (; d < hd; d++) {
+            float v = nearbyintf(x[d] * inverse);
+            v = v >= -levels ? (v <= levels ? v : levels) : -levels;
+            row[d] = (int8_t)(int32_t)v, total += row[d];
+        }
+        sums[j] = total;
+        int8_t *column = packed + j / 16 * k4 * 64 + j % 16 * 4;
+        for (size_t g = 0; g < k4; g++) memcpy(column + g * 64, row + 4 * g, 4);
+    }
+}
+
+// V (S rows of hd, ld apart) as the context's right operand: a scale per channel (its largest |value| over the
+// keys / levels), straight into the packed layout ([channel/16][key/4][channel%16][4]), and each channel's Σq.
+QGEMM_TARGET static void KERNEL(qattention_pack_values)(
+    const float *v, size_t ld, size_t s, size_t hd, float levels, int8_t *packed, float *scales, int32_t *sums, float *inverse
+) {
+    typedef KERNEL(vf) vf;
+    const size_t k4 = vitmsn_qgemm_row_stride(s) / 4;
+    memset(packed, 0, vitmsn_qgemm_packed_bytes(s, hd));
+    for (size_t d = 0; d < hd; d++) inverse[d] = 0, sums[d] = 0;
+    for (size_t j = 0; j < s; j++) {  // each channel's largest |value| into `inverse`, for now
+        const float *x = v + j * ld;
+        size_t d = 0;
+        for (; d + GEMM_VW <= hd; d += GEMM_VW)
+            *(vf *)(inverse + d) = __builtin_elementwise_max(*(vf *)(inverse + d), __builtin_elementwise_abs(*(const vf *)(x + d)));
+        for (; d < hd; d++) inverse[d] = fmaxf(inverse[d], fabsf(x[d]));
+    }
+    for (size_t d = 0; d < hd; d++) scales[d] = inverse[d] / levels, inverse[d] = inverse[d] > 0 ? levels / inverse[d] : 0.0f;
+    // Four keys' bytes of a channel make one int32 lane of the packed row, so GEMM_VW channels of four keys
+    // are one vector store.
+    const size_t vector_end = hd / GEMM_VW * GEMM_VW;
+    for (size_t j0 = 0; j0 < s; j0 += 4) {
+        for (size_t d = 0; d < vector_end; d += GEMM_VW) {
+            KERNEL(vi) word = (KERNEL(vi)){0};
+            for (size_t jj = 0; jj < 4 && j0 + jj < s; jj++) {
+                KERNEL(vi) q = KERNEL(qattention_round)(*(const vf *)(v + (j0 + jj) * ld + d), *(const vf *)(inverse + d), levels);
+                *(KERNEL(vi) *)(sums + d) += q;
+                word |= (q & 0xff) << (int32_t)(8 * jj);
+            }
+            memcpy(packed + d / 16 * k4 * 64 + j0 / 4 * 64 + d % 16 * 4, &word, sizeof word);
+        }
+        for (size_t jj = 0; jj < 4 && j0 + jj < s; jj++)
+            for (size_t d = vector_end; d < hd; d++) {
+                float q = nearbyintf(v[(j0 + jj) * ld + d] * inverse[d]);
+                q = q >= -levels ? (q <= levels ? q : levels) : -levels;
+                packed[d / 16 * k4 * 64 + j0 / 4 * 64 + d % 16 * 4 + jj] = (int8_t)(int32_t)q, sums[d] += (int32_t)q;
+            }
+    }
+}
+
+// A row of scores to the levels round(255 · exp(score − its maximum)) (the maximum, exactly 1, is 255), as
+// unsigned bytes zero-padded to `padded`; returns their sum, by which the context is divided, so that each
+// row's quantised probabilities still sum to 1. The exponentials are left in `scores`.
+QGEMM_TARGET static int32_t KERNEL(qattention_probabilities)(float *restrict scores, size_t s, size_t padded, uint8_t *restrict q) {
+    float maximum = -INFINITY;
+    KERNEL(exp_below_maximum)(scores, s, &maximum);
+    int32_t total = 0;
+    for (size_t j = 0; j < s; j++) {
+        q[j] = (uint8_t)(int32_t)__builtin_roundevenf(scores[j] * 255.0f);
+        total += q[j];
+    }
+    for (size_t j = s; j < padded; j++) q[j] = 0;
+    return total;
+}
+
+QGEMM_TARGET static void KERNEL(qattention_head)(
+    const float *restrict q, const float *restrict k, const float *restrict v, float *restrict out, size_t ld,
+    size_t s, size_t hd, float scale, float mask, void *scratch
+) {
+    const float levels = QGEMM_KIND == 1 ? 63.0f : 127.0f;  // AVX2's 7-bit weights (see the top of this file)
+    const size_t hs = vitmsn_qgemm_row_stride(hd), ss = vitmsn_qgemm_row_stride(s);
+    qattention_scratch t;
+    qattention_layout(s, hd, scratch, &t);
+    KERNEL(qattention_pack_keys)(k, ld, s, hd, levels, t.k_packed, t.k_scale, t.k_sum, t.k_row);
+    KERNEL(qattention_pack_values)(v, ld, s, hd, levels, t.v_packed, t.v_scale, t.v_sum, t.v_inverse);
+    // AVX2 adds k-groups in int16 only as far as the lanes allow: unfitted 7-bit values, so at most 6·63 a lane
+    const int lanes[2] = {QGEMM_KIND == 1 ? 4 * 63 : 0, QGEMM_KIND == 1 ? 6 * 63 : 0};
+    KERNEL(quantize_rows_unsigned)(q, ld, s, hd, t.q_raw, hs, t.q_scale, t.q_zero, 255.0f);
+    vitmsn_qgemm_call scored = {
+        .m = s, .n = s, .k = hd, .a = t.q_raw, .lda = hs, .a_scale = t.q_scale, .a_zero = t.q_zero, .a_max = 255,
+        .packed_b = (const signed char *)t.k_packed, .b_scale = t.k_scale, .b_sum = t.k_sum, .b_max = (int)levels,
+        .b_pair_lane_sum = lanes[0], .b_triple_lane_sum = lanes[1], .ldc = s, .epilogue = {scale, 0.0f, 0, -1}, .n0 = 0, .n1 = s};
+    vitmsn_qgemm_call context = {
+        .n = hd, .k = s, .a = t.p_raw, .lda = ss, .a_scale = t.p_scale, .a_zero = t.p_zero, .a_max = 255,
+        .packed_b = (const signed char *)t.v_packed, .b_scale = t.v_scale, .b_sum = t.v_sum, .b_max = (int)levels,
+        .b_pair_lane_sum = lanes[0], .b_triple_lane_sum = lanes[1], .ldc = ld, .epilogue = {1.0f, 0.0f, 0, -1}, .n0 = 0, .n1 = hd};
+    memset(t.p_zero, 0, QATTENTION_ROWS * sizeof *t.p_zero);
+    for (size_t r0 = 0; r0 < s; r0 += QATTENTION_ROWS) {
+        const size_t height = s - r0 < QATTENTION_ROWS ? s - r0 : QATTENTION_ROWS;
+        // scores (height, S) = scale · Q_rows Kᵀ, written from row 0 of the block
+        scored.c = t.scores - r0 * s, scored.m0 = r0, scored.m1 = r0 + height;
+        KERNEL(qgemm)(&scored);
+        for (size_t i = 0; i < height; i++)
+            t.p_scale[i] = mask / (float)KERNEL(qattention_probabilities)(t.scores + i * s, s, ss, t.p_raw + i * ss);
+        // context (height, hd) = P V
+        context.m = height, context.m0 = 0, context.m1 = height, context.c = out + r0 * ld;
+        KERNEL(qgemm)(&context);
+    }
+}
 #undef QGEMM_MR
 #undef QGEMM_PANELS
 #undef QGEMM_MC

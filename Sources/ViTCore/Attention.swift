@@ -16,9 +16,10 @@ func fusedAttentionScratch(sequence: Int, headDim: Int) -> Int? {
 }
 
 /// Floats of scratch `multiHeadAttention` needs per thread without returned probabilities: the fused kernel's,
-/// or (key blocks) one query block's scores.
+/// or (key blocks) one query block's scores, or the int8 kernel's, whichever is most.
 func attentionThreadScratch(sequence: Int, headDim: Int) -> Int {
-    fusedAttentionScratch(sequence: sequence, headDim: headDim) ?? min(queryBlock, sequence) * sequence
+    let float = fusedAttentionScratch(sequence: sequence, headDim: headDim) ?? min(queryBlock, sequence) * sequence
+    return max(float, (vitmsn_attention_int8_scratch_bytes(sequence, headDim) + 3) / 4)
 }
 
 /// Floats of scratch `multiHeadAttention` needs without returned probabilities, for `threads` threads.
@@ -44,6 +45,8 @@ func keyBlocks(sequence: Int) -> [Range<Int>] {
 ///   query blocks of `queryBlock` rows and keys in blocks of at most `keyBlockLimit` with an online softmax
 ///   (running row maximum and sum, the context rescaled as the maximum grows): memory linear in the
 ///   sequence length, and scores that stay in cache. `scratch` holds `attentionScratchCount` floats.
+/// - int8: without returned probabilities, the products run on the int8 kernel instead, as dynamic quantisation
+///   runs a Linear (`vitmsn_attention_head_int8`); with them, in float as above.
 /// The (batch, head) pairs are split across `parallelism`.
 package func multiHeadAttention(
     query: UnsafePointer<Float>, key: UnsafePointer<Float>, value: UnsafePointer<Float>,
@@ -52,16 +55,21 @@ package func multiHeadAttention(
     headMask: [Float]?,
     probabilities: UnsafeMutablePointer<Float>?,
     scratch: UnsafeMutablePointer<Float>,
+    int8: Bool = false,
     parallelism: Parallelism = .serial
 ) {
     let width = heads * headDim
-    if probabilities == nil, let perThread = fusedAttentionScratch(sequence: sequence, headDim: headDim) {
+    let fusedScratch = int8 ? attentionThreadScratch(sequence: sequence, headDim: headDim) : fusedAttentionScratch(sequence: sequence, headDim: headDim)
+    if probabilities == nil, let perThread = fusedScratch {
         parallelism.forEachChunk(of: batch * heads) { chunk, pairs in
             for pair in pairs {
                 let offset = (pair / heads) * sequence * width + (pair % heads) * headDim
-                let status = vitmsn_attention_head(query + offset, key + offset, value + offset, context + offset, width, sequence, headDim,
-                                                   scale, headMask?[pair % heads] ?? 1, scratch + chunk * perThread)
-                precondition(status == 0, "the attention kernel refused a head of \(headDim)")
+                let (q, k, v, out) = (query + offset, key + offset, value + offset, context + offset)
+                let (mask, threadScratch) = (headMask?[pair % heads] ?? 1, scratch + chunk * perThread)
+                let status = int8
+                    ? vitmsn_attention_head_int8(q, k, v, out, width, sequence, headDim, scale, mask, threadScratch)
+                    : vitmsn_attention_head(q, k, v, out, width, sequence, headDim, scale, mask, threadScratch)
+                precondition(status == 0, "the \(int8 ? "int8" : "float") attention kernel refused a head of \(headDim)")
             }
         }
         return

@@ -7,6 +7,9 @@ import Foundation
 public final class QuantizedMatrix: @unchecked Sendable {
     /// The weight bits this CPU's int8 kernel runs fastest with at no loss: 7 on AVX2, 8 with VNNI or portably.
     public static var preferredBits: Int { Int(vitmsn_qgemm_preferred_weight_bits()) }
+    /// Whether int8 models run attention's products (QKᵀ and PV) in int8 on this CPU: with VNNI, where that is
+    /// faster than float attention; elsewhere they stay in float.
+    public static var quantizesAttention: Bool { vitmsn_qgemm_attention_pays() != 0 }
 
     /// Input features (K) and output features (N).
     public let k: Int

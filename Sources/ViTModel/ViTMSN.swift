@@ -234,7 +234,8 @@ public final class ViTMSNSelfAttention: NN.Module {
     /// workspace.normed (B·S, D) → workspace.context (B·S, D)
     func forward(batch: Int, sequence: Int, headMask: [Float]?, attentions: UnsafeMutablePointer<Float>?, workspace w: EncoderWorkspace) {
         let tokens = batch * sequence
-        if query.quantizedWeight != nil, key.quantizedWeight != nil, value.quantizedWeight != nil {  // int8: quantise once
+        let int8 = query.quantizedWeight != nil && key.quantizedWeight != nil && value.quantizedWeight != nil
+        if int8 {  // quantise once
             let normed = QuantizedRows(w.normed.pointer, rows: tokens, columns: query.inFeatures,
                                        for: [query, key, value].map { $0.quantizedWeight! }, parallelism: w.parallelism)
             query.forward(normed, into: w.query.pointer, parallelism: w.parallelism)
@@ -249,7 +250,7 @@ public final class ViTMSNSelfAttention: NN.Module {
             query: w.query.pointer, key: w.key.pointer, value: w.value.pointer, context: w.context.pointer,
             batch: batch, sequence: sequence, heads: heads, headDim: headDim,
             scale: 1 / Float(headDim).squareRoot(), headMask: headMask,
-            probabilities: attentions, scratch: w.scores.pointer, parallelism: w.parallelism
+            probabilities: attentions, scratch: w.scores.pointer, int8: int8 && QuantizedMatrix.quantizesAttention, parallelism: w.parallelism
         )
     }
 }

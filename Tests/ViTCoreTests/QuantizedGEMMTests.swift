@@ -1,4 +1,5 @@
 import CKernels
+import Foundation
 import XCTest
 @testable import ViTCore
 
@@ -241,5 +242,69 @@ final class QuantizedGEMMTests: XCTestCase {
             quantizedLinearForward(x: rows, weight: weight, bias: b.baseAddress, y: &y, accumulate: true, parallelism: Parallelism(threads: 2))
         } }
         XCTAssertEqual(y, direct.map { 1 + $0 })
+    }
+
+    /// One head of the int8 attention's scheme in Double, from the same quantised values: Q per row unsigned
+    /// with a zero point, K per key and V per channel symmetric at the weight levels of this CPU's kernel, the
+    /// probabilities as levels round(255 · exp(s − max)) over their sum. Returns the (S, hd) context.
+    func int8AttentionReference(q: [Float], k: [Float], v: [Float], ld: Int, offset: Int, sequence: Int, headDim: Int, scale: Float, mask: Float) -> [Double] {
+        let levels: Float = QuantizedMatrix.preferredBits == 7 ? 63 : 127
+        func symmetric(_ x: [Float]) -> (values: [Float], scale: Float) {
+            let largest = x.map(abs).max()!, inverse = largest > 0 ? levels / largest : 0
+            return (x.map { min(max(($0 * inverse).rounded(.toNearestOrEven), -levels), levels) }, largest / levels)
+        }
+        let rows = (0..<sequence).map { j in (0..<headDim).map { offset + j * ld + $0 } }
+        let keys = rows.map { symmetric($0.map { k[$0] }) }
+        let channels = (0..<headDim).map { d in symmetric((0..<sequence).map { v[offset + $0 * ld + d] }) }
+        var context = [Double](repeating: 0, count: sequence * headDim)
+        for i in 0..<sequence {
+            let x = rows[i].map { q[$0] }
+            let (low, high) = (min(x.min()!, 0), max(x.max()!, 0))
+            let inverse = high > low ? 255 / (high - low) : 0, zero = (-low * inverse).rounded(.toNearestOrEven)
+            let quantized = x.map { min(max(($0 * inverse).rounded(.toNearestOrEven) + zero, 0), 255) - zero }
+            let scores = keys.map { key in
+                Double(scale) * Double((high - low) / 255) * Double(key.scale) * zip(quantized, key.values).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
+            }
+            let levelsOfP = scores.map { (Foundation.exp($0 - scores.max()!) * 255).rounded(.toNearestOrEven) }, total = levelsOfP.reduce(0, +)
+            for d in 0..<headDim {
+                let sum = (0..<sequence).reduce(0.0) { $0 + levelsOfP[$1] * Double(channels[d].values[$1]) }
+                context[i * headDim + d] = Double(mask) * Double(channels[d].scale) * sum / total
+            }
+        }
+        return context
+    }
+
+    /// The int8 attention kernel computes its scheme (the Double reference above, to float rounding), stays near
+    /// float attention, and gives the same bits on any thread split; over ragged query blocks, heads that are not
+    /// whole vectors and a head mask.
+    func testInt8AttentionMatchesItsSchemeAndStaysNearFloat() {
+        for (sequence, headDim) in [(1, 8), (5, 3), (30, 20), (61, 40), (197, 64)] {
+            let (batch, heads) = (2, 2), width = heads * headDim, count = batch * sequence * width
+            let q = randomMatrix(count, seed: 31, std: 2), k = randomMatrix(count, seed: 32, std: 2), v = randomMatrix(count, seed: 33)
+            let scale = 1 / Float(headDim).squareRoot(), mask: [Float] = [1, 0.5]
+            func attention(int8: Bool, threads: Int) -> [Float] {
+                var scratch = [Float](repeating: .nan, count: attentionScratchCount(sequence: sequence, headDim: headDim, threads: threads))
+                var context = [Float](repeating: .nan, count: count)
+                multiHeadAttention(query: q, key: k, value: v, context: &context, batch: batch, sequence: sequence, heads: heads, headDim: headDim,
+                                   scale: scale, headMask: mask, probabilities: nil, scratch: &scratch, int8: int8, parallelism: Parallelism(threads: threads))
+                return context
+            }
+            let int8 = attention(int8: true, threads: 2), float = attention(int8: false, threads: 2)
+            XCTAssertEqual(int8, attention(int8: true, threads: 1), "S \(sequence), head size \(headDim): 1 against 2 threads")
+            var (error, norm) = (0.0, 0.0)
+            for b in 0..<batch { for h in 0..<heads {
+                let offset = b * sequence * width + h * headDim
+                let reference = int8AttentionReference(q: q, k: k, v: v, ld: width, offset: offset, sequence: sequence, headDim: headDim, scale: scale, mask: mask[h])
+                for i in 0..<sequence { for d in 0..<headDim {
+                    let index = offset + i * width + d
+                    XCTAssertEqual(Double(int8[index]), reference[i * headDim + d], accuracy: 1e-5, "S \(sequence), head size \(headDim), [\(b), \(h), \(i), \(d)]")
+                    error += pow(Double(int8[index] - float[index]), 2)
+                    norm += pow(Double(float[index]), 2)
+                } }
+            } }
+            // Measured: 2.3 % at S 197 with 8-bit K and V, 3.4 % with AVX2's 7 bits; sharp attention (scores of std 2).
+            XCTAssertLessThan((error / norm).squareRoot(), 0.05, "S \(sequence), head size \(headDim): relative error against float attention")
+            XCTAssertNotEqual(int8, float, "S \(sequence), head size \(headDim): the int8 kernel ran")
+        }
     }
 }

@@ -28,6 +28,13 @@ void vitmsn_softmax_rows(float *x, size_t rows, size_t cols);
 size_t vitmsn_attention_scratch_count(size_t s, size_t hd);
 int vitmsn_attention_head(const float *q, const float *k, const float *v, float *out, size_t ld, size_t s, size_t hd, float scale, float mask, float *scratch);
 
+/// The same attention on the int8 kernel (vitmsn_qgemm), as dynamic quantisation runs a Linear: K per key
+/// and V per channel symmetric, Q per row unsigned with a zero point, and each row of probabilities as levels
+/// round(255 · exp(s − max)) divided by their sum; the sums exact in int32, the exponentials in float.
+/// `scratch` holds vitmsn_attention_int8_scratch_bytes(S, hd) bytes. Returns -1 for hd 0.
+size_t vitmsn_attention_int8_scratch_bytes(size_t s, size_t hd);
+int vitmsn_attention_head_int8(const float *q, const float *k, const float *v, float *out, size_t ld, size_t s, size_t hd, float scale, float mask, void *scratch);
+
 /// One key block of an online softmax: rows' running maximum and sum updated with the block's scores, the
 /// scores replaced by exp(s − new maximum), rescale[r] = exp(old − new maximum) (0 when `first`).
 void vitmsn_online_softmax(float *x, size_t rows, size_t cols, float *row_max, float *row_sum, float *rescale, int first);
@@ -153,6 +160,10 @@ int vitmsn_qgemm_lane_sum(const signed char *w, size_t ldw, size_t k, size_t n, 
 /// The weight bits the dispatched kernel runs fastest with at no loss: 7 on AVX2 (int16 pairs, qgemm_body.h),
 /// 8 elsewhere.
 int vitmsn_qgemm_preferred_weight_bits(void);
+
+/// 1 where int8 models should run their attention products on the int8 kernel: with VNNI, where that is faster
+/// than the float kernel; 0 on AVX2 (no faster, and at 7 bits' error) and portably.
+int vitmsn_qgemm_attention_pays(void);
 
 /// The largest quantised activation the dispatched kernel takes against weights whose largest |q| is b_max:
 /// 255 (8 bits), except on AVX2 with 8-bit weights, 127, as an int16 pair must hold 2·255·63 (qgemm_body.h).
