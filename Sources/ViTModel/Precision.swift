@@ -10,10 +10,11 @@ import ViTIO
 ///   fc2): weights symmetric per output channel in 8 bits (7 on AVX2, whose int16 pairs could saturate; see
 ///   CKernels' qgemm_body.h), activations per token at run time in 8 bits with a zero point, exact int32 sums,
 ///   dequantisation, bias, GELU and the residual add in the GEMM's epilogue. LayerNorm, softmax and the
-///   residual stream stay f32. Left in f32, on purpose: the patch embedding (its input is the pixels, and it
-///   is 1/(12·L) of the work), the attention products QKᵀ and PV (per-head products of activations with
-///   activations, about 8 % of the work at 224², where probabilities near 0 would lose most to int8), and
-///   the classifier (tiny, and its outputs are the answer).
+///   residual stream stay f32. The attention products QKᵀ and PV run in int8 where the CPU has VNNI (K per
+///   key, V per channel, Q per token, probabilities as levels of their row's maximum;
+///   `QuantizedMatrix.quantizesAttention`), in f32 elsewhere. Left in f32, on purpose: the patch embedding
+///   (its input is the pixels, and it is 1/(12·L) of the work) and the classifier (tiny, and its outputs are
+///   the answer).
 public enum WeightPrecision: String, CaseIterable, Sendable {
     case f32, bf16, f16, int8
 }
