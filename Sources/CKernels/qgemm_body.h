@@ -193,6 +193,13 @@ QGEMM_TARGET static double KERNEL(int8_peak_loop)(size_t iterations, int32_t *si
 }
 #endif
 
+// x at 1/inverse per level, clamped to [-levels, levels] (NaN to -levels), rounded to nearest even.
+QGEMM_TARGET static inline int8_t KERNEL(quantize_one)(float x, float inverse, float levels) {
+    float v = x * inverse;
+    v = v >= -levels ? (v <= levels ? v : levels) : -levels;
+    return (int8_t)(int32_t)nearbyintf(v);
+}
+
 // Weights: rows of `cols` floats to integers in [-levels, levels] with one scale each: q = round(x / s),
 // s = max|x| / levels (0 for a zero row), rows padded with zeros to a multiple of 8. Round to nearest even,
 // as cvtps does.
@@ -204,11 +211,7 @@ QGEMM_TARGET static void KERNEL(quantize_rows)(const float *restrict x, size_t l
         for (size_t j = 0; j < cols; j++) largest = fmaxf(largest, fabsf(xr[j]));
         float scale = largest / levels, inverse = largest > 0 ? levels / largest : 0.0f;
         scales[r] = scale;
-        for (size_t j = 0; j < cols; j++) {
-            float v = xr[j] * inverse;
-            v = v >= -levels ? (v <= levels ? v : levels) : -levels;  // NaN becomes -levels
-            qr[j] = (int8_t)(int32_t)nearbyintf(v);
-        }
+        for (size_t j = 0; j < cols; j++) qr[j] = KERNEL(quantize_one)(xr[j], inverse, levels);
         for (size_t j = cols; j < (cols + 7) / 8 * 8; j++) qr[j] = 0;
     }
 }
@@ -399,11 +402,7 @@ QGEMM_TARGET static void KERNEL(qattention_pack_keys)(
             *(vb *)(row + d) = __builtin_convertvector(q, vb);
         }
         int32_t total = __builtin_reduce_add(total_v);
-        for (; d < hd; d++) {
-            float v = nearbyintf(x[d] * inverse);
-            v = v >= -levels ? (v <= levels ? v : levels) : -levels;
-            row[d] = (int8_t)(int32_t)v, total += row[d];
-        }
+        for (; d < hd; d++) row[d] = KERNEL(quantize_one)(x[d], inverse, levels), total += row[d];
         sums[j] = total;
         int8_t *column = packed + j / 16 * k4 * 64 + j % 16 * 4;
         for (size_t g = 0; g < k4; g++) memcpy(column + g * 64, row + 4 * g, 4);
@@ -442,9 +441,8 @@ QGEMM_TARGET static void KERNEL(qattention_pack_values)(
         }
         for (size_t jj = 0; jj < 4 && j0 + jj < s; jj++)
             for (size_t d = vector_end; d < hd; d++) {
-                float q = nearbyintf(v[(j0 + jj) * ld + d] * inverse[d]);
-                q = q >= -levels ? (q <= levels ? q : levels) : -levels;
-                packed[d / 16 * k4 * 64 + j0 / 4 * 64 + d % 16 * 4 + jj] = (int8_t)(int32_t)q, sums[d] += (int32_t)q;
+                const int8_t q = KERNEL(quantize_one)(v[(j0 + jj) * ld + d], inverse[d], levels);
+                packed[d / 16 * k4 * 64 + j0 / 4 * 64 + d % 16 * 4 + jj] = q, sums[d] += q;
             }
     }
 }
