@@ -193,6 +193,8 @@ QGEMM_TARGET static double KERNEL(int8_peak_loop)(size_t iterations, int32_t *si
 }
 #endif
 
+typedef int32_t KERNEL(vi) __attribute__((vector_size(GEMM_VW * 4), aligned(4)));
+
 // x at 1/inverse per level, clamped to [-levels, levels] (NaN to -levels), rounded to nearest even.
 QGEMM_TARGET static inline int8_t KERNEL(quantize_one)(float x, float inverse, float levels) {
     float v = x * inverse;
@@ -252,46 +254,60 @@ QGEMM_TARGET static void KERNEL(quantize_rows_unsigned)(const float *restrict x,
     }
 }
 
-// A tile of int32 sums into C: sa·sb·(sum − za·Σqb) (·alpha) + bias, + beta·C, then the activation. No
+// Rows of a tile's int32 sums into GEMM_VW columns of C: sa·sb·(sum − za·Σqb) (·alpha) + bias, then GELU
+// (gelu) or + beta·C (accumulate), which the epilogue never combines. The column vectors stay in registers
+// across the rows; a short tail (width < GEMM_VW) goes through `spare`.
+QGEMM_TARGET static inline __attribute__((always_inline)) void KERNEL(qgemm_store_vectors)(
+    const int32_t *restrict tile, size_t ld_tile, size_t rows, size_t width, float *restrict c, size_t ldc, const float *restrict a_scale,
+    const int32_t *restrict a_zero, KERNEL(vf) scale, KERNEL(vi) sum, KERNEL(vf) offset, float alpha, float beta, const int gelu, const int accumulate
+) {
+#pragma clang fp contract(off)
+    typedef KERNEL(vf) vf;
+    typedef KERNEL(vi) vi;
+    for (size_t r = 0; r < rows; r++) {
+        vi corrected = *(const vi *)(tile + r * ld_tile) - a_zero[r] * sum;
+        vf value = __builtin_convertvector(corrected, vf) * ((a_scale[r] * alpha) * scale) + offset;
+        if (gelu) value = KERNEL(gelu_vector)(value);
+        float *restrict cr = c + r * ldc;
+        if (width == GEMM_VW) {
+            if (accumulate) value = beta * *(const vf *)cr + value;
+            *(vf *)cr = value;
+        } else {
+            float spare[GEMM_VW];
+            memcpy(spare, &value, sizeof value);
+            for (size_t j = 0; j < width; j++) cr[j] = accumulate ? beta * cr[j] + spare[j] : spare[j];
+        }
+    }
+}
+
+// A tile of int32 sums (rows × cols, cols ≤ QGEMM_PANELS · 16) into C, one column vector at a time. No
 // contraction, so every build rounds alike.
 QGEMM_TARGET static void KERNEL(qgemm_store)(
     const int32_t *restrict tile, size_t ld_tile, size_t rows, size_t cols, float *restrict c, size_t ldc, const float *restrict a_scale,
     const int32_t *restrict a_zero, const float *restrict b_scale, const int32_t *restrict b_sum, const float *restrict bias, const vitmsn_epilogue *ep
 ) {
-#pragma clang fp contract(off)
     typedef KERNEL(vf) vf;
-    typedef int32_t vi __attribute__((vector_size(GEMM_VW * 4), aligned(4)));
-    static const float no_bias[QGEMM_NR];
-    float short_scale[QGEMM_NR], short_offset[QGEMM_NR];
-    int32_t short_sum[QGEMM_NR];
-    const float *scale = b_scale, *offset = bias ? bias : no_bias;
-    const int32_t *sum = b_sum;
-    if (cols < QGEMM_NR) {  // columns past `cols` repeat the first, and are not written
-        for (size_t j = 0; j < QGEMM_NR; j++) {
-            size_t jj = j < cols ? j : 0;
-            short_scale[j] = b_scale[jj], short_sum[j] = b_sum[jj], short_offset[j] = bias ? bias[jj] : 0.0f;
-        }
-        scale = short_scale, sum = short_sum, offset = short_offset;
+    const int gelu = ep->activation == VITMSN_GELU, accumulate = ep->beta != 0.0f;
+    for (size_t j = 0; j < cols; j += GEMM_VW) {
+        const size_t width = cols - j < GEMM_VW ? cols - j : GEMM_VW;
+        vf scale, offset = (vf){0};
+        KERNEL(vi) sum;
+        if (width == GEMM_VW) {
+            scale = *(const vf *)(b_scale + j), sum = *(const KERNEL(vi) *)(b_sum + j);
+            if (bias) offset = *(const vf *)(bias + j);
+        } else  // lanes past `width` repeat the first, and are not written
+            for (size_t l = 0; l < GEMM_VW; l++) {
+                const size_t jj = j + (l < width ? l : 0);
+                scale[l] = b_scale[jj], sum[l] = b_sum[jj], offset[l] = bias ? bias[jj] : 0.0f;
+            }
+        const int32_t *t = tile + j;
+        float *cj = c + j;
+        if (gelu) KERNEL(qgemm_store_vectors)(t, ld_tile, rows, width, cj, ldc, a_scale, a_zero, scale, sum, offset, ep->alpha, 0, 1, 0);
+        else if (accumulate) KERNEL(qgemm_store_vectors)(t, ld_tile, rows, width, cj, ldc, a_scale, a_zero, scale, sum, offset, ep->alpha, ep->beta, 0, 1);
+        else KERNEL(qgemm_store_vectors)(t, ld_tile, rows, width, cj, ldc, a_scale, a_zero, scale, sum, offset, ep->alpha, 0, 0, 0);
     }
-    const int gelu = ep->activation == VITMSN_GELU;
-    for (size_t r = 0; r < rows; r++) {
-        const float s = a_scale[r] * ep->alpha;
-        const int32_t z = a_zero[r];
-        float *restrict cr = c + r * ldc;
-        float v[QGEMM_NR] __attribute__((aligned(64)));
-        for (size_t j = 0; j < QGEMM_NR; j += GEMM_VW) {
-            vi corrected = *(const vi *)(tile + r * ld_tile + j) - z * *(const vi *)(sum + j);
-            vf value = __builtin_convertvector(corrected, vf) * (s * *(const vf *)(scale + j)) + *(const vf *)(offset + j);
-            value = gelu ? KERNEL(gelu_vector)(value) : value;
-            if (cols == QGEMM_NR) {  // whole vectors straight to C (a loop of `cols` would become a memcpy call)
-                vf *cv = (vf *)(cr + j);
-                *cv = ep->beta != 0.0f ? ep->beta * *cv + value : value;
-            } else *(vf *)(v + j) = value;
-        }
-        if (cols < QGEMM_NR && ep->beta != 0.0f) for (size_t j = 0; j < cols; j++) cr[j] = ep->beta * cr[j] + v[j];
-        else if (cols < QGEMM_NR) for (size_t j = 0; j < cols; j++) cr[j] = v[j];
-        if (ep->activation >= 0 && !gelu) KERNEL(activate)((vitmsn_activation)ep->activation, cr, cols);
-    }
+    if (ep->activation >= 0 && !gelu)
+        for (size_t r = 0; r < rows; r++) KERNEL(activate)((vitmsn_activation)ep->activation, c + r * ldc, cols);
 }
 
 // C[m0..m1, n0..n1) of the int8 product; n0 a multiple of 16. Rows in blocks of QGEMM_MC (in L1), each
@@ -315,11 +331,8 @@ QGEMM_TARGET static void KERNEL(qgemm)(const vitmsn_qgemm_call *g) {
                 float *ct = g->c + t * g->ldc + c0;
                 for (size_t i = 0; i < height; i++) __builtin_prefetch(ct + i * g->ldc, 1, 3);  // C arrives during the sums
                 KERNEL(qgemm_micro)(k4, rows, panel, panels, span, tile);
-                for (size_t j = 0; j * QGEMM_NR < cols; j++) {
-                    size_t c = c0 + j * QGEMM_NR, width = cols - j * QGEMM_NR < QGEMM_NR ? cols - j * QGEMM_NR : QGEMM_NR;
-                    KERNEL(qgemm_store)(tile + j * QGEMM_NR, ld_tile, height, width, ct + j * QGEMM_NR, g->ldc, g->a_scale + t, g->a_zero + t,
-                                        g->b_scale + c, g->b_sum + c, g->epilogue.bias ? g->epilogue.bias + c : 0, &g->epilogue);
-                }
+                KERNEL(qgemm_store)(tile, ld_tile, height, cols, ct, g->ldc, g->a_scale + t, g->a_zero + t, g->b_scale + c0, g->b_sum + c0,
+                                    g->epilogue.bias ? g->epilogue.bias + c0 : 0, &g->epilogue);
             }
         }
     }
@@ -365,8 +378,6 @@ static size_t qattention_layout(size_t s, size_t hd, char *base, qattention_scra
     return used;
 }
 #endif
-
-typedef int32_t KERNEL(vi) __attribute__((vector_size(GEMM_VW * 4), aligned(4)));
 
 // Symmetric quantisation of a vector of floats at 1/inverse per level, clamped to ±levels (NaN to -levels).
 QGEMM_TARGET static inline KERNEL(vi) KERNEL(qattention_round)(KERNEL(vf) x, KERNEL(vf) inverse, float levels) {
