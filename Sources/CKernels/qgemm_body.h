@@ -221,20 +221,34 @@ QGEMM_TARGET static void KERNEL(quantize_rows)(const float *restrict x, size_t l
 // Activations: rows to unsigned integers in [0, L] (L = 255 or 127) with a scale and zero point each,
 // x ≈ s·(q − z): s = (max − min) / L over the row and 0 (so 0 is exact), z = round(−min / s),
 // q = clamp(round(x / s) + z, 0, L); padded with zeros (B's padding is zero, so padding adds nothing).
+// Lane by lane, a where `mask` is set, else b. As v < lo ? v : lo (or >) it is one vminps (vmaxps), where
+// fminf's rule costs a compare and a blend more; a NaN v is passed over, as by fminf, if lo holds none.
+QGEMM_TARGET static inline __attribute__((always_inline)) KERNEL(vf) KERNEL(select)(KERNEL(vi) mask, KERNEL(vf) a, KERNEL(vf) b) {
+    return (KERNEL(vf))((mask & (KERNEL(vi))a) | (~mask & (KERNEL(vi))b));
+}
+
 QGEMM_TARGET static void KERNEL(quantize_rows_unsigned)(const float *restrict x, size_t ldx, size_t rows, size_t cols, uint8_t *restrict q, size_t ldq, float *restrict scales, int32_t *restrict zero_points, float levels) {
-    typedef float vf __attribute__((vector_size(GEMM_VW * 4), aligned(4)));
-    typedef int32_t vi __attribute__((vector_size(GEMM_VW * 4)));
+    typedef KERNEL(vf) vf;
+    typedef KERNEL(vi) vi;
     typedef uint8_t vb __attribute__((vector_size(GEMM_VW), aligned(1)));
+    enum { chains = 4 };  // independent min and max chains: one waits on each compare's latency
     for (size_t r = 0; r < rows; r++) {
         const float *xr = x + r * ldx;
         uint8_t *qr = q + r * ldq;
-        vf lo_v = (vf){0}, hi_v = (vf){0};
+        vf lo_v[chains] = {{0}}, hi_v[chains] = {{0}};
         size_t j = 0;
+        for (; j + chains * GEMM_VW <= cols; j += chains * GEMM_VW)
+            for (int c = 0; c < chains; c++) {
+                vf v = *(const vf *)(xr + j + c * GEMM_VW);
+                lo_v[c] = KERNEL(select)(v < lo_v[c], v, lo_v[c]), hi_v[c] = KERNEL(select)(v > hi_v[c], v, hi_v[c]);
+            }
         for (; j + GEMM_VW <= cols; j += GEMM_VW) {
             vf v = *(const vf *)(xr + j);
-            lo_v = __builtin_elementwise_min(lo_v, v), hi_v = __builtin_elementwise_max(hi_v, v);
+            lo_v[0] = KERNEL(select)(v < lo_v[0], v, lo_v[0]), hi_v[0] = KERNEL(select)(v > hi_v[0], v, hi_v[0]);
         }
-        float lo = __builtin_reduce_min(lo_v), hi = __builtin_reduce_max(hi_v);  // the lanes started at 0, so both include it
+        for (int c = 1; c < chains; c++)
+            lo_v[0] = __builtin_elementwise_min(lo_v[0], lo_v[c]), hi_v[0] = __builtin_elementwise_max(hi_v[0], hi_v[c]);
+        float lo = __builtin_reduce_min(lo_v[0]), hi = __builtin_reduce_max(hi_v[0]);  // the lanes started at 0, so both include it
         for (size_t t = j; t < cols; t++) lo = fminf(lo, xr[t]), hi = fmaxf(hi, xr[t]);
         float scale = (hi - lo) / levels, inverse = hi > lo ? levels / (hi - lo) : 0.0f;
         float zero = nearbyintf(-lo * inverse);

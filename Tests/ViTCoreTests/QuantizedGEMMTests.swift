@@ -76,20 +76,27 @@ final class QuantizedGEMMTests: XCTestCase {
         let avx2 = String(cString: vitmsn_qgemm_isa()) == "avx2"
         XCTAssertEqual(vitmsn_qgemm_activation_levels(63), 255)
         XCTAssertEqual(vitmsn_qgemm_activation_levels(127), avx2 ? 127 : 255)
-        let (rows, cols) = (3, 10)
+        // 150 columns: the vector kernels' four min/max chains, a lone vector and a scalar tail
+        let (rows, cols, stride) = (3, 150, 152)
         var x = randomMatrix(rows * cols, seed: 2)
-        for j in 0..<cols { x[2 * cols + j] = 0.5 + Float(j) } // an all-positive row still represents 0 exactly
+        for j in 0..<cols { x[2 * cols + j] = 0.5 + Float(j) / 16 } // an all-positive row still represents 0 exactly
+        x[cols + 131] = 9  // row 1's maximum and minimum sit in the later chains, and a NaN is passed over
+        x[cols + 70] = -7
+        x[cols + 5] = .nan
         for levels: Int32 in [255, 127] {
-            var q = [UInt8](repeating: 255, count: rows * 16), scales = [Float](repeating: 0, count: rows), zeros = [Int32](repeating: 0, count: rows)
-            vitmsn_quantize_activations(x, cols, rows, cols, &q, 16, &scales, &zeros, levels)
+            var q = [UInt8](repeating: 255, count: rows * stride), scales = [Float](repeating: 0, count: rows), zeros = [Int32](repeating: 0, count: rows)
+            vitmsn_quantize_activations(x, cols, rows, cols, &q, stride, &scales, &zeros, levels)
             for r in 0..<rows {
-                XCTAssertTrue(q[(r * 16)..<(r * 16 + cols)].allSatisfy { Int32($0) <= levels })
-                XCTAssertTrue(q[(r * 16)..<(r * 16 + cols)].contains { Int32($0) == levels }, "the row maximum takes the top level")
-                XCTAssertEqual(Array(q[(r * 16 + cols)..<(r * 16 + 16)]), [0, 0, 0, 0, 0, 0], "padding is zero")
-                for j in 0..<cols {
-                    XCTAssertEqual(scales[r] * Float(Int32(q[r * 16 + j]) - zeros[r]), x[r * cols + j], accuracy: scales[r] / 2 * 1.001)
+                let row = q[(r * stride)..<(r * stride + cols)]
+                XCTAssertTrue(row.allSatisfy { Int32($0) <= levels })
+                XCTAssertTrue(row.contains { Int32($0) == levels }, "the row maximum takes the top level")
+                XCTAssertEqual(Array(q[(r * stride + cols)..<(r * stride + stride)]), [0, 0], "padding is zero")
+                for j in 0..<cols where !x[r * cols + j].isNaN {
+                    XCTAssertEqual(scales[r] * Float(Int32(q[r * stride + j]) - zeros[r]), x[r * cols + j], accuracy: scales[r] / 2 * 1.001)
                 }
             }
+            XCTAssertEqual(scales[1], 16 / Float(levels), accuracy: 1e-6, "row 1 spans [-7, 9]")
+            XCTAssertEqual(q[stride + 5], 0, "a NaN becomes level 0")
             XCTAssertEqual(zeros[2], 0)
         }
         let weight = randomMatrix(16 * 8, seed: 3).withUnsafeBufferPointer { QuantizedMatrix(quantizing: $0.baseAddress!, n: 16, k: 8, bits: 8) }
