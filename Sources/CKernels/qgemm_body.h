@@ -58,8 +58,8 @@ QGEMM_TARGET static inline __attribute__((always_inline)) void KERNEL(qgemm_grou
 
 // Σ over k of MR rows × 16 columns in 8 ymm accumulators; the 4 × 8 int32 tile goes to `tile`. `span` k-groups
 // (1 to 3, as the lanes allow) add in int16 before each widening; a remainder of fewer goes last.
-QGEMM_TARGET static void KERNEL(qgemm_micro)(size_t k4, const uint8_t *const *rows, const int8_t *restrict b, size_t panels, int span, int32_t *restrict tile) {
-    (void)panels;
+QGEMM_TARGET static void KERNEL(qgemm_micro)(size_t k4, const uint8_t *const *rows, const int8_t *restrict b, size_t panels, size_t height, int span, int32_t *restrict tile) {
+    (void)panels, (void)height;
     __m256i acc[QGEMM_MR][2];
     for (int i = 0; i < QGEMM_MR; i++) acc[i][0] = acc[i][1] = _mm256_setzero_si256();
     size_t g = 0;
@@ -103,32 +103,37 @@ QGEMM_TARGET static double KERNEL(int8_peak_loop)(size_t iterations, int32_t *si
 #define QGEMM_PANELS 2
 #define QGEMM_MC 24
 // One zmm is a panel row: vpdpbusd adds four a·b products per column into int32 (no saturation). A tile is
-// MR rows × two panels, 24 accumulators: enough independent chains to cover vpdpbusd's latency on two ports.
+// `height` (MR, or MR / 2 for a short last tile) rows × two panels, 24 accumulators at MR: enough independent
+// chains to cover vpdpbusd's latency on two ports.
 QGEMM_TARGET static inline __attribute__((always_inline)) void KERNEL(qgemm_vnni_tile)(
-    size_t k4, const uint8_t *const *rows, const int8_t *restrict b, const size_t panels, int32_t *restrict tile
+    size_t k4, const uint8_t *const *rows, const int8_t *restrict b, const size_t panels, const int height, int32_t *restrict tile
 ) {
     const size_t panel_bytes = k4 * 64;
     __m512i acc[QGEMM_MR][QGEMM_PANELS];
-    for (int i = 0; i < QGEMM_MR; i++) for (size_t j = 0; j < panels; j++) acc[i][j] = _mm512_setzero_si512();
+    for (int i = 0; i < height; i++) for (size_t j = 0; j < panels; j++) acc[i][j] = _mm512_setzero_si512();
     for (size_t g = 0; g < k4; g++) {
         __m512i bv[QGEMM_PANELS];
         for (size_t j = 0; j < panels; j++) bv[j] = _mm512_load_si512((const void *)(b + j * panel_bytes + g * 64));
 #pragma clang loop unroll(full)
-        for (int i = 0; i < QGEMM_MR; i++) {
+        for (int i = 0; i < height; i++) {
             int32_t group;
             memcpy(&group, rows[i] + 4 * g, 4);
             __m512i a = _mm512_set1_epi32(group);
             for (size_t j = 0; j < panels; j++) acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], a, bv[j]);
         }
     }
-    for (int i = 0; i < QGEMM_MR; i++)
+    for (int i = 0; i < height; i++)
         for (size_t j = 0; j < panels; j++) _mm512_storeu_si512((void *)(tile + i * QGEMM_PANELS * QGEMM_NR + j * QGEMM_NR), acc[i][j]);
 }
 
-QGEMM_TARGET static void KERNEL(qgemm_micro)(size_t k4, const uint8_t *const *rows, const int8_t *restrict b, size_t panels, int span, int32_t *restrict tile) {
+// A short last tile (197 = 16 · 12 + 5 rows) runs at half height: the sums of rows it repeats are wasted work.
+QGEMM_TARGET static void KERNEL(qgemm_micro)(size_t k4, const uint8_t *const *rows, const int8_t *restrict b, size_t panels, size_t height, int span, int32_t *restrict tile) {
     (void)span;
-    if (panels == 2) KERNEL(qgemm_vnni_tile)(k4, rows, b, 2, tile);
-    else KERNEL(qgemm_vnni_tile)(k4, rows, b, 1, tile);
+    if (height <= QGEMM_MR / 2) {
+        if (panels == 2) KERNEL(qgemm_vnni_tile)(k4, rows, b, 2, QGEMM_MR / 2, tile);
+        else KERNEL(qgemm_vnni_tile)(k4, rows, b, 1, QGEMM_MR / 2, tile);
+    } else if (panels == 2) KERNEL(qgemm_vnni_tile)(k4, rows, b, 2, QGEMM_MR, tile);
+    else KERNEL(qgemm_vnni_tile)(k4, rows, b, 1, QGEMM_MR, tile);
 }
 
 // The register-only rate of the tile's vpdpbusd chains (MR rows × two panels), no memory traffic. Returns the
@@ -154,8 +159,8 @@ QGEMM_TARGET static double KERNEL(int8_peak_loop)(size_t iterations, int32_t *si
 #define QGEMM_PANELS 1
 #define QGEMM_MC 16
 // Plain loops over the same layout; the compiler vectorises the 16 columns.
-QGEMM_TARGET static void KERNEL(qgemm_micro)(size_t k4, const uint8_t *const *rows, const int8_t *restrict b, size_t panels, int span, int32_t *restrict tile) {
-    (void)panels, (void)span;
+QGEMM_TARGET static void KERNEL(qgemm_micro)(size_t k4, const uint8_t *const *rows, const int8_t *restrict b, size_t panels, size_t height, int span, int32_t *restrict tile) {
+    (void)panels, (void)height, (void)span;
     for (int i = 0; i < QGEMM_MR; i++) {
         int32_t acc[QGEMM_NR] = {0};
         for (size_t g = 0; g < k4; g++) {
@@ -344,7 +349,7 @@ QGEMM_TARGET static void KERNEL(qgemm)(const vitmsn_qgemm_call *g) {
                 for (size_t i = 0; i < QGEMM_MR; i++) rows[i] = g->a + (t + (i < height ? i : 0)) * g->lda;
                 float *ct = g->c + t * g->ldc + c0;
                 for (size_t i = 0; i < height; i++) __builtin_prefetch(ct + i * g->ldc, 1, 3);  // C arrives during the sums
-                KERNEL(qgemm_micro)(k4, rows, panel, panels, span, tile);
+                KERNEL(qgemm_micro)(k4, rows, panel, panels, height, span, tile);
                 KERNEL(qgemm_store)(tile, ld_tile, height, cols, ct, g->ldc, g->a_scale + t, g->a_zero + t, g->b_scale + c0, g->b_sum + c0,
                                     g->epilogue.bias ? g->epilogue.bias + c0 : 0, &g->epilogue);
             }

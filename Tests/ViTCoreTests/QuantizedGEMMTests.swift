@@ -145,8 +145,10 @@ final class QuantizedGEMMTests: XCTestCase {
         return c
     }
 
+    /// Row counts whose last VNNI tile (12 rows) runs at full height (7) and at half height with 1, 6
+    /// (18 = 12 + 6) or 2 rows (50 = 24 + 24 + 2).
     func testInt8ProductMatchesADequantisedReference() {
-        for (m, n, k) in [(1, 16, 4), (7, 33, 23), (50, 70, 385)] { for bits in [8, 7] {
+        for (m, n, k) in [(1, 16, 4), (7, 33, 23), (18, 40, 64), (50, 70, 385)] { for bits in [8, 7] {
             let x = randomMatrix(m * k, seed: 3), w = randomMatrix(n * k, seed: 4, std: 0.05), bias = randomMatrix(n, seed: 5)
             let weight = w.withUnsafeBufferPointer { QuantizedMatrix(quantizing: $0.baseAddress!, n: n, k: k, bits: bits) }
             let y = product(x: x, weight: weight, m: m, bias: bias)
