@@ -223,15 +223,15 @@ QGEMM_TARGET static void KERNEL(quantize_rows)(const float *restrict x, size_t l
     }
 }
 
-// Activations: rows to unsigned integers in [0, L] (L = 255 or 127) with a scale and zero point each,
-// x ≈ s·(q − z): s = (max − min) / L over the row and 0 (so 0 is exact), z = round(−min / s),
-// q = clamp(round(x / s) + z, 0, L); padded with zeros (B's padding is zero, so padding adds nothing).
 // Lane by lane, a where `mask` is set, else b. As v < lo ? v : lo (or >) it is one vminps (vmaxps), where
 // fminf's rule costs a compare and a blend more; a NaN v is passed over, as by fminf, if lo holds none.
 QGEMM_TARGET static inline __attribute__((always_inline)) KERNEL(vf) KERNEL(select)(KERNEL(vi) mask, KERNEL(vf) a, KERNEL(vf) b) {
     return (KERNEL(vf))((mask & (KERNEL(vi))a) | (~mask & (KERNEL(vi))b));
 }
 
+// Activations: rows to unsigned integers in [0, L] (L = 255 or 127) with a scale and zero point each,
+// x ≈ s·(q − z): s = (max − min) / L over the row and 0 (so 0 is exact), z = round(−min / s),
+// q = clamp(round(x / s) + z, 0, L); padded with zeros (B's padding is zero, so padding adds nothing).
 QGEMM_TARGET static void KERNEL(quantize_rows_unsigned)(const float *restrict x, size_t ldx, size_t rows, size_t cols, uint8_t *restrict q, size_t ldq, float *restrict scales, int32_t *restrict zero_points, float levels) {
     typedef KERNEL(vf) vf;
     typedef KERNEL(vi) vi;
