@@ -306,13 +306,14 @@ QGEMM_TARGET static void KERNEL(qgemm_store)(
     const int32_t *restrict a_zero, const float *restrict b_scale, const int32_t *restrict b_sum, const float *restrict bias, const vitmsn_epilogue *ep
 ) {
     typedef KERNEL(vf) vf;
+    typedef KERNEL(vi) vi;
     const int gelu = ep->activation == VITMSN_GELU, accumulate = ep->beta != 0.0f;
     for (size_t j = 0; j < cols; j += GEMM_VW) {
         const size_t width = cols - j < GEMM_VW ? cols - j : GEMM_VW;
         vf scale, offset = (vf){0};
-        KERNEL(vi) sum;
+        vi sum;
         if (width == GEMM_VW) {
-            scale = *(const vf *)(b_scale + j), sum = *(const KERNEL(vi) *)(b_sum + j);
+            scale = *(const vf *)(b_scale + j), sum = *(const vi *)(b_sum + j);
             if (bias) offset = *(const vf *)(bias + j);
         } else  // lanes past `width` repeat the first, and are not written
             for (size_t l = 0; l < GEMM_VW; l++) {
@@ -321,6 +322,7 @@ QGEMM_TARGET static void KERNEL(qgemm_store)(
             }
         const int32_t *t = tile + j;
         float *cj = c + j;
+        // constant flags, so that each mode gets a row loop of its own with no branch in it
         if (gelu) KERNEL(qgemm_store_vectors)(t, ld_tile, rows, width, cj, ldc, a_scale, a_zero, scale, sum, offset, ep->alpha, 0, 1, 0);
         else if (accumulate) KERNEL(qgemm_store_vectors)(t, ld_tile, rows, width, cj, ldc, a_scale, a_zero, scale, sum, offset, ep->alpha, ep->beta, 0, 1);
         else KERNEL(qgemm_store_vectors)(t, ld_tile, rows, width, cj, ldc, a_scale, a_zero, scale, sum, offset, ep->alpha, 0, 0, 0);
