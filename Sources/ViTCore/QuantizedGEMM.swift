@@ -25,6 +25,9 @@ public final class QuantizedMatrix: @unchecked Sendable {
     /// bits, which AVX2 then runs with 4 multiplies per 96 products.
     let pairLaneSum, tripleLaneSum: Int32
     let data: UnsafeMutablePointer<Int8>
+    /// `scales` and `columnSums` where the kernel's epilogue reads them, at addresses that outlive any one call.
+    let scaleStorage: UnsafeMutablePointer<Float>
+    let columnSumStorage: UnsafeMutablePointer<Int32>
 
     /// 8 or 7: the bits the values span (a matrix within [-63, 63] counts as 7).
     public var bits: Int { largestMagnitude > 63 ? 8 : 7 }
@@ -56,6 +59,10 @@ public final class QuantizedMatrix: @unchecked Sendable {
         }
         data = memory.assumingMemoryBound(to: Int8.self)
         vitmsn_qgemm_pack_b(values, stride, k, n, 0, (n + 15) / 16, data)
+        scaleStorage = .allocate(capacity: max(n, 1))
+        scaleStorage.initialize(from: scales, count: n)
+        columnSumStorage = .allocate(capacity: max(n, 1))
+        columnSumStorage.initialize(from: columnSums, count: n)
     }
 
     /// The int8 values (n × k, row-major), read back from the packed panels.
@@ -69,7 +76,11 @@ public final class QuantizedMatrix: @unchecked Sendable {
         return out
     }
 
-    deinit { free(data) }
+    deinit {
+        free(data)
+        scaleStorage.deallocate()
+        columnSumStorage.deallocate()
+    }
 }
 
 /// Rows of activations quantised for the int8 GEMM: 8 bits (7 on AVX2) with a scale and zero point per row (per token),
@@ -99,27 +110,45 @@ package final class QuantizedRows {
     deinit { values.deallocate(); scales.deallocate(); zeroPoints.deallocate() }
 }
 
-/// `y[rows, out] = x · Wᵀ + bias` with W in int8 and x quantised (or `y += …` when `accumulate`), as dynamic
+/// One int8 product of `quantizedLinearForward`: `y = x · Wᵀ + bias` (or `y += …` when `accumulate`), then `activation`.
+package struct QuantizedProduct {
+    let weight: QuantizedMatrix
+    let bias: UnsafePointer<Float>?
+    let y: UnsafeMutablePointer<Float>
+    let accumulate: Bool
+    let activation: Activation?
+
+    package init(weight: QuantizedMatrix, bias: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>, accumulate: Bool = false, activation: Activation? = nil) {
+        (self.weight, self.bias, self.y, self.accumulate, self.activation) = (weight, bias, y, accumulate, activation)
+    }
+}
+
+/// `y[rows, out] = x · Wᵀ + bias` for each of `products` (W in int8, x quantised once), as dynamic
 /// quantisation does it: the products are summed exactly in int32, and dequantisation, bias, activation
-/// and residual add happen in the kernel's epilogue.
-package func quantizedLinearForward(
-    x: QuantizedRows, weight: QuantizedMatrix, bias: UnsafePointer<Float>?,
-    y: UnsafeMutablePointer<Float>, accumulate: Bool = false, activation: Activation? = nil,
-    parallelism: Parallelism = .serial
-) {
-    precondition(x.columns == weight.k, "\(x.columns) input features for a \(weight.n)×\(weight.k) weight")
-    guard x.rows > 0, weight.n > 0 else { return }
-    weight.scales.withUnsafeBufferPointer { scales in weight.columnSums.withUnsafeBufferPointer { sums in
-        let call = vitmsn_qgemm_call(
+/// and residual add happen in the kernel's epilogue. The products share one parallel region (query, key and
+/// value: one hand-off between threads instead of three).
+package func quantizedLinearForward(x: QuantizedRows, products: [QuantizedProduct], parallelism: Parallelism = .serial) {
+    let calls = products.map { product -> vitmsn_qgemm_call in
+        let weight = product.weight
+        precondition(x.columns == weight.k, "\(x.columns) input features for a \(weight.n)×\(weight.k) weight")
+        return vitmsn_qgemm_call(
             m: x.rows, n: weight.n, k: weight.k, a: x.values, lda: x.stride, a_scale: x.scales, a_zero: x.zeroPoints, a_max: x.levels,
-            packed_b: weight.data, b_scale: scales.baseAddress!, b_sum: sums.baseAddress!, b_max: weight.largestMagnitude, b_pair_lane_sum: weight.pairLaneSum, b_triple_lane_sum: weight.tripleLaneSum, c: y, ldc: weight.n,
-            epilogue: vitmsn_epilogue(alpha: 1, beta: accumulate ? 1 : 0, bias: bias, activation: activation.map { Int32($0.kernel.rawValue) } ?? -1),
+            packed_b: weight.data, b_scale: weight.scaleStorage, b_sum: weight.columnSumStorage, b_max: weight.largestMagnitude,
+            b_pair_lane_sum: weight.pairLaneSum, b_triple_lane_sum: weight.tripleLaneSum, c: product.y, ldc: weight.n,
+            epilogue: vitmsn_epilogue(alpha: 1, beta: product.accumulate ? 1 : 0, bias: product.bias,
+                                      activation: product.activation.map { Int32($0.kernel.rawValue) } ?? -1),
             m0: 0, m1: x.rows, n0: 0, n1: weight.n)
-        let parts = vitmsn_qgemm_parts([call], parallelism.threads)
-        let shared = UncheckedSendable(call)
-        Parallelism(threads: parts).forEachChunk(of: parts) { range in
-            var part = vitmsn_qgemm_part([shared.value], range.lowerBound, parts)
-            precondition(vitmsn_qgemm(&part) == 0, "int8 GEMM kernel refused its arguments")
+    }.filter { $0.m > 0 && $0.n > 0 }
+    let parts = calls.map { call in withUnsafePointer(to: call) { vitmsn_qgemm_parts($0, parallelism.threads) } }
+    guard let threads = parts.max() else { return }
+    let shared = UncheckedSendable(calls)
+    Parallelism(threads: threads).forEachChunk(of: threads) { range in
+        for (call, callParts) in zip(shared.value, parts) {
+            for part in range where part < callParts {
+                var block = withUnsafePointer(to: call) { vitmsn_qgemm_part($0, part, callParts) }
+                precondition(vitmsn_qgemm(&block) == 0, "int8 GEMM kernel refused its arguments")
+            }
         }
-    } }
+    }
+    withExtendedLifetime(products) {}
 }

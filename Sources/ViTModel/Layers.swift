@@ -115,9 +115,12 @@ extension NN {
             _ x: QuantizedRows, into y: UnsafeMutablePointer<Float>,
             accumulate: Bool = false, activation: Activation? = nil, parallelism: Parallelism = .serial
         ) {
-            quantizedLinearForward(
-                x: x, weight: quantizedWeight!, bias: bias.map { UnsafePointer($0.storage.base) }, y: y,
-                accumulate: accumulate, activation: activation, parallelism: parallelism)
+            quantizedLinearForward(x: x, products: [product(into: y, accumulate: accumulate, activation: activation)], parallelism: parallelism)
+        }
+
+        /// This int8 layer's product into `y`, for `quantizedLinearForward`.
+        package func product(into y: UnsafeMutablePointer<Float>, accumulate: Bool = false, activation: Activation? = nil) -> QuantizedProduct {
+            QuantizedProduct(weight: quantizedWeight!, bias: bias.map { UnsafePointer($0.storage.base) }, y: y, accumulate: accumulate, activation: activation)
         }
 
         /// Wᵀ packed for the GEMM, packed again only after the weight has changed (a new tensor, or a write

@@ -238,9 +238,8 @@ public final class ViTMSNSelfAttention: NN.Module {
         if int8 {  // quantise once
             let normed = QuantizedRows(w.normed.pointer, rows: tokens, columns: query.inFeatures,
                                        for: [query, key, value].map { $0.quantizedWeight! }, parallelism: w.parallelism)
-            query.forward(normed, into: w.query.pointer, parallelism: w.parallelism)
-            key.forward(normed, into: w.key.pointer, parallelism: w.parallelism)
-            value.forward(normed, into: w.value.pointer, parallelism: w.parallelism)
+            let products = [query.product(into: w.query.pointer), key.product(into: w.key.pointer), value.product(into: w.value.pointer)]
+            quantizedLinearForward(x: normed, products: products, parallelism: w.parallelism)
         } else {
             query.forward(w.normed.pointer, rows: tokens, into: w.query.pointer, parallelism: w.parallelism)
             key.forward(w.normed.pointer, rows: tokens, into: w.key.pointer, parallelism: w.parallelism)

@@ -88,7 +88,7 @@ struct Bench: ParsableCommand {
                             let weight = QuantizedMatrix(quantizing: b.baseAddress!, n: n, k: k)
                             let rows = QuantizedRows(a.baseAddress!, rows: m, columns: k, for: [weight], parallelism: parallelism)
                             return try medianSeconds {
-                                quantizedLinearForward(x: rows, weight: weight, bias: nil, y: c.baseAddress!, parallelism: parallelism)
+                                quantizedLinearForward(x: rows, products: [QuantizedProduct(weight: weight, bias: nil, y: c.baseAddress!)], parallelism: parallelism)
                             }
                         }
                         if transposed {

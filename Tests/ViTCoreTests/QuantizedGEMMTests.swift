@@ -248,9 +248,49 @@ final class QuantizedGEMMTests: XCTestCase {
         var y = [Float](repeating: 1, count: rows * n)
         x.withUnsafeBufferPointer { x in bias.withUnsafeBufferPointer { b in
             let rows = QuantizedRows(x.baseAddress!, rows: rows, columns: k, for: [weight], parallelism: Parallelism(threads: 2))
-            quantizedLinearForward(x: rows, weight: weight, bias: b.baseAddress, y: &y, accumulate: true, parallelism: Parallelism(threads: 2))
+            y.withUnsafeMutableBufferPointer { y in
+                quantizedLinearForward(x: rows, products: [QuantizedProduct(weight: weight, bias: b.baseAddress, y: y.baseAddress!, accumulate: true)],
+                                       parallelism: Parallelism(threads: 2))
+            }
         } }
         XCTAssertEqual(y, direct.map { 1 + $0 })
+    }
+
+    /// Query, key and value go in one parallel region: split between threads, each product gives the bits
+    /// it gives alone on one thread, whichever way it splits (by panels, by rows, or not at all).
+    func testProductsSharingARegionMatchSeparateCalls() {
+        let (rows, k) = (64, 768), widths = [256, 48, 16]
+        let x = randomMatrix(rows * k, seed: 15), bias = randomMatrix(256, seed: 19)
+        let weights = widths.enumerated().map { i, n in
+            randomMatrix(n * k, seed: 16 + UInt64(i), std: 0.2).withUnsafeBufferPointer { QuantizedMatrix(quantizing: $0.baseAddress!, n: n, k: k) }
+        }
+        XCTAssertEqual(weights.map { w in
+            var call = vitmsn_qgemm_call()
+            (call.m, call.n, call.k, call.m1, call.n1) = (rows, w.n, k, rows, w.n)
+            return vitmsn_qgemm_parts(&call, 2)
+        }, [2, 2, 1])
+        func run(threads: Int, together: Bool) -> [[Float]] {
+            let outputs = widths.map { n in UnsafeMutableBufferPointer<Float>.allocate(capacity: rows * n) }
+            defer { outputs.forEach { $0.deallocate() } }
+            x.withUnsafeBufferPointer { x in bias.withUnsafeBufferPointer { b in
+                let quantized = QuantizedRows(x.baseAddress!, rows: rows, columns: k, for: weights)
+                let products = zip(weights, outputs).enumerated().map { i, pair in
+                    _ = pair.1.initialize(from: repeatElement(Float(0.5), count: pair.1.count))
+                    return QuantizedProduct(weight: pair.0, bias: b.baseAddress, y: pair.1.baseAddress!, accumulate: i == 1, activation: i == 2 ? .gelu : nil)
+                }
+                if together {
+                    quantizedLinearForward(x: quantized, products: products, parallelism: Parallelism(threads: threads))
+                } else {
+                    for product in products { quantizedLinearForward(x: quantized, products: [product], parallelism: Parallelism(threads: threads)) }
+                }
+            } }
+            return outputs.map { Array($0) }
+        }
+        let alone = run(threads: 1, together: false), together = run(threads: 2, together: true)
+        for (i, (a, b)) in zip(alone, together).enumerated() {
+            XCTAssertEqual(a, b, "product \(i)")
+            XCTAssertFalse(a.contains(0.5), "product \(i) left outputs unwritten")
+        }
     }
 
     /// One head of the int8 attention's scheme in Double, from the same quantised values: Q per row unsigned
