@@ -58,12 +58,15 @@ extension NN {
         public var weightGradient, biasGradient: Tensor?
         public let inFeatures: Int
         public let outFeatures: Int
+        /// The weight's checkpoint shape: (out, in), or a convolution's (out, C, kh, kw).
+        public let weightShape: [Int]
 
         public init(_ inFeatures: Int, _ outFeatures: Int, bias: Bool = true, weightShape: [Int]? = nil) {
             self.inFeatures = inFeatures
             self.outFeatures = outFeatures
             let shape = weightShape ?? [outFeatures, inFeatures]
             precondition(Tensor.elementCount(shape) == inFeatures * outFeatures, "weight shape \(shape) for \(inFeatures) → \(outFeatures)")
+            self.weightShape = shape
             weight = Tensor(zeros: shape)
             self.bias = bias ? Tensor(zeros: [outFeatures]) : nil
         }

@@ -18,7 +18,7 @@ struct Convert: ParsableCommand {
 
     @Argument(help: "Source model directory or MSN checkpoint file.") var source: String
     @Argument(help: "Destination directory (created if needed).") var destination: String
-    @Option(help: "Storage type of the written weights: f32, f16, bf16, or int8 (the encoder's Linear weights as I8 with F32 per-channel scales, loaded again without re-quantising).")
+    @Option(help: "Storage type of the written weights: f32, f16, bf16, or int8 (the patch embedding's and the encoder's Linear weights as I8 with F32 per-channel scales, loaded again without re-quantising).")
     var dtype: WeightPrecision = .f32
     @Option(help: "MSN checkpoints: which encoder to convert.") var encoder = "target_encoder"
     @Flag(help: "Write into a destination directory that already holds files.") var overwriteOutputDir = false

@@ -47,7 +47,7 @@ extension WeightPrecision: ExpressibleByArgument {}
 
 /// `--dtype`, for the commands that run a model.
 struct PrecisionOptions: ParsableArguments {
-    @Option(help: "Weights: f32, bf16 or f16 (rounded to half precision, computed in f32), or int8 (dynamic quantisation of the encoder's Linear layers). An int8 directory runs at int8.")
+    @Option(help: "Weights: f32, bf16 or f16 (rounded to half precision, computed in f32), or int8 (dynamic quantisation of the patch embedding and the encoder's Linear layers). An int8 directory runs at int8.")
     var dtype: WeightPrecision = .f32
 }
 

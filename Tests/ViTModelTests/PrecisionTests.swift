@@ -36,14 +36,17 @@ final class PrecisionTests: XCTestCase {
         }
     }
 
-    func testInt8OnlyTheEncoderLinearsAreQuantised() throws {
+    /// The encoder's Linear layers, and the patch embedding where the kernel takes 8-bit weights (not AVX2).
+    func testInt8QuantisesTheEncoderLinearsAndPatchEmbeddingOnly() throws {
         let model = try load(.int8)
         let quantized = model.vit.quantizableLinears
-        XCTAssertEqual(quantized.count, 6 * model.config.numHiddenLayers)
-        XCTAssertTrue(quantized.allSatisfy { $0.layer.quantizedWeight != nil })
-        XCTAssertNil(model.vit.embeddings.patchEmbeddings.projection.quantizedWeight)
+        XCTAssertEqual(quantized.count, 1 + 6 * model.config.numHiddenLayers)
+        let patchEmbeddingInt8 = QuantizedMatrix.preferredBits == 8
+        XCTAssertTrue(quantized.allSatisfy { ($0.layer.quantizedWeight != nil) == ($0.name.hasPrefix("encoder.") || patchEmbeddingInt8) })
+        XCTAssertEqual(model.vit.embeddings.patchEmbeddings.projection.quantizedWeight != nil, patchEmbeddingInt8)
         XCTAssertNil(model.classifier!.quantizedWeight)
         XCTAssertFalse(model.namedParameters.contains { $0.name.hasSuffix("query.weight") }, "an int8 weight is not a float parameter")
+        XCTAssertEqual(model.namedParameters.contains { $0.name.hasSuffix("projection.weight") }, !patchEmbeddingInt8)
         XCTAssertTrue(try load(.f32).namedParameters.contains { $0.tensor.storage.isFileMapped }, "the fixture loads mapped")
         XCTAssertFalse(model.namedParameters.contains { $0.tensor.storage.isFileMapped },
                        "f32 parameters left in the mapped checkpoint keep its pages around them resident")
@@ -64,7 +67,11 @@ final class PrecisionTests: XCTestCase {
         let name = "vit.encoder.layer.0.attention.attention.query.weight"
         XCTAssertEqual(file.info(name)?.dtype, .I8)
         XCTAssertEqual(file.info(name + "_scale")?.dtype, .F32)
-        XCTAssertEqual(file.info("vit.embeddings.patch_embeddings.projection.weight")?.dtype, .F32)
+        let projection = "vit.embeddings.patch_embeddings.projection.weight"
+        XCTAssertEqual(file.info(projection)?.dtype, .I8)
+        XCTAssertEqual(file.info(projection)?.shape, model.vit.embeddings.patchEmbeddings.projection.weightShape, "the convolution's own shape")
+        XCTAssertEqual(file.info(projection)?.shape.count, 4)
+        XCTAssertEqual(file.info("classifier.weight")?.dtype, .F32)
         let config = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: directory + "/config.json"))) as! [String: Any]
         XCTAssertEqual((config["quantization_config"] as? [String: Any])?["quant_method"] as? String, Int8Checkpoint.method)
         XCTAssertEqual((config["quantization_config"] as? [String: Any])?["weight_bits"] as? Int, bits)
@@ -74,7 +81,10 @@ final class PrecisionTests: XCTestCase {
         let reloaded = try load(.f32, directory)
         XCTAssertTrue(reloaded.vit.isQuantized, "an int8 directory loads as int8")
         XCTAssertEqual(reloaded.vit.quantizedWeightBits, bits)
-        XCTAssertEqual(reloaded.vit.quantizableLinears[0].layer.quantizedWeight!.values, model.vit.quantizableLinears[0].layer.quantizedWeight!.values)
+        for (stored, original) in zip(reloaded.vit.quantizableLinears, model.vit.quantizableLinears) {
+            XCTAssertEqual(stored.layer.quantizedWeight!.values, original.layer.quantizedWeight!.values, stored.name)
+            XCTAssertEqual(stored.layer.quantizedWeight!.scales, original.layer.quantizedWeight!.scales, stored.name)
+        }
         XCTAssertEqual(try reloaded.forward(pixelValues: pixels).logits.scalars, try model.forward(pixelValues: pixels).logits.scalars)
     }
 
@@ -84,7 +94,7 @@ final class PrecisionTests: XCTestCase {
         let path = directory + "/model.safetensors"
         let file = try SafetensorsFile(path: path)
         let name = "vit.encoder.layer.0.intermediate.dense.weight"
-        func rewrite(_ edit: (inout [SafetensorsRecord]) -> Void) throws {
+        func rewrite(naming name: String = name, _ edit: (inout [SafetensorsRecord]) -> Void) throws {
             var records = try file.tensorNames.map { tensor -> SafetensorsRecord in
                 let info = file.info(tensor)!
                 return info.dtype == .I8
@@ -103,6 +113,12 @@ final class PrecisionTests: XCTestCase {
         try rewrite { records in
             let index = records.firstIndex { $0.name == name }!
             records[index] = SafetensorsRecord(name: name, int8: [Int8](repeating: -128, count: Tensor.elementCount(records[index].shape)), shape: records[index].shape)
+        }
+        let projection = "vit.embeddings.patch_embeddings.projection.weight"
+        try rewrite(naming: projection) { records in  // flattened to (out, in): not the convolution's shape
+            let index = records.firstIndex { $0.name == projection }!
+            let shape = records[index].shape
+            records[index] = SafetensorsRecord(name: projection, int8: [Int8](repeating: 1, count: Tensor.elementCount(shape)), shape: [shape[0], Tensor.elementCount(shape) / shape[0]])
         }
     }
 }
