@@ -14,10 +14,10 @@ public final class QuantizedMatrix: @unchecked Sendable {
     /// Input features (K) and output features (N).
     public let k: Int
     public let n: Int
-    /// N scales: the dequantised weight is `scales[o] · q[o][i]`.
-    public let scales: [Float]
-    /// Σ_i q[o][i] per output channel, for the activations' zero-point correction.
-    let columnSums: [Int32]
+    /// N scales (the dequantised weight is `scale[o] · q[o][i]`) and the N column sums Σ_i q[o][i] (for the
+    /// activations' zero-point correction), where the kernel's epilogue reads them.
+    let scaleStorage: UnsafeMutablePointer<Float>
+    let columnSumStorage: UnsafeMutablePointer<Int32>
     /// The largest |q|: 127 at 8 bits, 63 at 7 (0 for a zero matrix).
     let largestMagnitude: Int32
     /// The largest same-sign sum of the values sharing an int16 lane when AVX2 adds two or three k-groups in
@@ -25,9 +25,11 @@ public final class QuantizedMatrix: @unchecked Sendable {
     /// bits, which AVX2 then runs with 4 multiplies per 96 products.
     let pairLaneSum, tripleLaneSum: Int32
     let data: UnsafeMutablePointer<Int8>
-    /// `scales` and `columnSums` where the kernel's epilogue reads them, at addresses that outlive any one call.
-    let scaleStorage: UnsafeMutablePointer<Float>
-    let columnSumStorage: UnsafeMutablePointer<Int32>
+
+    /// The N scales: the dequantised weight is `scales[o] · q[o][i]`.
+    public var scales: [Float] { Array(UnsafeBufferPointer(start: scaleStorage, count: n)) }
+    /// Σ_i q[o][i] per output channel.
+    var columnSums: [Int32] { Array(UnsafeBufferPointer(start: columnSumStorage, count: n)) }
 
     /// 8 or 7: the bits the values span (a matrix within [-63, 63] counts as 7).
     public var bits: Int { largestMagnitude > 63 ? 8 : 7 }
@@ -48,8 +50,11 @@ public final class QuantizedMatrix: @unchecked Sendable {
     public init(values: [Int8], stride: Int, scales: [Float], n: Int, k: Int) {
         precondition(scales.count == n && stride >= k && values.count >= n * stride - (stride - k) && !values.contains(-128),
                      "\(values.count) values, \(scales.count) scales and stride \(stride) for a \(n)×\(k) weight")
-        (self.k, self.n, self.scales) = (k, n, scales)
-        columnSums = (0..<n).map { o in values[(o * stride)..<(o * stride + k)].reduce(Int32(0)) { $0 + Int32($1) } }
+        (self.k, self.n) = (k, n)
+        scaleStorage = .allocate(capacity: max(n, 1))
+        scaleStorage.initialize(from: scales, count: n)
+        columnSumStorage = .allocate(capacity: max(n, 1))
+        for o in 0..<n { columnSumStorage[o] = values[(o * stride)..<(o * stride + k)].reduce(Int32(0)) { $0 + Int32($1) } }
         largestMagnitude = values.reduce(Int32(0)) { max($0, abs(Int32($1))) }
         pairLaneSum = vitmsn_qgemm_lane_sum(values, stride, k, n, 2)
         tripleLaneSum = vitmsn_qgemm_lane_sum(values, stride, k, n, 3)
@@ -59,10 +64,6 @@ public final class QuantizedMatrix: @unchecked Sendable {
         }
         data = memory.assumingMemoryBound(to: Int8.self)
         vitmsn_qgemm_pack_b(values, stride, k, n, 0, (n + 15) / 16, data)
-        scaleStorage = .allocate(capacity: max(n, 1))
-        scaleStorage.initialize(from: scales, count: n)
-        columnSumStorage = .allocate(capacity: max(n, 1))
-        columnSumStorage.initialize(from: columnSums, count: n)
     }
 
     /// The int8 values (n × k, row-major), read back from the packed panels.

@@ -156,12 +156,12 @@ final class QuantizedGEMMTests: XCTestCase {
             let stride = vitmsn_qgemm_row_stride(k)
             var q = [UInt8](repeating: 0, count: m * stride), scales = [Float](repeating: 0, count: m), zeros = [Int32](repeating: 0, count: m)
             vitmsn_quantize_activations(x, k, m, k, &q, stride, &scales, &zeros, vitmsn_qgemm_activation_levels(weight.largestMagnitude))
-            let values = weight.values
+            let values = weight.values, weightScales = weight.scales
             for r in 0..<m {
                 for o in 0..<n {
                     var sum = 0.0
                     for i in 0..<k {
-                        sum += Double(scales[r]) * Double(Int32(q[r * stride + i]) - zeros[r]) * Double(weight.scales[o]) * Double(values[o * k + i])
+                        sum += Double(scales[r]) * Double(Int32(q[r * stride + i]) - zeros[r]) * Double(weightScales[o]) * Double(values[o * k + i])
                     }
                     XCTAssertEqual(Double(y[r * n + o]), sum + Double(bias[o]), accuracy: 1e-5 * (1 + abs(sum)), "\(m)×\(n)×\(k) \(bits) bits [\(r), \(o)]")
                 }
