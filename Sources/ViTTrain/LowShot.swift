@@ -14,17 +14,27 @@ public enum LowShot {
         case preNorm = "cls-prenorm"             // the CLS token out of the last block (the official evaluation)
         case cls                                 // the CLS token after the final LayerNorm (Transformers' last_hidden_state)
         case clsAndPatchMean = "cls+patch-mean"  // `cls` beside the mean of the normed patch tokens (DINO's linear evaluation)
+        case clsAndPatchGrid = "cls+patch-grid"  // `cls` beside the normed patch tokens pooled to at most 4 × 4 cells, each part of unit length
 
-        /// The width of one image's feature for an encoder of `hidden` channels.
-        func width(hidden: Int) -> Int { self == .clsAndPatchMean ? 2 * hidden : hidden }
+        /// The width of one image's feature for an encoder of this configuration.
+        func width(_ config: ViTMSNConfig) -> Int {
+            switch self {
+            case .preNorm, .cls: config.hiddenSize
+            case .clsAndPatchMean: 2 * config.hiddenSize
+            case .clsAndPatchGrid: (1 + LowShot.cells(config.gridHeight) * LowShot.cells(config.gridWidth)) * config.hiddenSize
+            }
+        }
     }
+
+    /// Cells of the pooled patch grid along a side of `patches` patches.
+    static func cells(_ patches: Int) -> Int { min(patches, 4) }
 
     /// Features (N, width) of the images of `data`, resized to the model's size, in batches: of every image,
     /// or only of the rows `only` (the others left zero). In a data-parallel job each rank computes a slice of
     /// the rows and every rank gets all of them (summed over the ranks, each row non-zero on one only: exact).
     public static func features(_ encoder: ViTMSNModel, data: LabeledImages, processor: ImageProcessor, feature: Feature, only: [Int]? = nil,
                                 batchSize: Int = 256, communicator: Communicator = SingleProcess()) throws -> Tensor {
-        let dim = feature.width(hidden: encoder.config.hiddenSize)
+        let dim = feature.width(encoder.config)
         let all = only ?? Array(0..<data.count)
         let rows = Array(all[communicator.slice(of: all.count)])
         var values = [Float](repeating: 0, count: data.count * dim)
@@ -49,7 +59,40 @@ public enum LowShot {
         case .preNorm: return clsTokens(output.hiddenStates!.last!)
         case .cls: return clsTokens(output.lastHiddenState)
         case .clsAndPatchMean: return clsAndPatchMean(output.lastHiddenState)
+        case .clsAndPatchGrid: return clsAndPatchGrid(output.lastHiddenState, height: encoder.config.gridHeight, width: encoder.config.gridWidth)
         }
+    }
+
+    /// Of a hidden state (B, 1 + H·W, D), patches in rows of W: each image's CLS token scaled to unit length,
+    /// followed by its patch tokens average-pooled to a grid of at most 4 × 4 cells (cell i of a side of n
+    /// patches spans ⌊i·n/c⌋ ..< ⌈(i+1)·n/c⌉, PyTorch's adaptive pooling; a grid of 4 × 4 or less keeps every
+    /// token), scaled together to unit length. The one global token weighs as much as the whole map, and the
+    /// map keeps where things are, as raw pixels do.
+    static func clsAndPatchGrid(_ state: Tensor, height: Int, width: Int) -> Tensor {
+        let (batch, dim) = (state.shape[0], state.shape[2])
+        let (rows, columns) = (cells(height), cells(width))
+        let span = { (cell: Int, cells: Int, patches: Int) in (cell * patches / cells)..<(((cell + 1) * patches + cells - 1) / cells) }
+        let featureWidth = (1 + rows * columns) * dim
+        var feature = [Float](repeating: 0, count: batch * featureWidth)
+        state.withUnsafeBufferPointer { x in
+            for b in 0..<batch {
+                let (tokens, row) = (x.baseAddress! + b * (1 + height * width) * dim, b * featureWidth)
+                for j in 0..<dim { feature[row + j] = tokens[j] }
+                for cellRow in 0..<rows {
+                    for cellColumn in 0..<columns {
+                        let (ys, xs) = (span(cellRow, rows, height), span(cellColumn, columns, width))
+                        let cell = row + (1 + cellRow * columns + cellColumn) * dim
+                        for y in ys { for x in xs { for j in 0..<dim { feature[cell + j] += tokens[(1 + y * width + x) * dim + j] } } }
+                        for j in 0..<dim { feature[cell + j] /= Float(ys.count * xs.count) }
+                    }
+                }
+                for part in [row..<(row + dim), (row + dim)..<(row + featureWidth)] {
+                    let norm = max(feature[part].reduce(0) { $0 + $1 * $1 }.squareRoot(), 1e-12)
+                    for i in part { feature[i] /= norm }
+                }
+            }
+        }
+        return Tensor(shape: [batch, featureWidth], scalars: feature)
     }
 
     /// Of a hidden state (B, 1 + P, D): each image's CLS token followed by the mean of its P patch tokens, (B, 2D).
@@ -84,6 +127,14 @@ public enum LowShot {
                 return (name, accuracy(model.predict(testFeatures), testSubset.labels))
             }
         }
+    }
+
+    /// A seeded split of `count` training images into nine tenths to fit and a tenth held out, for choosing
+    /// settings (the probe's λ, a feature) without the test set.
+    public static func heldOutTenth(count: Int) -> (fitted: [Int], heldOut: [Int]) {
+        var generator = SeededGenerator(seed: 0, -11)
+        let order = Array(0..<count).shuffled(using: &generator)
+        return (Array(order.dropFirst(count / 10)), Array(order.prefix(count / 10)))
     }
 
     /// cyanure's `preprocess(centering: true, normalize: true, columns: false)`: each row minus its mean, then
@@ -401,9 +452,7 @@ public struct LowShotProtocol: Sendable {
     /// scored on the other tenth, then the best refitted on all of it. Run until the largest gradient entry of
     /// the mean loss is below 1e-5.
     public func linearProbe(_ x: Tensor, labels: [Int], classes: Int) -> (model: LogisticRegression, lambda: Double) {
-        var generator = SeededGenerator(seed: 0, -11)
-        let order = Array(labels.indices).shuffled(using: &generator)
-        let heldOut = Array(order.prefix(labels.count / 10)), fitted = Array(order.dropFirst(labels.count / 10))
+        let (fitted, heldOut) = LowShot.heldOutTenth(count: labels.count)
         let (fitX, heldOutX) = (x.gatheredRows(fitted), x.gatheredRows(heldOut))
         func fit(_ x: Tensor, _ labels: [Int], _ perImage: Double, from start: Tensor?) -> LogisticRegression {
             LogisticRegression(features: x, labels: labels, classes: classes, lambda: perImage * Double(labels.count),

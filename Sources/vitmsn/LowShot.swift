@@ -12,27 +12,31 @@ struct LowShotCommand: ParsableCommand {
         commandName: "lowshot",
         abstract: "Low-shot evaluation as the MSN paper runs it: frozen features, logistic regression on k images per class.",
         discussion: """
-        Features are the normed CLS token beside the mean of the normed patch tokens (cls+patch-mean, DINO's \
-        linear evaluation; the default), the CLS token alone after the final LayerNorm (cls) or before it \
-        (cls-prenorm, the official MSN evaluation), each centred and L2-normalised; the classifier is L2-regularised multinomial logistic \
+        Features are the normed CLS token beside the normed patch tokens average-pooled to at most 4 × 4 cells, \
+        each part scaled to unit length (cls+patch-grid, the default), the CLS token beside the patch tokens' mean (cls+patch-mean, DINO's linear \
+        evaluation), the CLS token alone after the final LayerNorm (cls) or before it (cls-prenorm, the \
+        official MSN evaluation), each centred and L2-normalised; the classifier is L2-regularised multinomial logistic \
         regression (Σ CE + λ/2 ‖W‖², no intercept). Rows: k images per class over seeded splits (mean ± std), \
         a 1 % split, a linear probe on all labels (λ chosen on a held-out tenth of the training set) and k-NN \
         (k = 20). --baselines adds, on the same splits: raw pixels through the same logistic regression and \
         k-NN, raw pixels by nearest class mean, the same ViT with random weights, and the same ViT trained \
         from scratch on each row's labels. Under \
-        mpirun the feature extraction is shared out among the ranks, and rank 0 prints the table.
+        mpirun the feature extraction is shared out among the ranks, and rank 0 prints the table. --validate \
+        holds out a seeded tenth of the training set and evaluates on it instead of the test set, for choosing \
+        settings without looking at the test set.
         """)
 
     @OptionGroup var modelOptions: ModelOptions
     @Option(help: "fashion-mnist, or a folder with train/ and val/ (one sub-folder per class each).") var dataset = "fashion-mnist"
     @Option(help: "Images per class, comma-separated.") var shots = "1,2,5"
     @Option(help: "Seeded splits per shot count.") var splits = 3
-    @Option(help: "cls+patch-mean, cls or cls-prenorm.") var feature = "cls+patch-mean"
+    @Option(help: "cls+patch-grid, cls+patch-mean, cls or cls-prenorm.") var feature = "cls+patch-grid"
     @Option(help: "L2 regularisation λ.") var lambda = 0.0025
     @Option(help: "The linear probe's candidate λ per training image, comma-separated (chosen on a held-out tenth of the training set).") var probeLambdas = "1e-4,1e-5,1e-6,1e-7"
     @Option(help: "Evaluate on the first N test images only.") var maxTestImages: Int?
     @Flag(help: "Also measure the baselines on the same splits.") var baselines = false
     @Flag(help: "Skip the 1 %, all-labels and k-NN rows.") var shotsOnly = false
+    @Flag(help: "Evaluate on a held-out tenth of the training set (training on the rest), not on the test set.") var validate = false
     @Flag(help: "Print one JSON object (every column's rows with each split's accuracy) instead of the table.") var json = false
     @OptionGroup var precision: PrecisionOptions
     @OptionGroup var threading: ThreadOptions
@@ -54,8 +58,16 @@ struct LowShotCommand: ParsableCommand {
         encoder.convert(to: precision.dtype)
         encoder.parallelism = threading.parallelism(in: communicator)
         let processor = try ImageProcessor.load(modelDirectory: directory, orDefaultFor: encoder.config)
-        let (train, heldOut) = try labelledPair(dataset, grayscale: encoder.config.numChannels == 1)
-        guard let fullTest = heldOut else { throw CLIError("\(dataset): lowshot tests on \(dataset)/val, which is missing") }
+        let (train, fullTest): (LabeledImages, LabeledImages)
+        if validate {
+            let all = try labelledPair(dataset, grayscale: encoder.config.numChannels == 1).0
+            let (fitted, heldOut) = LowShot.heldOutTenth(count: all.count)
+            (train, fullTest) = (Subset(all, indices: fitted), Subset(all, indices: heldOut))
+        } else {
+            let pair = try labelledPair(dataset, grayscale: encoder.config.numChannels == 1)
+            guard let test = pair.1 else { throw CLIError("\(dataset): lowshot tests on \(dataset)/val, which is missing") }
+            (train, fullTest) = (pair.0, test)
+        }
         let test: LabeledImages = maxTestImages.map { Subset(fullTest, indices: Array(0..<min($0, fullTest.count))) } ?? fullTest
         var protocolSettings = LowShotProtocol()
         (protocolSettings.shots, protocolSettings.splits, protocolSettings.lambda) = (shotCounts, splits, lambda)
@@ -96,7 +108,7 @@ struct LowShotCommand: ParsableCommand {
         guard communicator.rank == 0 else { return }
         if json {
             let object: [String: Any] = [
-                "dataset": dataset, "test_images": test.count, "feature": feature.rawValue, "lambda": lambda, "splits": splits,
+                "dataset": dataset, "test_images": test.count, "held_out_training_images": validate, "feature": feature.rawValue, "lambda": lambda, "splits": splits,
                 "columns": columns.map { column in
                     ["name": column.name, "rows": column.rows.map { row in
                         ["protocol": row.name, "accuracies": row.accuracies, "mean": row.mean, "std": row.standardDeviation, "note": row.note as Any] as [String: Any]
@@ -105,7 +117,7 @@ struct LowShotCommand: ParsableCommand {
             ]
             return print(String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self))
         }
-        print("low-shot top-1 % on \(test.count) test images (\(dataset)), \(feature.rawValue) features, λ = \(lambda), mean ± std over \(splits) splits")
+        print("low-shot top-1 % on \(test.count) \(validate ? "held-out training" : "test") images (\(dataset)), \(feature.rawValue) features, λ = \(lambda), mean ± std over \(splits) splits")
         print("| protocol | " + columns.map(\.name).joined(separator: " | ") + " |")
         print("|---|" + String(repeating: "---|", count: columns.count))
         for row in columns[0].rows.map(\.name) {

@@ -133,7 +133,8 @@ final class LowShotTests: XCTestCase {
     }
 
     /// Each feature reads the encoder's outputs: cls-prenorm the last block's CLS token, cls the normed one,
-    /// cls+patch-mean the normed CLS token followed by the mean of the normed patch tokens.
+    /// cls+patch-mean the normed CLS token followed by the mean of the normed patch tokens, cls+patch-grid the
+    /// normed CLS token at unit length followed by the four normed patch tokens at unit length together.
     func testFeaturesReadTheEncoderOutputs() throws {
         var config = ViTMSNConfig()
         (config.hiddenSize, config.numHiddenLayers, config.numAttentionHeads, config.intermediateSize) = (8, 2, 2, 16)
@@ -156,6 +157,50 @@ final class LowShotTests: XCTestCase {
                 }
             }
         }
+        // a 2 × 2 grid keeps every patch token
+        let rows = try LowShot.featureRows(encoder, pixels: pixels, feature: .clsAndPatchGrid)
+        XCTAssertEqual(rows.shape, [3, 40])
+        for b in 0..<3 {
+            let tokens = Array(last[(b * 40)..<((b + 1) * 40)])
+            let (clsNorm, patchesNorm) = (tokens[..<8].map { $0 * $0 }.reduce(0, +).squareRoot(), tokens[8...].map { $0 * $0 }.reduce(0, +).squareRoot())
+            for i in 0..<40 {
+                XCTAssertEqual(rows.scalars[b * 40 + i], tokens[i] / (i < 8 ? clsNorm : patchesNorm), accuracy: 1e-6)
+            }
+        }
+    }
+
+    /// A grid larger than 4 × 4 is average-pooled as PyTorch's adaptive pooling does: a 6 × 5 grid's cells
+    /// span rows 0..<2, 1..<3, 3..<5, 4..<6 and columns 0..<2, 1..<3, 2..<4, 3..<5.
+    func testPatchGridPoolsLargeGridsAdaptively() {
+        let (height, width, dim) = (6, 5, 2)
+        let token = { (t: Int, j: Int) -> Float in t == 0 ? Float(j + 1) : Float((t - 1) * 10 + j) }  // patch p = y·5 + x
+        let state = Tensor(shape: [1, 1 + height * width, dim], scalars: (0..<(1 + height * width)).flatMap { t in (0..<dim).map { token(t, $0) } })
+        let rows = LowShot.clsAndPatchGrid(state, height: height, width: width)
+        XCTAssertEqual(rows.shape, [1, 17 * dim])
+        let (rowSpans, columnSpans) = ([0..<2, 1..<3, 3..<5, 4..<6], [0..<2, 1..<3, 2..<4, 3..<5])
+        var cells: [Float] = []
+        for ys in rowSpans {
+            for xs in columnSpans {
+                for j in 0..<dim {
+                    let values = ys.flatMap { y in xs.map { x in token(1 + y * width + x, j) } }
+                    cells.append(values.reduce(0, +) / Float(values.count))
+                }
+            }
+        }
+        let norm = cells.map { $0 * $0 }.reduce(0, +).squareRoot()
+        XCTAssertEqual(rows.scalars[0], 1 / Float(5).squareRoot(), accuracy: 1e-6)
+        XCTAssertEqual(rows.scalars[1], 2 / Float(5).squareRoot(), accuracy: 1e-6)
+        for (i, cell) in cells.enumerated() { XCTAssertEqual(rows.scalars[dim + i], cell / norm, accuracy: 1e-5, "cell value \(i)") }
+    }
+
+    /// The held-out tenth (for --validate and the probe's λ) is a seeded, disjoint cut of every image.
+    func testHeldOutTenthPartitionsTheTrainingSet() {
+        let (fitted, heldOut) = LowShot.heldOutTenth(count: 1005)
+        XCTAssertEqual(heldOut.count, 100)
+        XCTAssertEqual(Set(fitted + heldOut), Set(0..<1005))
+        XCTAssertEqual(fitted.count + heldOut.count, 1005)
+        XCTAssertNotEqual(heldOut, Array(0..<100), "not shuffled")
+        XCTAssertEqual(LowShot.heldOutTenth(count: 1005).heldOut, heldOut, "not seeded")
     }
 
     func testNearestNeighboursAndClassMeans() {
