@@ -7,9 +7,10 @@ import ViTIO
 /// - `bf16`, `f16`: every parameter rounded to half precision (as a half-precision checkpoint holds it) and
 ///   widened to f32 when the GEMM packs it, so the arithmetic stays f32.
 /// - `int8`: dynamic quantisation of the Linear layers (the patch embedding's projection; in each encoder
-///   block query, key, value, attention output, fc1, fc2): weights symmetric per output channel in 8 bits (7 on AVX2, whose int16 pairs could saturate; see
-///   CKernels' qgemm_body.h), activations per token at run time in 8 bits with a zero point, exact int32 sums,
-///   dequantisation, bias, GELU and the residual add in the GEMM's epilogue. LayerNorm, softmax and the
+///   block query, key, value, attention output, fc1, fc2): weights symmetric per output channel in 8 bits
+///   (7 on AVX2, whose int16 pairs could saturate; see CKernels' qgemm_body.h), activations per token at run
+///   time in 8 bits with a zero point, exact int32 sums, dequantisation, bias, GELU and the residual add in
+///   the GEMM's epilogue. LayerNorm, softmax and the
 ///   residual stream stay f32. Where the kernel takes 8-bit weights (VNNI, portable), the patch embedding
 ///   runs the same way, each patch's pixels quantised like a token (1/(12·L) of the products, but 2 % of
 ///   ViT-B's int8 time in f32); at AVX2's 7 bits it stays f32, which keeps more labels. The attention

@@ -70,6 +70,7 @@ public enum LowShot {
     /// map keeps where things are, as raw pixels do.
     static func clsAndPatchGrid(_ state: Tensor, height: Int, width: Int) -> Tensor {
         let (batch, dim) = (state.shape[0], state.shape[2])
+        precondition(state.shape[1] == 1 + height * width, "\(state.shape[1]) tokens for a \(height)×\(width) patch grid")
         let (rows, columns) = (cells(height), cells(width))
         let span = { (cell: Int, cells: Int, patches: Int) in (cell * patches / cells)..<(((cell + 1) * patches + cells - 1) / cells) }
         let featureWidth = (1 + rows * columns) * dim

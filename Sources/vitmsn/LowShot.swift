@@ -58,15 +58,14 @@ struct LowShotCommand: ParsableCommand {
         encoder.convert(to: precision.dtype)
         encoder.parallelism = threading.parallelism(in: communicator)
         let processor = try ImageProcessor.load(modelDirectory: directory, orDefaultFor: encoder.config)
+        let (labelled, testSet) = try labelledPair(dataset, grayscale: encoder.config.numChannels == 1)
         let (train, fullTest): (LabeledImages, LabeledImages)
         if validate {
-            let all = try labelledPair(dataset, grayscale: encoder.config.numChannels == 1).0
-            let (fitted, heldOut) = LowShot.heldOutTenth(count: all.count)
-            (train, fullTest) = (Subset(all, indices: fitted), Subset(all, indices: heldOut))
+            let (fitted, heldOut) = LowShot.heldOutTenth(count: labelled.count)
+            (train, fullTest) = (Subset(labelled, indices: fitted), Subset(labelled, indices: heldOut))
         } else {
-            let pair = try labelledPair(dataset, grayscale: encoder.config.numChannels == 1)
-            guard let test = pair.1 else { throw CLIError("\(dataset): lowshot tests on \(dataset)/val, which is missing") }
-            (train, fullTest) = (pair.0, test)
+            guard let testSet else { throw CLIError("\(dataset): lowshot tests on \(dataset)/val, which is missing") }
+            (train, fullTest) = (labelled, testSet)
         }
         let test: LabeledImages = maxTestImages.map { Subset(fullTest, indices: Array(0..<min($0, fullTest.count))) } ?? fullTest
         var protocolSettings = LowShotProtocol()
