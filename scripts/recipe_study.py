@@ -37,6 +37,12 @@ VARIANTS = {
     "focal10-18ep": (18, {"data.focal_views": 10}),  # focal10-12ep's recipe at the 2-hour budget
     "ema98-12ep": (12, {**FOUR, "optimization.ema": [0.98, 1.0]}),  # faster EMA start, against base-12ep
     "focal10-ema98-18ep": (18, {"data.focal_views": 10, "optimization.ema": [0.98, 1.0]}),  # both gains, 18 epochs as shipped
+    # the candidates not tried before 2026-12-06, each against base-2ep on the same machine
+    "memax05-2ep": (2, {**FOUR, "criterion.memax_weight": 0.5}),
+    "focal21-2ep": (2, {**FOUR, "data.focal_size": 21}),  # 9 patches a focal view instead of 4
+    "depth6-2ep": (2, {**FOUR, "meta.architecture.num_hidden_layers": 6}),
+    "width256-2ep": (2, {**FOUR, "meta.architecture.hidden_size": 256, "meta.architecture.num_attention_heads": 4,
+                         "meta.architecture.intermediate_size": 1024}),
 }
 
 
