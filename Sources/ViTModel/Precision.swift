@@ -10,10 +10,10 @@ import ViTIO
 ///   block query, key, value, attention output, fc1, fc2): weights symmetric per output channel in 8 bits
 ///   (7 on AVX2, whose int16 pairs could saturate; see CKernels' qgemm_body.h), activations per token at run
 ///   time in 8 bits with a zero point, exact int32 sums, dequantisation, bias, GELU and the residual add in
-///   the GEMM's epilogue. LayerNorm, softmax and the
-///   residual stream stay f32. Where the kernel takes 8-bit weights (VNNI, portable), the patch embedding
-///   runs the same way, each patch's pixels quantised like a token (1/(12·L) of the products, but 2 % of
-///   ViT-B's int8 time in f32); at AVX2's 7 bits it stays f32, which keeps more labels. The attention
+///   the GEMM's epilogue. LayerNorm, softmax and the residual stream stay f32. Where the kernel takes 8-bit
+///   weights (VNNI, portable), the patch embedding runs the same way, each patch's pixels quantised like a
+///   token (1/(12·L) of the products, but 2 % of ViT-B's int8 time in f32); at AVX2's 7 bits it stays f32,
+///   which keeps more labels. The attention
 ///   products QKᵀ and PV run in int8 where the CPU has VNNI (K per key, V per channel, Q per token,
 ///   probabilities as levels of their row's maximum; `QuantizedMatrix.quantizesAttention`), in f32
 ///   elsewhere. Left in f32, on purpose: the classifier (tiny, and its outputs are the answer).
