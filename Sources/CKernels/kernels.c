@@ -49,6 +49,9 @@ void vitmsn_keep_freed_memory(void) {
 #define QGEMM_KIND 1
 #include "instantiate.h"
 
+// The VNNI int8 kernel's tile: 12 × 32 (0) or 8 × 48 (1, where two vpdpbusd issue a cycle; qgemm_body.h).
+static int qgemm_wide_tile;
+
 // AVX-512: 32 zmm registers hold a 12 × 32 tile (24 accumulators), two B vectors and a broadcast.
 #define KERNEL_TARGET __attribute__((target("avx512f,avx2,fma")))
 #define KERNEL(name) name##_avx512
@@ -78,6 +81,11 @@ __attribute__((constructor)) static void detect_instruction_set(void) {
     if (forced && strcmp(forced, "avx2") == 0 && isa > ISA_AVX2) isa = ISA_AVX2;
     int vnni = __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vnni");
     qgemm_isa = isa == ISA_AVX512 && !vnni ? ISA_AVX2 : isa;
+    // Intel's AVX-512 cores issue vpdpbusd on two ports, AMD's Zen 4 on one (qgemm_body.h);
+    // VITMSN_INT8_TILE=12x32 or 8x48 overrides.
+    qgemm_wide_tile = __builtin_cpu_is("intel");
+    const char *tile = getenv("VITMSN_INT8_TILE");
+    if (tile) vitmsn_qgemm_select_tile(tile);
 }
 
 #define DISPATCH(name, ...) \
@@ -232,7 +240,7 @@ vitmsn_gemm_call vitmsn_gemm_part(const vitmsn_gemm_call *call, size_t part, siz
     return p;
 }
 
-// The int8 kernel's units: 16-column panels and 8-row tiles (a multiple of every build's tile height).
+// The int8 kernel's units: 16-column panels and 8 rows (whole tiles of the 8- and 4-row kernels).
 size_t vitmsn_qgemm_parts(const vitmsn_qgemm_call *call, size_t threads) {
     return split_parts(call->m1 - call->m0, call->n1 - call->n0, call->k, 16, 8, threads);
 }
@@ -440,6 +448,23 @@ const char *vitmsn_qgemm_isa(void) {
 #else
     return "generic";
 #endif
+}
+
+const char *vitmsn_qgemm_tile(void) {
+#ifdef HAVE_X86_BUILDS
+    if (qgemm_isa == ISA_AVX512) return qgemm_wide_tile ? "8x48" : "12x32";
+#endif
+    return "4x16";
+}
+
+int vitmsn_qgemm_select_tile(const char *shape) {
+#ifdef HAVE_X86_BUILDS
+    if (qgemm_isa == ISA_AVX512 && (strcmp(shape, "12x32") == 0 || strcmp(shape, "8x48") == 0)) {
+        qgemm_wide_tile = strcmp(shape, "8x48") == 0;
+        return 0;
+    }
+#endif
+    return strcmp(shape, vitmsn_qgemm_tile()) == 0 ? 0 : -1;
 }
 
 const char *vitmsn_kernel_isa(void) {

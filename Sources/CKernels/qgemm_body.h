@@ -28,6 +28,7 @@
 #include <immintrin.h>
 #define QGEMM_MR 4
 #define QGEMM_PANELS 1
+#define QGEMM_TILE_SUMS (QGEMM_MR * QGEMM_NR)
 #define QGEMM_MC 16
 // Adds `count` (1 to 3, a constant once inlined) k-groups from g on to MR rows × 16 columns: their vpmaddubsw
 // pairs add in int16, then one vpmaddwd by ones widens the sum to int32.
@@ -58,8 +59,10 @@ QGEMM_TARGET static inline __attribute__((always_inline)) void KERNEL(qgemm_grou
 
 // Σ over k of MR rows × 16 columns in 8 ymm accumulators; the 4 × 8 int32 tile goes to `tile`. `span` k-groups
 // (1 to 3, as the lanes allow) add in int16 before each widening; a remainder of fewer goes last.
-QGEMM_TARGET static void KERNEL(qgemm_micro)(size_t k4, const uint8_t *const *rows, const int8_t *restrict b, size_t panels, size_t height, int span, int32_t *restrict tile) {
-    (void)panels, (void)height;
+QGEMM_TARGET static void KERNEL(qgemm_micro)(
+    size_t k4, const uint8_t *const *rows, const int8_t *restrict b, size_t panels, size_t height, int span, int mr, size_t np, int32_t *restrict tile
+) {
+    (void)panels, (void)height, (void)mr, (void)np;
     __m256i acc[QGEMM_MR][2];
     for (int i = 0; i < QGEMM_MR; i++) acc[i][0] = acc[i][1] = _mm256_setzero_si256();
     size_t g = 0;
@@ -99,14 +102,19 @@ QGEMM_TARGET static double KERNEL(int8_peak_loop)(size_t iterations, int32_t *si
 }
 #elif QGEMM_KIND == 2
 #include <immintrin.h>
-#define QGEMM_MR 12
-#define QGEMM_PANELS 2
+// Two register tiles, chosen at run time (vitmsn_qgemm_tile): 12 rows × two panels, and 8 rows × three. Each
+// holds 24 accumulators, enough independent chains to cover vpdpbusd's latency on two ports. The wide one
+// loads 11 vectors per 24 vpdpbusd (8 broadcasts of A, 3 panel rows of B) instead of 14, which pays where
+// two vpdpbusd issue a cycle (Intel; on an Ice Lake, GEMMs 1.04–1.27×, the forward 1.06–1.21×) and not where one
+// does (Zen 4: GEMMs 0.88–1.03×).
+#define QGEMM_MR 12  // the taller tile's rows, and the most rows or tile sums either holds
+#define QGEMM_PANELS 3
+#define QGEMM_TILE_SUMS (24 * QGEMM_NR)
 #define QGEMM_MC 24
-// One zmm is a panel row: vpdpbusd adds four a·b products per column into int32 (no saturation). A tile is
-// `height` (MR, or MR / 2 for a short last tile) rows × two panels, 24 accumulators at MR: enough independent
-// chains to cover vpdpbusd's latency on two ports.
+// One zmm is a panel row: vpdpbusd adds four a·b products per column into int32 (no saturation). The tile's
+// `height` rows × `panels` panels go to `tile`, `stride` int32 apart a row.
 QGEMM_TARGET static inline __attribute__((always_inline)) void KERNEL(qgemm_vnni_tile)(
-    size_t k4, const uint8_t *const *rows, const int8_t *restrict b, const size_t panels, const int height, int32_t *restrict tile
+    size_t k4, const uint8_t *const *rows, const int8_t *restrict b, const size_t panels, const int height, const size_t stride, int32_t *restrict tile
 ) {
     const size_t panel_bytes = k4 * 64;
     __m512i acc[QGEMM_MR][QGEMM_PANELS];
@@ -123,18 +131,23 @@ QGEMM_TARGET static inline __attribute__((always_inline)) void KERNEL(qgemm_vnni
         }
     }
     for (int i = 0; i < height; i++)
-        for (size_t j = 0; j < panels; j++) _mm512_storeu_si512((void *)(tile + i * QGEMM_PANELS * QGEMM_NR + j * QGEMM_NR), acc[i][j]);
+        for (size_t j = 0; j < panels; j++) _mm512_storeu_si512((void *)(tile + i * stride + j * QGEMM_NR), acc[i][j]);
 }
 
-// A short last tile (197 = 16 · 12 + 5 rows) runs at half height: the sums of rows it repeats are wasted work.
-QGEMM_TARGET static void KERNEL(qgemm_micro)(size_t k4, const uint8_t *const *rows, const int8_t *restrict b, size_t panels, size_t height, int span, int32_t *restrict tile) {
+// A tile of the `mr` × `np` shape, or of its last panels. A short last tile (197 = 16 · 12 + 5 rows) runs at
+// half height: the sums of rows it repeats are wasted work.
+#define QGEMM_VNNI_HEIGHT(h)                                                                                      \
+    (panels == 1 ? KERNEL(qgemm_vnni_tile)(k4, rows, b, 1, h, np * QGEMM_NR, tile)                                \
+     : panels == 2 || np == 2 ? KERNEL(qgemm_vnni_tile)(k4, rows, b, 2, h, np * QGEMM_NR, tile)                   \
+                              : KERNEL(qgemm_vnni_tile)(k4, rows, b, 3, h, np * QGEMM_NR, tile))
+QGEMM_TARGET static inline __attribute__((always_inline)) void KERNEL(qgemm_micro)(
+    size_t k4, const uint8_t *const *rows, const int8_t *restrict b, size_t panels, size_t height, int span, const int mr, const size_t np, int32_t *restrict tile
+) {
     (void)span;
-    if (height <= QGEMM_MR / 2) {
-        if (panels == 2) KERNEL(qgemm_vnni_tile)(k4, rows, b, 2, QGEMM_MR / 2, tile);
-        else KERNEL(qgemm_vnni_tile)(k4, rows, b, 1, QGEMM_MR / 2, tile);
-    } else if (panels == 2) KERNEL(qgemm_vnni_tile)(k4, rows, b, 2, QGEMM_MR, tile);
-    else KERNEL(qgemm_vnni_tile)(k4, rows, b, 1, QGEMM_MR, tile);
+    if (height <= (size_t)mr / 2) QGEMM_VNNI_HEIGHT(mr / 2);
+    else QGEMM_VNNI_HEIGHT(mr);
 }
+#undef QGEMM_VNNI_HEIGHT
 
 // The register-only rate of the tile's vpdpbusd chains (MR rows × two panels), no memory traffic. Returns the
 // operations done (2 a product).
@@ -157,10 +170,13 @@ QGEMM_TARGET static double KERNEL(int8_peak_loop)(size_t iterations, int32_t *si
 #else
 #define QGEMM_MR 4
 #define QGEMM_PANELS 1
+#define QGEMM_TILE_SUMS (QGEMM_MR * QGEMM_NR)
 #define QGEMM_MC 16
 // Plain loops over the same layout; the compiler vectorises the 16 columns.
-QGEMM_TARGET static void KERNEL(qgemm_micro)(size_t k4, const uint8_t *const *rows, const int8_t *restrict b, size_t panels, size_t height, int span, int32_t *restrict tile) {
-    (void)panels, (void)height, (void)span;
+QGEMM_TARGET static void KERNEL(qgemm_micro)(
+    size_t k4, const uint8_t *const *rows, const int8_t *restrict b, size_t panels, size_t height, int span, int mr, size_t np, int32_t *restrict tile
+) {
+    (void)panels, (void)height, (void)span, (void)mr, (void)np;
     for (int i = 0; i < QGEMM_MR; i++) {
         int32_t acc[QGEMM_NR] = {0};
         for (size_t g = 0; g < k4; g++) {
@@ -331,32 +347,42 @@ QGEMM_TARGET static void KERNEL(qgemm_store)(
         for (size_t r = 0; r < rows; r++) KERNEL(activate)((vitmsn_activation)ep->activation, c + r * ldc, cols);
 }
 
-// C[m0..m1, n0..n1) of the int8 product; n0 a multiple of 16. Rows in blocks of QGEMM_MC (in L1), each
-// meeting every panel in turn (QGEMM_PANELS at a time); every sum runs over the whole K in registers.
-QGEMM_TARGET static void KERNEL(qgemm)(const vitmsn_qgemm_call *g) {
+// C[m0..m1, n0..n1) of the int8 product in tiles of mr rows × np panels; n0 a multiple of 16. Rows in blocks
+// of QGEMM_MC (in L1), each meeting every panel in turn (np at a time); every sum runs over the whole K in
+// registers.
+QGEMM_TARGET static inline __attribute__((always_inline)) void KERNEL(qgemm_tiled)(const vitmsn_qgemm_call *g, const int mr, const size_t np) {
     const size_t k4 = (g->k + 7) / 8 * 2;  // even: the kernels take k-groups in pairs
     const size_t p_begin = g->n0 / QGEMM_NR, p_end = (g->n1 + QGEMM_NR - 1) / QGEMM_NR;
-    const size_t ld_tile = QGEMM_PANELS * QGEMM_NR;
-    int32_t tile[QGEMM_MR * QGEMM_PANELS * QGEMM_NR] __attribute__((aligned(64)));
+    const size_t ld_tile = np * QGEMM_NR;
+    int32_t tile[QGEMM_TILE_SUMS] __attribute__((aligned(64)));
     const int span = g->a_max * g->b_triple_lane_sum <= 32767 ? 3 : g->a_max * g->b_pair_lane_sum <= 32767 ? 2 : 1;
     for (size_t r0 = g->m0; r0 < g->m1; r0 += QGEMM_MC) {
         size_t r1 = g->m1 - r0 < QGEMM_MC ? g->m1 : r0 + QGEMM_MC;
-        for (size_t p = p_begin; p < p_end; p += QGEMM_PANELS) {
-            const size_t panels = p_end - p < QGEMM_PANELS ? p_end - p : QGEMM_PANELS;
+        for (size_t p = p_begin; p < p_end; p += np) {
+            const size_t panels = p_end - p < np ? p_end - p : np;
             const int8_t *panel = g->packed_b + p * k4 * 64;
             size_t c0 = p * QGEMM_NR, cols = (g->n1 < c0 + panels * QGEMM_NR ? g->n1 : c0 + panels * QGEMM_NR) - c0;
-            for (size_t t = r0; t < r1; t += QGEMM_MR) {
-                size_t height = r1 - t < QGEMM_MR ? r1 - t : QGEMM_MR;
+            for (size_t t = r0; t < r1; t += (size_t)mr) {
+                size_t height = r1 - t < (size_t)mr ? r1 - t : (size_t)mr;
                 const uint8_t *rows[QGEMM_MR];  // a short last tile repeats its first row, whose sums are dropped
-                for (size_t i = 0; i < QGEMM_MR; i++) rows[i] = g->a + (t + (i < height ? i : 0)) * g->lda;
+                for (size_t i = 0; i < (size_t)mr; i++) rows[i] = g->a + (t + (i < height ? i : 0)) * g->lda;
                 float *ct = g->c + t * g->ldc + c0;
                 for (size_t i = 0; i < height; i++) __builtin_prefetch(ct + i * g->ldc, 1, 3);  // C arrives during the sums
-                KERNEL(qgemm_micro)(k4, rows, panel, panels, height, span, tile);
+                KERNEL(qgemm_micro)(k4, rows, panel, panels, height, span, mr, np, tile);
                 KERNEL(qgemm_store)(tile, ld_tile, height, cols, ct, g->ldc, g->a_scale + t, g->a_zero + t, g->b_scale + c0, g->b_sum + c0,
                                     g->epilogue.bias ? g->epilogue.bias + c0 : 0, &g->epilogue);
             }
         }
     }
+}
+
+QGEMM_TARGET static void KERNEL(qgemm)(const vitmsn_qgemm_call *g) {
+#if QGEMM_KIND == 2
+    if (qgemm_wide_tile) KERNEL(qgemm_tiled)(g, 8, 3);
+    else KERNEL(qgemm_tiled)(g, 12, 2);
+#else
+    KERNEL(qgemm_tiled)(g, QGEMM_MR, QGEMM_PANELS);
+#endif
 }
 
 // Inference attention for one (batch, head) on this int8 kernel, as dynamic quantisation treats a Linear: each
@@ -530,4 +556,5 @@ QGEMM_TARGET static void KERNEL(qattention_head)(
 }
 #undef QGEMM_MR
 #undef QGEMM_PANELS
+#undef QGEMM_TILE_SUMS
 #undef QGEMM_MC

@@ -37,8 +37,9 @@ package func sum(_ p: UnsafePointer<Float>, count: Int) -> Float {
 public enum VectorMath {
     /// "avx512", "avx2+fma" or "generic": the build of the kernels this CPU runs.
     public static var instructionSet: String { String(cString: vitmsn_kernel_isa()) }
-    /// The int8 GEMM's: "avx512-vnni", "avx2" or "generic".
-    public static var int8InstructionSet: String { String(cString: vitmsn_qgemm_isa()) }
+    /// The int8 GEMM's, with its register tile (rows × columns): "avx512-vnni 8x48" (Intel) or "avx512-vnni
+    /// 12x32", "avx2 4x16" or "generic 4x16".
+    public static var int8Kernels: String { "\(String(cString: vitmsn_qgemm_isa())) \(String(cString: vitmsn_qgemm_tile()))" }
 
     /// The measured FMA peak (GFLOP/s) of `threads` cores at the dispatched vector width: register-only FMA
     /// chains on every thread at once.

@@ -60,7 +60,7 @@ struct Bench: ParsableCommand {
         print(summary: [
             ("batch", batch), ("median_ms", median * 1000), ("p99_ms", p99 * 1000), ("images_per_s", Double(batch) / median), ("gflops", gflops),
             ("fma_peak_gflops", peak), ("percent_of_peak", 100 * gflops / peak),
-            ("threads", backbone.parallelism.threads), ("kernels", backbone.isQuantized ? VectorMath.int8InstructionSet : VectorMath.instructionSet),
+            ("threads", backbone.parallelism.threads), ("kernels", backbone.isQuantized ? VectorMath.int8Kernels : VectorMath.instructionSet),
             ("dtype", backbone.isQuantized ? "int8" : precision.dtype.rawValue),
         ])
     }
@@ -108,7 +108,7 @@ struct Bench: ParsableCommand {
             print(summary: [
                 ("gemm", spec), ("median_ms", median * 1000), (int8 ? "gops" : "gflops", gflops), (int8 ? "int8_peak_gops" : "fma_peak_gflops", peak),
                 ("percent_of_peak", 100 * gflops / peak), ("threads", parallelism.threads),
-                ("kernels", int8 ? VectorMath.int8InstructionSet : VectorMath.instructionSet), ("dtype", int8 ? "int8" : "f32"),
+                ("kernels", int8 ? VectorMath.int8Kernels : VectorMath.instructionSet), ("dtype", int8 ? "int8" : "f32"),
             ])
         }
     }

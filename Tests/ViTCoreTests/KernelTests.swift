@@ -43,7 +43,7 @@ final class VectorMathTests: XCTestCase {
         XCTAssertGreaterThan(fma, 0.1)
         XCTAssertLessThan(fma, 400, "\(VectorMath.instructionSet)")
         XCTAssertGreaterThan(int8, 0.1)
-        XCTAssertLessThan(int8, 1600, "\(VectorMath.int8InstructionSet)")
+        XCTAssertLessThan(int8, 1600, "\(VectorMath.int8Kernels)")
     }
 
     func testActivationsAgainstTheirDefinitions() {

@@ -170,19 +170,26 @@ final class QuantizedGEMMTests: XCTestCase {
     }
 
     /// With 8- and 7-bit weights (AVX2's loops over three, two and single groups), K leaving one group after
-    /// the threes (131) and two (125), and widths that end on a pair of panels, a lone one and a part of one.
+    /// the threes (131) and two (125), widths that end on a whole tile, a part of one and a part of a panel,
+    /// and rows that end on a full tile and a half-height one; on VNNI, with each of its tiles.
     func testDispatchedKernelEqualsThePortableOneBitForBit() {
-        for (n, bits) in [(50, 8), (50, 7), (64, 8), (80, 8), (13, 7)] { for k in [131, 125] { checkDispatchedAgainstPortable(n: n, k: k, bits: bits) } }
+        let chosen = String(cString: vitmsn_qgemm_tile())
+        defer { vitmsn_qgemm_select_tile(chosen) }
+        for tile in ["12x32", "8x48", "4x16"] where vitmsn_qgemm_select_tile(tile) == 0 {
+            for (n, bits) in [(50, 8), (50, 7), (64, 8), (80, 8), (13, 7)] { for k in [131, 125] { for m in [45, 28] {
+                checkDispatchedAgainstPortable(n: n, k: k, m: m, bits: bits, tile: tile)
+            } } }
+        }
     }
 
-    func checkDispatchedAgainstPortable(n: Int, k: Int, bits: Int) {
-        let m = 45
+    func checkDispatchedAgainstPortable(n: Int, k: Int, m: Int, bits: Int, tile: String) {
+        let context = "\(m)×\(n)×\(k), \(bits)-bit weights, tile \(tile)"
         let x = randomMatrix(m * k, seed: 6), bias = randomMatrix(n, seed: 8)
         var w = randomMatrix(n * k, seed: 7, std: 0.1)
         for o in 0..<n { w[o * k + o % k] = 0.5 }  // an outlier per channel, as trained weights have: Gaussian rows at small K fit only two groups
         let start = randomMatrix(m * n, seed: 9)
         let fitted = w.withUnsafeBufferPointer { QuantizedMatrix(quantizing: $0.baseAddress!, n: n, k: k, bits: bits) }
-        guard bits == 7 else { return checkDispatchedAgainstPortable(x: x, weight: fitted, m: m, bias: bias, start: start, bits: bits) }
+        guard bits == 7 else { return checkDispatchedAgainstPortable(x: x, weight: fitted, m: m, bias: bias, start: start, context: context) }
         XCTAssertLessThanOrEqual(fitted.tripleLaneSum, 128, "7-bit weights run AVX2's three-group sums")
         // Small values with one three-group lane over 128, as a checkpoint fitted to two-group lanes may hold: pairs.
         var generator = SeededGenerator(seed: 10)
@@ -195,19 +202,18 @@ final class QuantizedGEMMTests: XCTestCase {
         var values = fitted.values
         for i in [0, 1, 4, 5] { values[i] = 63 }
         let unfitted = QuantizedMatrix(values: values, stride: k, scales: fitted.scales, n: n, k: k)
-        for weight in [fitted, pairsOnly, unfitted] { checkDispatchedAgainstPortable(x: x, weight: weight, m: m, bias: bias, start: start, bits: bits) }
+        for weight in [fitted, pairsOnly, unfitted] { checkDispatchedAgainstPortable(x: x, weight: weight, m: m, bias: bias, start: start, context: context) }
     }
 
-    func checkDispatchedAgainstPortable(x: [Float], weight: QuantizedMatrix, m: Int, bias: [Float], start: [Float], bits: Int) {
-        let n = weight.n
+    func checkDispatchedAgainstPortable(x: [Float], weight: QuantizedMatrix, m: Int, bias: [Float], start: [Float], context: String) {
         let portable = { (call: UnsafePointer<vitmsn_qgemm_call>) in vitmsn_qgemm_portable(call) }
-        XCTAssertEqual(product(x: x, weight: weight, m: m, bias: bias), product(x: x, weight: weight, m: m, bias: bias, kernel: portable), "n \(n), \(bits) bits")
+        XCTAssertEqual(product(x: x, weight: weight, m: m, bias: bias), product(x: x, weight: weight, m: m, bias: bias, kernel: portable), context)
         XCTAssertEqual(product(x: x, weight: weight, m: m, bias: nil, beta: 1, start: start),
-                       product(x: x, weight: weight, m: m, bias: nil, beta: 1, start: start, kernel: portable), "residual add")
+                       product(x: x, weight: weight, m: m, bias: nil, beta: 1, start: start, kernel: portable), "\(context): residual add")
         // The GELU epilogue calls each build's own erf, whose contraction may differ in the last bit.
         let gelu = product(x: x, weight: weight, m: m, bias: bias, activation: Int32(VITMSN_GELU.rawValue))
         let geluPortable = product(x: x, weight: weight, m: m, bias: bias, activation: Int32(VITMSN_GELU.rawValue), kernel: portable)
-        XCTAssertLessThan(zip(gelu, geluPortable).map { abs($0 - $1) }.max()!, 1e-5)
+        XCTAssertLessThan(zip(gelu, geluPortable).map { abs($0 - $1) }.max()!, 1e-5, "\(context): GELU")
     }
 
     /// Lanes at the limit (same-sign sums of 128) against activations at 255: the int16 sums are 255 · 128, over

@@ -190,4 +190,12 @@ int vitmsn_qgemm_portable(const vitmsn_qgemm_call *call);
 /// The instruction set of the int8 kernel: "avx512-vnni", "avx2" or "generic".
 const char *vitmsn_qgemm_isa(void);
 
+/// The int8 kernel's register tile, rows × columns: with VNNI "12x32" or "8x48" (the wide one where two
+/// vpdpbusd issue a cycle: Intel), else "4x16". Any tile gives the same bits.
+const char *vitmsn_qgemm_tile(void);
+
+/// Chooses the VNNI tile ("12x32" or "8x48"; VITMSN_INT8_TILE at start-up does the same), for benchmarks and
+/// tests; 0, or -1 for a shape this CPU's kernel lacks. Not while an int8 product runs.
+int vitmsn_qgemm_select_tile(const char *shape);
+
 #endif
