@@ -137,9 +137,9 @@ QGEMM_TARGET static inline __attribute__((always_inline)) void KERNEL(qgemm_vnni
 // A tile of the `mr` × `np` shape, or of its last panels. A short last tile (197 = 16 · 12 + 5 rows) runs at
 // half height: the sums of rows it repeats are wasted work.
 #define QGEMM_VNNI_HEIGHT(h)                                                                                      \
-    (panels == 1 ? KERNEL(qgemm_vnni_tile)(k4, rows, b, 1, h, np * QGEMM_NR, tile)                                \
-     : panels == 2 || np == 2 ? KERNEL(qgemm_vnni_tile)(k4, rows, b, 2, h, np * QGEMM_NR, tile)                   \
-                              : KERNEL(qgemm_vnni_tile)(k4, rows, b, 3, h, np * QGEMM_NR, tile))
+    (panels == np ? KERNEL(qgemm_vnni_tile)(k4, rows, b, np, h, np * QGEMM_NR, tile)                              \
+     : panels == 1 ? KERNEL(qgemm_vnni_tile)(k4, rows, b, 1, h, np * QGEMM_NR, tile)                              \
+                   : KERNEL(qgemm_vnni_tile)(k4, rows, b, 2, h, np * QGEMM_NR, tile))
 QGEMM_TARGET static inline __attribute__((always_inline)) void KERNEL(qgemm_micro)(
     size_t k4, const uint8_t *const *rows, const int8_t *restrict b, size_t panels, size_t height, int span, const int mr, const size_t np, int32_t *restrict tile
 ) {

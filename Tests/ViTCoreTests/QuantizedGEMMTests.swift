@@ -175,7 +175,11 @@ final class QuantizedGEMMTests: XCTestCase {
     func testDispatchedKernelEqualsThePortableOneBitForBit() {
         let chosen = String(cString: vitmsn_qgemm_tile())
         defer { vitmsn_qgemm_select_tile(chosen) }
-        for tile in ["12x32", "8x48", "4x16"] where vitmsn_qgemm_select_tile(tile) == 0 {
+        let shapes: [String] = ["12x32", "8x48", "4x16"]
+        let tiles = shapes.filter { vitmsn_qgemm_select_tile($0) == 0 }
+        XCTAssertTrue(tiles.contains(chosen), "the chosen tile \(chosen) among those run: \(tiles)")
+        for tile in tiles {
+            vitmsn_qgemm_select_tile(tile)
             for (n, bits) in [(50, 8), (50, 7), (64, 8), (80, 8), (13, 7)] { for k in [131, 125] { for m in [45, 28] {
                 checkDispatchedAgainstPortable(n: n, k: k, m: m, bits: bits, tile: tile)
             } } }
