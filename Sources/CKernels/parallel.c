@@ -1,7 +1,9 @@
 // A pool of worker threads that spin briefly between jobs. A forward pass runs a dozen short parallel
 // regions per layer (a batch-1 ViT-S product takes tens of microseconds); waking a sleeping thread for
 // each took about a tenth of the time (futex wake-ups and context switches in perf). Workers spin on the
-// job counter for a while after each job, then sleep on a condition variable.
+// job counter for a while after each job, then sleep on a condition variable. A job may hold more chunks
+// than threads: each thread takes the next chunk as it comes free, so one that the host slows down (a
+// shared machine, another process) leaves the rest of the job to the others.
 #include "CKernels.h"
 
 #include <pthread.h>
@@ -21,6 +23,7 @@ static struct {
     vitmsn_task task;
     void *context;
     size_t chunks, next;
+    size_t helpers, joined;  // the workers this job may take, and those that have joined it
 } job;
 static _Atomic uint64_t generation;
 static _Atomic size_t done;
@@ -40,14 +43,17 @@ static inline void relax(void) {
 #endif
 }
 
-// Runs chunks of job `g` until none is left (or the job is another one).
-static void run_chunks(uint64_t g) {
+// Runs chunks of job `g` until none is left (or the job is another one); a worker only while the job has
+// room for another helper.
+static void run_chunks(uint64_t g, int helper) {
+    int joined = !helper;
     for (;;) {
         pthread_mutex_lock(&job_lock);
-        if (atomic_load_explicit(&generation, memory_order_relaxed) != g || job.next >= job.chunks) {
+        if (atomic_load_explicit(&generation, memory_order_relaxed) != g || job.next >= job.chunks || (!joined && job.joined == job.helpers)) {
             pthread_mutex_unlock(&job_lock);
             return;
         }
+        if (!joined) job.joined++, joined = 1;
         size_t chunk = job.next++;
         vitmsn_task task = job.task;
         void *context = job.context;
@@ -75,7 +81,7 @@ static void *worker(void *unused) {
             relax();
         }
         seen = now;
-        run_chunks(now);
+        run_chunks(now, 1);
     }
     return 0;
 }
@@ -85,29 +91,31 @@ static void forget_workers(void) { workers = 0, sleepers = 0; }
 static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
 static void watch_forks(void) { pthread_atfork(0, 0, forget_workers); }
 
-int vitmsn_parallel_run(size_t chunks, vitmsn_task task, void *context) {
+int vitmsn_parallel_run(size_t chunks, size_t threads, vitmsn_task task, void *context) {
     if (chunks == 0) return 0;
     pthread_once(&fork_once, watch_forks);
     if (inside_pool || pthread_mutex_trylock(&submit_lock) != 0) return -1;  // nested, or another job runs
-    size_t wanted = chunks - 1 < most_workers ? chunks - 1 : most_workers;
+    size_t helpers = (chunks < threads ? chunks : threads) - 1;
+    size_t wanted = helpers < most_workers ? helpers : most_workers;
     while (workers < (int)wanted) {
         pthread_t thread;
         if (pthread_create(&thread, 0, worker, 0) != 0) break;
         pthread_detach(thread);
         workers++;
     }
-    if (workers == 0 && chunks > 1) {
+    if (workers == 0 && helpers > 0) {
         pthread_mutex_unlock(&submit_lock);
         return -1;
     }
     pthread_mutex_lock(&job_lock);
     job.task = task, job.context = context, job.chunks = chunks, job.next = 0;
+    job.helpers = helpers, job.joined = 0;
     atomic_store_explicit(&done, 0, memory_order_relaxed);
     uint64_t g = atomic_fetch_add_explicit(&generation, 1, memory_order_release) + 1;
     if (sleepers > 0) pthread_cond_broadcast(&wake);
     pthread_mutex_unlock(&job_lock);
     inside_pool = 1;
-    run_chunks(g);
+    run_chunks(g, 0);
     inside_pool = 0;
     while (atomic_load_explicit(&done, memory_order_acquire) < chunks) relax();
     pthread_mutex_unlock(&submit_lock);

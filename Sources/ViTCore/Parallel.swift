@@ -26,10 +26,25 @@ public struct Parallelism: Sendable {
             if count > 0 { body(0, 0..<count) }
             return
         }
+        run(chunks) { chunk in body(chunk, (chunk * count / chunks)..<((chunk + 1) * count / chunks)) }
+    }
+
+    /// Runs `body(task)` for every task in `0..<count` on at most `threads` threads, each thread taking the
+    /// next task as it comes free. With several tasks a thread, a thread the host slows down leaves its
+    /// remaining tasks to the others; `body` must not depend on which thread runs it.
+    public func forEachTask(count: Int, _ body: (_ task: Int) -> Void) {
+        guard threads > 1, count > 1 else {
+            for task in 0..<count { body(task) }
+            return
+        }
+        run(count, body)
+    }
+
+    private func run(_ chunks: Int, _ body: (Int) -> Void) {
         withoutActuallyEscaping(body) { body in
-            var job = Job(body: { chunk in body(chunk, (chunk * count / chunks)..<((chunk + 1) * count / chunks)) })
+            var job = Job(body: body)
             let ran = withUnsafeMutablePointer(to: &job) { job in
-                vitmsn_parallel_run(chunks, { context, chunk in context!.assumingMemoryBound(to: Job.self).pointee.body(chunk) }, job) == 0
+                vitmsn_parallel_run(chunks, threads, { context, chunk in context!.assumingMemoryBound(to: Job.self).pointee.body(chunk) }, job) == 0
             }
             if !ran {  // nested, or another thread's job holds the pool
                 let box = UncheckedSendable(job.body)

@@ -111,6 +111,10 @@ package final class QuantizedRows {
     deinit { values.deallocate(); scales.deallocate(); zeroPoints.deallocate() }
 }
 
+/// The parts each thread's share of an int8 product is cut in. On a shared host one thread is often slowed
+/// while the other runs; with four parts a thread the other takes over the slowed one's remaining parts.
+let partsPerThread = 4
+
 /// One int8 product of `quantizedLinearForward`: `y = x · Wᵀ + bias` (or `y += …` when `accumulate`), then `activation`.
 package struct QuantizedProduct {
     let weight: QuantizedMatrix
@@ -127,7 +131,8 @@ package struct QuantizedProduct {
 /// `y[rows, out] = x · Wᵀ + bias` for each of `products` (W in int8, x quantised once), as dynamic
 /// quantisation does it: the products are summed exactly in int32, and dequantisation, bias, activation
 /// and residual add happen in the kernel's epilogue. The products share one parallel region (query, key and
-/// value: one hand-off between threads instead of three).
+/// value: one hand-off between threads instead of three), cut in `partsPerThread` parts a thread that the
+/// threads take as they come free.
 package func quantizedLinearForward(x: QuantizedRows, products: [QuantizedProduct], parallelism: Parallelism = .serial) {
     let calls = products.map { product -> vitmsn_qgemm_call in
         let weight = product.weight
@@ -140,15 +145,14 @@ package func quantizedLinearForward(x: QuantizedRows, products: [QuantizedProduc
                                       activation: product.activation.map { Int32($0.kernel.rawValue) } ?? -1),
             m0: 0, m1: x.rows, n0: 0, n1: weight.n)
     }.filter { $0.m > 0 && $0.n > 0 }
-    let parts = calls.map { call in withUnsafePointer(to: call) { vitmsn_qgemm_parts($0, parallelism.threads) } }
-    guard let threads = parts.max() else { return }
+    let wanted = parallelism.threads > 1 ? parallelism.threads * partsPerThread : 1
+    let parts = calls.map { call in withUnsafePointer(to: call) { vitmsn_qgemm_parts($0, wanted) } }
+    guard let tasks = parts.max() else { return }
     let shared = UncheckedSendable(calls)
-    Parallelism(threads: threads).forEachChunk(of: threads) { range in
-        for (call, callParts) in zip(shared.value, parts) {
-            for part in range where part < callParts {
-                var block = withUnsafePointer(to: call) { vitmsn_qgemm_part($0, part, callParts) }
-                precondition(vitmsn_qgemm(&block) == 0, "int8 GEMM kernel refused its arguments")
-            }
+    parallelism.forEachTask(count: tasks) { part in
+        for (call, callParts) in zip(shared.value, parts) where part < callParts {
+            var block = withUnsafePointer(to: call) { vitmsn_qgemm_part($0, part, callParts) }
+            precondition(vitmsn_qgemm(&block) == 0, "int8 GEMM kernel refused its arguments")
         }
     }
     withExtendedLifetime(products) {}

@@ -33,6 +33,39 @@ final class ParallelTests: XCTestCase {
         XCTAssertEqual(Self.visits(Parallelism(threads: 4), count: 64, nested: true), [Int](repeating: 1, count: 64))
     }
 
+    func testEveryTaskRunsOnceOnAtMostItsThreads() {
+        for threads in [1, 2, 3, 8, 2] {  // 2 again: workers started for 8 must stay out of a job for 2
+            for count in [0, 1, 2, 7, 1000] {
+                let lock = NSLock()
+                var runs = [Int](repeating: 0, count: count)
+                var runners = Set<ObjectIdentifier>()
+                Parallelism(threads: threads).forEachTask(count: count) { task in
+                    lock.withLock { runs[task] += 1; runners.insert(ObjectIdentifier(Thread.current)) }
+                }
+                XCTAssertEqual(runs, [Int](repeating: 1, count: count), "\(threads) threads, \(count) tasks")
+                XCTAssertLessThanOrEqual(runners.count, threads, "\(threads) threads, \(count) tasks")
+            }
+        }
+    }
+
+    /// Task 0 holds its thread until every other task has run, which only a pool that hands tasks to whichever
+    /// thread is free (not a fixed share to each) lets happen; it gives up after 10 s.
+    func testTasksGoToWhicheverThreadIsFree() {
+        let lock = NSLock()
+        var runs = 0, othersRanFirst = false
+        Parallelism(threads: 2).forEachTask(count: 8) { task in
+            lock.withLock { runs += 1 }
+            guard task == 0 else { return }
+            let deadline = Date().addingTimeInterval(10)
+            while !othersRanFirst, Date() < deadline {
+                othersRanFirst = lock.withLock { runs == 8 }
+                usleep(1000)
+            }
+        }
+        XCTAssertTrue(othersRanFirst, "tasks 1 ... 7 waited for the thread that ran task 0")
+        XCTAssertEqual(runs, 8)
+    }
+
     func testJobsFromSeveralThreadsAtOnce() {
         let wrong = UnsafeMutableBufferPointer<Int>.allocate(capacity: 4)
         defer { wrong.deallocate() }

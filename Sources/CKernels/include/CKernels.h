@@ -99,10 +99,11 @@ double vitmsn_int8_peak_gops(int threads, size_t iterations);
 typedef void (*vitmsn_task)(void *context, size_t chunk);
 
 /// Runs task(context, c) for every c in [0, chunks) on the calling thread and the pool's workers (started
-/// on first use, they spin for 0.2 ms after each job before sleeping); returns once all are done. Returns -1
-/// without running anything when called from inside a job or while another thread's job runs (the caller
-/// then runs the chunks another way).
-int vitmsn_parallel_run(size_t chunks, vitmsn_task task, void *context);
+/// on first use, they spin for 0.2 ms after each job before sleeping), at most `threads` threads in all,
+/// each taking the next chunk as it comes free; returns once all are done. Returns -1 without running
+/// anything when called from inside a job or while another thread's job runs (the caller then runs the
+/// chunks another way).
+int vitmsn_parallel_run(size_t chunks, size_t threads, vitmsn_task task, void *context);
 
 /// With glibc, keeps freed large blocks in the heap instead of unmapping them (no-op elsewhere).
 void vitmsn_keep_freed_memory(void);
