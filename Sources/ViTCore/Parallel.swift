@@ -46,9 +46,12 @@ public struct Parallelism: Sendable {
             let ran = withUnsafeMutablePointer(to: &job) { job in
                 vitmsn_parallel_run(chunks, threads, { context, chunk in context!.assumingMemoryBound(to: Job.self).pointee.body(chunk) }, job) == 0
             }
-            if !ran {  // nested, or another thread's job holds the pool
+            if !ran {  // nested, or another thread's job holds the pool: still at most `threads` at once
+                let width = min(threads, chunks)
                 let box = UncheckedSendable(job.body)
-                DispatchQueue.concurrentPerform(iterations: chunks) { chunk in box.value(chunk) }
+                DispatchQueue.concurrentPerform(iterations: width) { lane in
+                    for chunk in stride(from: lane, to: chunks, by: width) { box.value(chunk) }
+                }
             }
         }
     }
