@@ -128,10 +128,11 @@ final class QuantizedGEMMTests: XCTestCase {
         vitmsn_quantize_activations(x, k, m, k, &q, stride, &scales, &zeros, levels)
         var c = start ?? [Float](repeating: 0, count: m * n)
         let bias = bias ?? []
-        q.withUnsafeBufferPointer { q in bias.withUnsafeBufferPointer { bias in weight.scales.withUnsafeBufferPointer { bs in
+        q.withUnsafeBufferPointer { q in scales.withUnsafeBufferPointer { scales in zeros.withUnsafeBufferPointer { zeros in
+            bias.withUnsafeBufferPointer { bias in weight.scales.withUnsafeBufferPointer { bs in
             weight.columnSums.withUnsafeBufferPointer { sums in c.withUnsafeMutableBufferPointer { c in
                 let call = vitmsn_qgemm_call(
-                    m: m, n: n, k: k, a: q.baseAddress!, lda: stride, a_scale: scales, a_zero: zeros, a_max: levels, packed_b: weight.data,
+                    m: m, n: n, k: k, a: q.baseAddress!, lda: stride, a_scale: scales.baseAddress!, a_zero: zeros.baseAddress!, a_max: levels, packed_b: weight.data,
                     b_scale: bs.baseAddress!, b_sum: sums.baseAddress!, b_max: weight.largestMagnitude, b_pair_lane_sum: weight.pairLaneSum, b_triple_lane_sum: weight.tripleLaneSum, c: c.baseAddress!, ldc: n,
                     epilogue: vitmsn_epilogue(alpha: 1, beta: beta, bias: bias.isEmpty ? nil : bias.baseAddress, activation: activation),
                     m0: 0, m1: m, n0: 0, n1: n)
@@ -141,7 +142,7 @@ final class QuantizedGEMMTests: XCTestCase {
                     XCTAssertEqual(kernel(&piece), 0)
                 }
             } }
-        } } }
+        } } } } }
         return c
     }
 
@@ -152,21 +153,44 @@ final class QuantizedGEMMTests: XCTestCase {
             let x = randomMatrix(m * k, seed: 3), w = randomMatrix(n * k, seed: 4, std: 0.05), bias = randomMatrix(n, seed: 5)
             let weight = w.withUnsafeBufferPointer { QuantizedMatrix(quantizing: $0.baseAddress!, n: n, k: k, bits: bits) }
             let y = product(x: x, weight: weight, m: m, bias: bias)
-            // The reference: the same quantised values, dequantised, multiplied in Double.
-            let stride = vitmsn_qgemm_row_stride(k)
-            var q = [UInt8](repeating: 0, count: m * stride), scales = [Float](repeating: 0, count: m), zeros = [Int32](repeating: 0, count: m)
-            vitmsn_quantize_activations(x, k, m, k, &q, stride, &scales, &zeros, vitmsn_qgemm_activation_levels(weight.largestMagnitude))
-            let values = weight.values, weightScales = weight.scales
-            for r in 0..<m {
-                for o in 0..<n {
-                    var sum = 0.0
-                    for i in 0..<k {
-                        sum += Double(scales[r]) * Double(Int32(q[r * stride + i]) - zeros[r]) * Double(weightScales[o]) * Double(values[o * k + i])
-                    }
-                    XCTAssertEqual(Double(y[r * n + o]), sum + Double(bias[o]), accuracy: 1e-5 * (1 + abs(sum)), "\(m)×\(n)×\(k) \(bits) bits [\(r), \(o)]")
-                }
-            }
+            checkAgainstDequantisedReference(y, x: x, weight: weight, m: m, bias: bias, columns: 0..<n, context: "\(m)×\(n)×\(k) \(bits) bits")
         } }
+    }
+
+    /// y's `columns` against the same quantised values, dequantised and multiplied in Double.
+    func checkAgainstDequantisedReference(_ y: [Float], x: [Float], weight: QuantizedMatrix, m: Int, bias: [Float], columns: some Sequence<Int>, context: String) {
+        let (n, k, stride) = (weight.n, weight.k, vitmsn_qgemm_row_stride(weight.k))
+        var q = [UInt8](repeating: 0, count: m * stride), scales = [Float](repeating: 0, count: m), zeros = [Int32](repeating: 0, count: m)
+        vitmsn_quantize_activations(x, k, m, k, &q, stride, &scales, &zeros, vitmsn_qgemm_activation_levels(weight.largestMagnitude))
+        let values = weight.values, weightScales = weight.scales
+        for o in columns {
+            for r in 0..<m {
+                var sum = 0.0
+                for i in 0..<k {
+                    sum += Double(scales[r]) * Double(Int32(q[r * stride + i]) - zeros[r]) * Double(weightScales[o]) * Double(values[o * k + i])
+                }
+                XCTAssertEqual(Double(y[r * n + o]), sum + Double(bias[o]), accuracy: 1e-5 * (1 + abs(sum)), "\(context) [\(r), \(o)]")
+            }
+        }
+    }
+
+    /// K = 3072 puts only a few panels in each of the kernel's L2 blocks of B (QGEMM_BLOCK_BYTES), and 30 rows
+    /// make two row blocks: every block of panels must meet every row block, with each tile, and no column twice
+    /// (the residual add would show it).
+    func testInt8ProductCoversEveryBlockOfPanels() {
+        let chosen = String(cString: vitmsn_qgemm_tile())
+        defer { vitmsn_qgemm_select_tile(chosen) }
+        let (m, n, k) = (30, 200, 3072)
+        let x = randomMatrix(m * k, seed: 15), w = randomMatrix(n * k, seed: 16, std: 0.05), bias = randomMatrix(n, seed: 17)
+        let weight = w.withUnsafeBufferPointer { QuantizedMatrix(quantizing: $0.baseAddress!, n: n, k: k) }
+        let zero = [Float](repeating: 0, count: m * n)
+        let portable = product(x: x, weight: weight, m: m, bias: bias, beta: 1, start: zero) { vitmsn_qgemm_portable($0) }
+        // every column at the edge of a 16-column panel, where the blocks of 6 or 8 panels begin and end
+        checkAgainstDequantisedReference(portable, x: x, weight: weight, m: m, bias: bias,
+                                         columns: stride(from: 0, to: n, by: 16).flatMap { [$0, min($0 + 15, n - 1)] }, context: "portable")
+        for tile in ["12x32", "8x48", "4x16"] where vitmsn_qgemm_select_tile(tile) == 0 {
+            XCTAssertEqual(product(x: x, weight: weight, m: m, bias: bias, beta: 1, start: zero), portable, "tile \(tile)")
+        }
     }
 
     /// With 8- and 7-bit weights (AVX2's loops over three, two and single groups), K leaving one group after
