@@ -2,6 +2,11 @@
 and ONNX Runtime (the same model exported to ONNX) on the same shapes, interleaved round by round so
 machine noise hits all alike. Prints images/s (median over rounds) and Swift's ratio to the best peer.
 
+Each round runs every engine once, in an order rotated from round to round. The ratios are paired: each
+round's Swift figure over the same round's peer figure, the median of those over the rounds, against the
+peer with the lowest such median. The host's slow spells last seconds to minutes, so a ratio of two medians
+taken minutes apart moves with them, and a ratio within a round much less.
+
 With --int8, the dynamic-quantisation peers instead: `vitmsn bench --dtype int8` (and its f32 for the
 ratio to itself), PyTorch's `torch.ao.quantization.quantize_dynamic` (qint8 Linear layers, the x86
 engine) and ONNX Runtime's `quantize_dynamic` (QInt8 weights, per channel; its default activations;
@@ -78,8 +83,23 @@ def swift_images_per_second(binary, preset, batch, seconds, dtype="f32"):
     return json.loads(out)["images_per_s"]
 
 
+def interleaved(engines, rounds):
+    """Each engine's images/s in each of `rounds` rounds, the engines' order rotated by one each round."""
+    names = list(engines)
+    results = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            results[name].append(engines[name]())
+    return results
+
+
+def paired_ratio(results, mine, others):
+    """The lowest, over `others`, of the median over rounds of results[mine][r] / results[other][r]."""
+    return min(statistics.median(a / b for a, b in zip(results[mine], results[other])) for other in others)
+
+
 def int8_table(args):
-    print("| model | batch | Swift int8 img/s | Swift f32 | PyTorch int8 | ONNX Runtime int8 | Swift int8 / best peer | Swift int8 / f32 |")
+    print("| model | batch | Swift int8 img/s | Swift f32 | PyTorch int8 | ONNX Runtime int8 | Swift int8 / best peer, paired | Swift int8 / f32, paired |")
     print("|---|---|---|---|---|---|---|---|")
     for preset in args.preset or ["small"]:
         hidden, layers, heads, intermediate, patch = PRESETS[preset]
@@ -92,16 +112,15 @@ def int8_table(args):
         quantized = torch_int8_model(sdpa)
         for batch in args.batch or [8]:
             pixels = torch.randn(batch, 3, 224, 224)
-            results = {"int8": [], "f32": [], "torch": [], "onnx": []}
-            for _ in range(args.rounds):
-                for dtype in ["int8", "f32"]:
-                    results[dtype].append(swift_images_per_second(args.binary, preset, batch, args.seconds, dtype))
-                results["torch"].append(torch_images_per_second(quantized, pixels, args.seconds))
-                results["onnx"].append(onnx_images_per_second(session, pixels, args.seconds))
+            results = interleaved({
+                "int8": lambda: swift_images_per_second(args.binary, preset, batch, args.seconds, "int8"),
+                "f32": lambda: swift_images_per_second(args.binary, preset, batch, args.seconds, "f32"),
+                "torch": lambda: torch_images_per_second(quantized, pixels, args.seconds),
+                "onnx": lambda: onnx_images_per_second(session, pixels, args.seconds),
+            }, args.rounds)
             m = {k: statistics.median(v) for k, v in results.items()}
-            best = max(m["torch"], m["onnx"])
             print(f"| {preset} | {batch} | {m['int8']:.2f} | {m['f32']:.2f} | {m['torch']:.2f} | {m['onnx']:.2f} "
-                  f"| {m['int8'] / best:.2f}× | {m['int8'] / m['f32']:.2f}× |", flush=True)
+                  f"| {paired_ratio(results, 'int8', ['torch', 'onnx']):.2f}× | {paired_ratio(results, 'int8', ['f32']):.2f}× |", flush=True)
 
 
 def main():
@@ -118,7 +137,7 @@ def main():
           f"onnxruntime {onnxruntime.__version__}")
     if args.int8:
         return int8_table(args)
-    print("| model | batch | Swift img/s | PyTorch sdpa | PyTorch eager | ONNX Runtime | Swift / best peer |")
+    print("| model | batch | Swift img/s | PyTorch sdpa | PyTorch eager | ONNX Runtime | Swift / best peer, paired |")
     print("|---|---|---|---|---|---|---|")
     for preset in args.preset or ["small"]:
         hidden, layers, heads, intermediate, patch = PRESETS[preset]
@@ -130,16 +149,14 @@ def main():
         session = onnx_session(models["eager"], ROOT / "out" / "onnx" / f"{preset}.onnx")
         for batch in args.batch or [8]:
             pixels = torch.randn(batch, 3, 224, 224)
-            results = {"swift": [], "sdpa": [], "eager": [], "onnx": []}
-            for _ in range(args.rounds):
-                results["swift"].append(swift_images_per_second(args.binary, preset, batch, args.seconds))
-                for attention, model in models.items():
-                    results[attention].append(torch_images_per_second(model, pixels, args.seconds))
-                results["onnx"].append(onnx_images_per_second(session, pixels, args.seconds))
+            results = interleaved({
+                "swift": lambda: swift_images_per_second(args.binary, preset, batch, args.seconds),
+                **{attention: lambda model=model: torch_images_per_second(model, pixels, args.seconds) for attention, model in models.items()},
+                "onnx": lambda: onnx_images_per_second(session, pixels, args.seconds),
+            }, args.rounds)
             m = {k: statistics.median(v) for k, v in results.items()}
-            best = max(m["sdpa"], m["eager"], m["onnx"])
             print(f"| {preset} | {batch} | {m['swift']:.2f} | {m['sdpa']:.2f} | {m['eager']:.2f} | {m['onnx']:.2f} "
-                  f"| {m['swift'] / best:.2f}× |", flush=True)
+                  f"| {paired_ratio(results, 'swift', ['sdpa', 'eager', 'onnx']):.2f}× |", flush=True)
 
 
 if __name__ == "__main__":
