@@ -16,16 +16,14 @@ engine) and ONNX Runtime's `quantize_dynamic` (QInt8 weights, per channel; its d
     .venv/bin/python scripts/bench_peers.py --int8 --preset small --preset base --batch 1 --batch 8
 """
 import argparse
-import json
 import statistics
-import subprocess
 from pathlib import Path
 
 import onnxruntime
 import torch
 from transformers import ViTMSNConfig, ViTMSNModel
 
-from benchlib import median_seconds
+from benchlib import median_seconds, swift_bench
 
 PRESETS = {  # (hidden, layers, heads, intermediate, patch): the released checkpoints' shapes
     "small": (384, 12, 6, 1536, 16), "base": (768, 12, 12, 3072, 16), "large": (1024, 24, 16, 4096, 16),
@@ -78,9 +76,7 @@ def onnx_images_per_second(session, pixels, seconds):
 
 
 def swift_images_per_second(binary, preset, batch, seconds, dtype="f32"):
-    out = subprocess.run([str(binary), "bench", "--preset", preset, "--batch", str(batch), "--seconds", str(seconds),
-                          "--dtype", dtype, "--json"], check=True, capture_output=True, text=True).stdout
-    return json.loads(out)["images_per_s"]
+    return swift_bench(binary, "--preset", preset, "--batch", batch, "--seconds", seconds, "--dtype", dtype)["images_per_s"]
 
 
 def interleaved(engines, rounds):
